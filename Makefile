@@ -1,0 +1,48 @@
+# The two commands a newcomer needs: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed-dev
+
+.DEFAULT_GOAL := help
+.PHONY: help install serve test lint typecheck unit services lock clean
+
+help:
+	@echo "make serve   set up .venv, train a model if there is none, serve on 127.0.0.1:8000"
+	@echo "make test    set up .venv, make sure PostgreSQL and Redis run, run ruff, mypy and pytest"
+	@echo "make lock    re-resolve requirements/*.lock from pyproject.toml"
+
+# One locked environment for serving and testing; bytecode compiled at install so that the first
+# start of a worker does not spend seconds compiling scikit-learn.
+$(STAMP): pyproject.toml requirements/dev.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements/dev.lock
+	$(BIN)/uv pip install --quiet --no-deps --python $(BIN)/python -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install
+	$(BIN)/churn-mlops serve
+
+services:
+	@scripts/ensure-services.sh
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install services lint typecheck
+	$(BIN)/pytest
+
+lock:
+	uv pip compile --quiet pyproject.toml --python-version 3.11 -o requirements/runtime.lock
+	uv pip compile --quiet pyproject.toml --extra dev --python-version 3.11 -o requirements/dev.lock
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Features, training, the versioned artifact and inference."""

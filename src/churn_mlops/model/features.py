@@ -1,0 +1,134 @@
+"""Turns customers into the model's float32 feature rows, without pandas.
+
+Categorical values become their index in a vocabulary learnt from the training data (the
+gradient-boosting model's native categorical support splits on those codes); numbers pass
+through; a missing `total_charges` or a category never seen in training becomes NaN, which the
+model routes like any missing value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from churn_mlops.schemas import CustomerFeatures
+
+FEATURE_NAMES: tuple[str, ...] = tuple(CustomerFeatures.model_fields)
+CATEGORICAL_FEATURES: frozenset[str] = frozenset(
+    {
+        "gender",
+        "partner",
+        "dependents",
+        "phone_service",
+        "multiple_lines",
+        "internet_service",
+        "online_security",
+        "online_backup",
+        "device_protection",
+        "tech_support",
+        "streaming_tv",
+        "streaming_movies",
+        "contract",
+        "paperless_billing",
+        "payment_method",
+    }
+)
+INTEGER_FEATURES: frozenset[str] = frozenset({"senior_citizen", "tenure"})
+
+FloatMatrix = npt.NDArray[np.float32]
+
+
+class EncoderError(ValueError):
+    """An encoder document or a column handed to the encoder is malformed."""
+
+
+class FeatureEncoder:
+    """Maps feature values to float32 columns in `FEATURE_NAMES` order."""
+
+    __slots__ = ("_codes", "_sorted_codes", "_sorted_vocab", "vocabularies")
+
+    def __init__(self, vocabularies: Mapping[str, Sequence[str]]) -> None:
+        if set(vocabularies) != CATEGORICAL_FEATURES:
+            raise EncoderError("vocabularies must cover exactly the categorical features")
+        self.vocabularies: dict[str, tuple[str, ...]] = {
+            name: tuple(vocabularies[name]) for name in FEATURE_NAMES if name in vocabularies
+        }
+        # Per-value lookups for single rows; sorted arrays for vectorised batches.
+        self._codes = {
+            name: {value: float(code) for code, value in enumerate(vocab)}
+            for name, vocab in self.vocabularies.items()
+        }
+        self._sorted_vocab: dict[str, npt.NDArray[np.str_]] = {}
+        self._sorted_codes: dict[str, FloatMatrix] = {}
+        for name, vocab in self.vocabularies.items():
+            order = np.argsort(np.array(vocab, dtype=np.str_), kind="stable")
+            self._sorted_vocab[name] = np.array(vocab, dtype=np.str_)[order]
+            self._sorted_codes[name] = order.astype(np.float32)
+
+    @classmethod
+    def fit(cls, columns: Mapping[str, Sequence[Any]]) -> FeatureEncoder:
+        """Learn each categorical feature's vocabulary (sorted) from training columns."""
+        return cls({name: sorted(set(columns[name])) for name in CATEGORICAL_FEATURES})
+
+    @property
+    def categorical_mask(self) -> list[bool]:
+        """Which of the encoded columns are categorical, for the model."""
+        return [name in CATEGORICAL_FEATURES for name in FEATURE_NAMES]
+
+    def encode_row(self, features: Mapping[str, Any]) -> FloatMatrix:
+        """One customer as a (1, n_features) float32 row."""
+        row = np.empty((1, len(FEATURE_NAMES)), dtype=np.float32)
+        out = row[0]
+        codes = self._codes
+        for i, name in enumerate(FEATURE_NAMES):
+            value = features[name]
+            lookup = codes.get(name)
+            if lookup is not None:
+                out[i] = lookup.get(value, np.nan)
+            else:
+                out[i] = np.nan if value is None else value
+        return row
+
+    def encode_columns(self, columns: Mapping[str, Sequence[Any]]) -> FloatMatrix:
+        """Many customers given as one sequence per feature; one vectorised pass per column."""
+        lengths = {len(columns[name]) for name in FEATURE_NAMES}
+        if len(lengths) != 1:
+            raise EncoderError("all feature columns must have the same length")
+        n_rows = lengths.pop()
+        matrix = np.empty((n_rows, len(FEATURE_NAMES)), dtype=np.float32)
+        for i, name in enumerate(FEATURE_NAMES):
+            values = columns[name]
+            if name in self._sorted_vocab:
+                matrix[:, i] = self._encode_categorical(name, values)
+            else:
+                # None becomes NaN in a float64 conversion; then one rounding to float32.
+                matrix[:, i] = np.asarray(values, dtype=np.float64)
+        return matrix
+
+    def _encode_categorical(self, name: str, values: Sequence[Any]) -> FloatMatrix:
+        vocab = self._sorted_vocab[name]
+        given = np.asarray(values, dtype=np.str_)
+        position = np.searchsorted(vocab, given)
+        position = np.minimum(position, len(vocab) - 1)
+        found = vocab[position] == given
+        return np.where(found, self._sorted_codes[name][position], np.float32(np.nan))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description from which `from_dict` rebuilds the same encoder."""
+        return {
+            "features": list(FEATURE_NAMES),
+            "categorical": {name: list(vocab) for name, vocab in self.vocabularies.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> FeatureEncoder:
+        """Rebuild an encoder saved by `to_dict`; refuse one made for other features."""
+        if list(document.get("features", ())) != list(FEATURE_NAMES):
+            raise EncoderError("encoder was saved for a different feature list")
+        categorical = document.get("categorical")
+        if not isinstance(categorical, Mapping):
+            raise EncoderError("encoder document has no categorical vocabularies")
+        return cls(categorical)

@@ -1,0 +1,40 @@
+"""Scores encoded customers with a loaded artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.model.features import FEATURE_NAMES, FloatMatrix
+
+Probabilities = npt.NDArray[np.float64]
+
+
+class ChurnPredictor:
+    """The encoder, the model and the decision threshold of one artifact, ready to score."""
+
+    __slots__ = ("_estimator", "encoder", "threshold", "version")
+
+    def __init__(self, artifact: ModelArtifact) -> None:
+        self._estimator = artifact.estimator
+        self.encoder = artifact.encoder
+        self.threshold = artifact.threshold
+        self.version = artifact.version
+
+    def probabilities(self, rows: FloatMatrix) -> Probabilities:
+        """Churn probability of each encoded row."""
+        result: Probabilities = self._estimator.predict_proba(rows)[:, 1]
+        return result
+
+    def score_one(self, features: Mapping[str, Any]) -> float:
+        """Churn probability of one customer's features."""
+        return float(self.probabilities(self.encoder.encode_row(features))[0])
+
+    def score_many(self, features: Sequence[Mapping[str, Any]]) -> Probabilities:
+        """Churn probabilities of many customers, in one model call."""
+        columns = {name: [row[name] for row in features] for name in FEATURE_NAMES}
+        return self.probabilities(self.encoder.encode_columns(columns))

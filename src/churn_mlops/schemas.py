@@ -1,0 +1,169 @@
+"""Request and response models of the prediction API.
+
+Categorical fields accept exactly the values of the IBM Telco dataset; numbers are strict JSON
+numbers (no strings), finite and in range; unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _bool_to_int(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+YesNo = Literal["No", "Yes"]
+InternetAddOn = Literal["No", "No internet service", "Yes"]
+Charge = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+
+# The first customer of the shipped dataset (8879-ZKJOF); a test checks it still is.
+EXAMPLE_CUSTOMER_ID = "8879-ZKJOF"
+EXAMPLE_FEATURES: dict[str, Any] = {
+    "gender": "Female",
+    "senior_citizen": 0,
+    "partner": "No",
+    "dependents": "No",
+    "tenure": 41,
+    "phone_service": "Yes",
+    "multiple_lines": "No",
+    "internet_service": "DSL",
+    "online_security": "Yes",
+    "online_backup": "No",
+    "device_protection": "Yes",
+    "tech_support": "Yes",
+    "streaming_tv": "Yes",
+    "streaming_movies": "Yes",
+    "contract": "One year",
+    "paperless_billing": "Yes",
+    "payment_method": "Bank transfer (automatic)",
+    "monthly_charges": 79.85,
+    "total_charges": 3320.75,
+}
+
+
+class CustomerFeatures(BaseModel):
+    """The 19 features of one customer, named as the dataset's columns in snake_case."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"examples": [EXAMPLE_FEATURES]}
+    )
+
+    gender: Literal["Female", "Male"]
+    senior_citizen: Annotated[Literal[0, 1], BeforeValidator(_bool_to_int)] = Field(
+        description="1 for a senior citizen; true/false are accepted too."
+    )
+    partner: YesNo
+    dependents: YesNo
+    tenure: Annotated[int, Field(ge=0, le=120, strict=True, description="Months as a customer.")]
+    phone_service: YesNo
+    multiple_lines: Literal["No", "No phone service", "Yes"]
+    internet_service: Literal["DSL", "Fiber optic", "No"]
+    online_security: InternetAddOn
+    online_backup: InternetAddOn
+    device_protection: InternetAddOn
+    tech_support: InternetAddOn
+    streaming_tv: InternetAddOn
+    streaming_movies: InternetAddOn
+    contract: Literal["Month-to-month", "One year", "Two year"]
+    paperless_billing: YesNo
+    payment_method: Literal[
+        "Bank transfer (automatic)", "Credit card (automatic)", "Electronic check", "Mailed check"
+    ]
+    monthly_charges: Charge
+    total_charges: Charge | None = Field(
+        description="Total billed so far; null for a customer who has not been billed yet."
+    )
+
+
+class PredictRequest(BaseModel):
+    """One customer to score."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [{"customer_id": EXAMPLE_CUSTOMER_ID, "features": EXAMPLE_FEATURES}]
+        },
+    )
+
+    customer_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="The caller's id for this customer, echoed back; optional.",
+    )
+    features: CustomerFeatures
+
+
+class PredictResponse(BaseModel):
+    """The churn prediction for one customer."""
+
+    customer_id: str | None
+    churn_probability: float = Field(ge=0, le=1)
+    will_churn: bool = Field(description="churn_probability >= the model's decision threshold.")
+    model_version: str
+
+
+class BatchPredictResponse(BaseModel):
+    """Predictions in the order of the request's items."""
+
+    predictions: list[PredictResponse]
+
+
+class HoldoutMetrics(BaseModel):
+    """Quality of the model on customers it was not trained on."""
+
+    roc_auc: float
+    pr_auc: float
+    log_loss: float
+    brier: float
+
+
+class ModelInfo(BaseModel):
+    """What is being served: the artifact's metadata."""
+
+    version: str
+    created_at: str
+    features: list[str]
+    categorical_features: list[str]
+    threshold: float
+    threshold_method: str
+    holdout_metrics: HoldoutMetrics
+    hyperparameters: dict[str, Any]
+    training_data_sha256: str
+    training_rows: int
+    holdout_rows: int
+    library_versions: dict[str, str]
+
+
+class LiveStatus(BaseModel):
+    """The process is up."""
+
+    status: Literal["ok"]
+
+
+class ReadyStatus(BaseModel):
+    """Whether the service can answer predictions."""
+
+    status: Literal["ready", "starting"]
+    model_version: str | None
+
+
+class FieldError(BaseModel):
+    """One reason a request was refused."""
+
+    field: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document: the body of every error response."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None

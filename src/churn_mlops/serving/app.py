@@ -1,0 +1,97 @@
+"""The app factory: builds the FastAPI app from settings and wires its dependencies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.middleware.gzip import GZipMiddleware
+from threadpoolctl import threadpool_limits
+
+from churn_mlops import __version__
+from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.model.inference import ChurnPredictor
+from churn_mlops.schemas import EXAMPLE_FEATURES, PredictRequest
+from churn_mlops.serving.bodies import PredictionBodies
+from churn_mlops.serving.errors import install_error_handlers
+from churn_mlops.serving.middleware import ProcessTimeMiddleware
+from churn_mlops.serving.routes.predict import build_prediction_router
+from churn_mlops.serving.routes.status import build_status_router
+from churn_mlops.settings import Settings
+
+logger = logging.getLogger("churn_mlops.serving")
+
+
+def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> FastAPI:
+    """The churn prediction API; `artifact` defaults to the one in `settings.model_dir`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # sklearn's OpenMP pool makes small predictions many times slower and several workers
+        # on few cores oversubscribe them (scikit-learn issue #30662).
+        threadpool_limits(limits=settings.model_threads)
+        loaded = artifact or ModelArtifact.load(settings.model_dir)
+        predictor = ChurnPredictor(loaded)
+        predictor.score_one(EXAMPLE_FEATURES)  # warm-up: first-call costs are paid here
+        app.state.artifact, app.state.predictor = loaded, predictor
+        logger.info("serving model %s from %s", loaded.version, settings.model_dir)
+        try:
+            yield
+        finally:
+            app.state.artifact = app.state.predictor = None
+
+    app = FastAPI(
+        title="churn-mlops",
+        summary="Customer churn predictions from a gradient-boosting model trained on Telco data.",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.artifact = None
+    app.state.predictor = None
+    bodies = PredictionBodies(settings.max_batch_rows)
+    app.state.bodies = bodies
+
+    install_error_handlers(app)
+    app.include_router(build_prediction_router(bodies))
+    app.include_router(build_status_router())
+    app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
+    app.add_middleware(ProcessTimeMiddleware, slow_request_ms=settings.slow_request_ms)
+    _document_raw_bodies(app)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for uvicorn workers: settings come from `CHURN_*` variables."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(settings)
+
+
+def _document_raw_bodies(app: FastAPI) -> None:
+    """Add the schemas of the bodies the prediction routes parse themselves to the OpenAPI."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+            )
+            request_schema = PredictRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(request_schema.pop("$defs", {}))
+            components["PredictRequest"] = request_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,121 @@
+"""Domain errors and the one place that turns every error into an RFC 9457 problem document."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from churn_mlops.schemas import FieldError, Problem
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+logger = logging.getLogger("churn_mlops.errors")
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status and a message safe to show the caller."""
+
+    status: int = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, detail: str, errors: Sequence[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors is not None else None
+
+
+class InvalidRequest(ServiceError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class PayloadTooLarge(ServiceError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class ModelNotReady(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+def field_path(location: Iterable[Any]) -> str:
+    """`("body", 3, "features", "tenure")` as `[3].features.tenure`."""
+    path = ""
+    for part in location:
+        if part == "body" and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
+    """pydantic's error list as (field, reason) pairs; never echoes the rejected values."""
+    return [FieldError(field=field_path(e["loc"]), reason=e["msg"]) for e in errors]
+
+
+# RFC 9110's names; Python's HTTPStatus phrases differ between versions for these two.
+_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    problem = Problem(
+        title=_TITLES.get(status) or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
+    return Response(
+        orjson.dumps(problem.model_dump(exclude_none=True)),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def invalid_request_detail(errors: Sequence[FieldError]) -> str:
+    fields = sorted({e.field for e in errors})
+    noun = "field is" if len(fields) == 1 else "fields are"
+    named = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+    return f"{len(fields)} {noun} invalid: {named}"
+
+
+async def _service_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ServiceError)  # noqa: S101 - registered for this type only
+    return problem_response(error.status, error.detail, error.errors)
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)  # noqa: S101
+    errors = field_errors(error.errors())
+    return problem_response(422, invalid_request_detail(errors), errors)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)  # noqa: S101
+    detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+    return problem_response(error.status_code, detail, headers=error.headers)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(500, "The server failed to answer this request.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error the app can raise to one problem+json format."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

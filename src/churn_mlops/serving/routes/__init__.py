@@ -1,0 +1,1 @@
+"""Route groups, each built by a function that receives what its routes need."""

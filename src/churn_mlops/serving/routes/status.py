@@ -1,0 +1,51 @@
+"""Health probes and the served model's metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.schemas import LiveStatus, ModelInfo, Problem, ReadyStatus
+from churn_mlops.serving.errors import ModelNotReady
+
+
+def build_status_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health/live", tags=["health"], summary="Liveness probe")
+    async def live() -> LiveStatus:
+        """The process is up and its event loop answers."""
+        return LiveStatus(status="ok")
+
+    @router.get(
+        "/health/ready",
+        tags=["health"],
+        summary="Readiness probe",
+        response_model=ReadyStatus,
+        responses={503: {"model": ReadyStatus, "description": "Still starting"}},
+    )
+    async def ready(request: Request) -> Any:
+        """200 once the model is loaded and warmed up, 503 before."""
+        artifact: ModelArtifact | None = request.app.state.artifact
+        if artifact is None or request.app.state.predictor is None:
+            body = ReadyStatus(status="starting", model_version=None)
+            return JSONResponse(body.model_dump(), status_code=503)
+        return ReadyStatus(status="ready", model_version=artifact.version)
+
+    @router.get(
+        "/model",
+        tags=["model"],
+        summary="The served model",
+        responses={503: {"model": Problem, "description": "The model is not loaded yet"}},
+    )
+    async def model(request: Request) -> ModelInfo:
+        """Version, features, decision threshold, hold-out metrics and provenance."""
+        artifact: ModelArtifact | None = request.app.state.artifact
+        if artifact is None:
+            raise ModelNotReady("The model is still loading; retry in a moment.")
+        return artifact.info
+
+    return router

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from churn_mlops.data import TelcoDataset, load_telco_csv
+from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.model.training import TrainingConfig, train_model
+
+# A two-candidate search on two folds: a real model in about two seconds, for tests that need
+# any trained artifact. Model quality is tested with the default config in test_training.
+QUICK_TRAINING = TrainingConfig(search_iterations=2, cv_folds=2)
+
+
+@pytest.fixture(scope="session")
+def dataset() -> TelcoDataset:
+    return load_telco_csv()
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory, dataset: TelcoDataset) -> Path:
+    directory = tmp_path_factory.mktemp("artifact") / "model"
+    train_model(dataset, QUICK_TRAINING).artifact.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def artifact(artifact_dir: Path) -> ModelArtifact:
+    return ModelArtifact.load(artifact_dir)

@@ -1,0 +1,154 @@
+"""Train with the real CLI, serve with the real CLI, talk HTTP to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from churn_mlops.data import SHIPPED_DATASET, TelcoDataset, load_telco_csv
+from churn_mlops.model.artifact import ModelArtifact
+from tests.fixtures.requests import prediction_bodies
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+CLI = str(Path(sys.executable).with_name("churn-mlops"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def cli_trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("cli")
+    data = work / "customers.csv"
+    shutil.copy(SHIPPED_DATASET, data)
+    out = work / "model"
+    result = subprocess.run(
+        [
+            CLI,
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--search-iterations",
+            "2",
+            "--cv-folds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ROC AUC" in result.stdout
+    assert f"Artifact written to {out}" in result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(cli_trained_model: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "CHURN_ENVIRONMENT": "test"}
+    process = subprocess.Popen(
+        [
+            CLI,
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--model-dir",
+            str(cli_trained_model),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base_url, process)
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_served_model_is_the_cli_trained_one(server: str, cli_trained_model: Path) -> None:
+    artifact = ModelArtifact.load(cli_trained_model)
+    response = httpx.get(f"{server}/model", timeout=5)
+    assert response.status_code == 200
+    assert response.json()["version"] == artifact.version
+
+
+def test_predict_over_http_matches_the_model(server: str, cli_trained_model: Path) -> None:
+    artifact = ModelArtifact.load(cli_trained_model)
+    dataset: TelcoDataset = load_telco_csv()
+    bodies = prediction_bodies(dataset, 10, start=300)
+    expected = artifact.estimator.predict_proba(
+        artifact.encoder.encode_columns(dataset.subset(range(300, 310)).columns)
+    )[:, 1]
+    with httpx.Client(base_url=server, timeout=5) as http:
+        for body, probability in zip(bodies, expected, strict=True):
+            response = http.post("/predict", json=body)
+            assert response.status_code == 200
+            assert response.json()["churn_probability"] == float(probability)
+            assert float(response.headers["x-process-time"]) >= 0
+        batch = http.post("/predict/batch", json=bodies)
+    assert batch.status_code == 200
+    assert [p["churn_probability"] for p in batch.json()["predictions"]] == expected.tolist()
+
+
+def test_bad_input_over_http_is_a_problem_document(server: str) -> None:
+    response = httpx.post(f"{server}/predict", content=b"not json", timeout=5)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "body"
+
+
+def test_serve_refuses_a_corrupt_artifact(cli_trained_model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    shutil.copytree(cli_trained_model, broken)
+    (broken / "metadata.json").write_text("{}")
+    result = subprocess.run(
+        [CLI, "serve", "--port", str(_free_port()), "--model-dir", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "refusing to serve" in result.stderr
