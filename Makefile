@@ -42,7 +42,7 @@ test: install services lint typecheck
 
 lock:
 	uv pip compile --quiet pyproject.toml --python-version 3.11 -o requirements/runtime.lock
-	uv pip compile --quiet pyproject.toml --extra dev --python-version 3.11 -o requirements/dev.lock
+	uv pip compile --quiet pyproject.toml --extra dev --extra bench --python-version 3.11 -o requirements/dev.lock
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
