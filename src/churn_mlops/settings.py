@@ -56,5 +56,27 @@ class Settings(BaseSettings):
     model_threads: int = Field(default=1, ge=1)
     """OpenMP/BLAS threads per process for inference; 1 avoids oversubscribing the cores."""
 
+    fast_predict_enabled: bool = True
+    """Answer `POST /predict` with a raw ASGI endpoint ahead of FastAPI's routing; off routes it
+    through FastAPI like every other path (same contract, slower)."""
+
+    batcher_enabled: bool = True
+    """Gather concurrent `/predict` requests into one model call; off answers each alone."""
+
+    batch_max_size: int = Field(default=32, ge=1)
+    """Most requests the micro-batcher puts in one model call."""
+
+    batch_max_wait_ms: float = Field(default=0.0, ge=0)
+    """How long the first request of a batch may wait for others; 0 gathers what arrived in
+    the same event-loop turn, with no timer."""
+
+    batch_max_queue: int = Field(default=256, ge=1)
+    """Requests that may wait for the model per worker; past it `/predict` answers 503 with
+    Retry-After at once instead of letting latency grow."""
+
+    offload_min_rows: int = Field(default=2048, ge=1)
+    """Model calls with at least this many rows run in a worker thread, off the event loop;
+    smaller ones run inline, where a thread hop would cost more than it saves."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's own loggers."""

@@ -7,18 +7,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from churn_mlops import __version__
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.schemas import EXAMPLE_FEATURES, PredictRequest
+from churn_mlops.serving.batcher import MicroBatcher, ModelRunner
 from churn_mlops.serving.bodies import PredictionBodies
+from churn_mlops.serving.decoding import RequestDecoder
 from churn_mlops.serving.errors import install_error_handlers
+from churn_mlops.serving.fastpath import FastPredictEndpoint
 from churn_mlops.serving.middleware import ProcessTimeMiddleware
+from churn_mlops.serving.pipeline import PredictionPipeline
 from churn_mlops.serving.routes.predict import build_prediction_router
 from churn_mlops.serving.routes.status import build_status_router
 from churn_mlops.settings import Settings
@@ -26,7 +32,42 @@ from churn_mlops.settings import Settings
 logger = logging.getLogger("churn_mlops.serving")
 
 
-def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> FastAPI:
+class ChurnAPI(FastAPI):
+    """FastAPI, with `POST /predict` answered before routing by a raw ASGI endpoint."""
+
+    fast_predict: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.fast_predict is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/predict"
+            and scope["method"] == "POST"
+        ):
+            scope["app"] = self
+            await self.fast_predict(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def build_pipeline(
+    artifact: ModelArtifact, settings: Settings, bodies: PredictionBodies
+) -> PredictionPipeline:
+    predictor = ChurnPredictor(artifact)
+    decoder = RequestDecoder(predictor.encoder, bodies)
+    runner = ModelRunner(predictor.probabilities, offload_min_rows=settings.offload_min_rows)
+    batcher = None
+    if settings.batcher_enabled:
+        batcher = MicroBatcher(
+            runner,
+            max_batch_size=settings.batch_max_size,
+            max_wait=settings.batch_max_wait_ms / 1000.0,
+            max_queue=settings.batch_max_queue,
+        )
+    return PredictionPipeline(predictor, decoder, runner, batcher)
+
+
+def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> ChurnAPI:
     """The churn prediction API; `artifact` defaults to the one in `settings.model_dir`."""
 
     @asynccontextmanager
@@ -35,16 +76,18 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Fas
         # on few cores oversubscribe them (scikit-learn issue #30662).
         threadpool_limits(limits=settings.model_threads)
         loaded = artifact or ModelArtifact.load(settings.model_dir)
-        predictor = ChurnPredictor(loaded)
-        predictor.score_one(EXAMPLE_FEATURES)  # warm-up: first-call costs are paid here
-        app.state.artifact, app.state.predictor = loaded, predictor
+        pipeline = build_pipeline(loaded, settings, bodies)
+        pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+        app.state.artifact, app.state.pipeline = loaded, pipeline
         logger.info("serving model %s from %s", loaded.version, settings.model_dir)
         try:
             yield
         finally:
-            app.state.artifact = app.state.predictor = None
+            app.state.pipeline = None
+            await pipeline.close()
+            app.state.artifact = None
 
-    app = FastAPI(
+    app = ChurnAPI(
         title="churn-mlops",
         summary="Customer churn predictions from a gradient-boosting model trained on Telco data.",
         version=__version__,
@@ -52,9 +95,12 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Fas
     )
     app.state.settings = settings
     app.state.artifact = None
-    app.state.predictor = None
+    app.state.pipeline = None
     bodies = PredictionBodies(settings.max_batch_rows)
-    app.state.bodies = bodies
+    if settings.fast_predict_enabled:
+        app.fast_predict = ProcessTimeMiddleware(
+            FastPredictEndpoint(), slow_request_ms=settings.slow_request_ms
+        )
 
     install_error_handlers(app)
     app.include_router(build_prediction_router(bodies))

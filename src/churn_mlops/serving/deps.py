@@ -6,29 +6,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from churn_mlops.model.inference import ChurnPredictor
-from churn_mlops.serving.bodies import PredictionBodies
 from churn_mlops.serving.errors import ModelNotReady
-from churn_mlops.settings import Settings
+from churn_mlops.serving.pipeline import PredictionPipeline
 
 
-def get_predictor(request: Request) -> ChurnPredictor:
-    predictor: ChurnPredictor | None = request.app.state.predictor
-    if predictor is None:
+def get_pipeline(request: Request) -> PredictionPipeline:
+    pipeline: PredictionPipeline | None = request.app.state.pipeline
+    if pipeline is None:
         raise ModelNotReady("The model is still loading; retry in a moment.")
-    return predictor
+    return pipeline
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_bodies(request: Request) -> PredictionBodies:
-    bodies: PredictionBodies = request.app.state.bodies
-    return bodies
-
-
-PredictorDep = Annotated[ChurnPredictor, Depends(get_predictor)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-BodiesDep = Annotated[PredictionBodies, Depends(get_bodies)]
+PipelineDep = Annotated[PredictionPipeline, Depends(get_pipeline)]

@@ -23,6 +23,7 @@ class ServiceError(Exception):
     """An error with an HTTP status and a message safe to show the caller."""
 
     status: int = HTTPStatus.INTERNAL_SERVER_ERROR
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, detail: str, errors: Sequence[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -64,20 +65,29 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
 _TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
 
 
-def problem_response(
-    status: int,
-    detail: str,
-    errors: Sequence[FieldError] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
+def problem_body(status: int, detail: str, errors: Sequence[FieldError] | None = None) -> bytes:
+    """The JSON bytes of a problem document."""
     problem = Problem(
         title=_TITLES.get(status) or HTTPStatus(status).phrase,
         status=status,
         detail=detail,
         errors=errors,
     )
+    return orjson.dumps(problem.model_dump(exclude_none=True))
+
+
+def problem_bytes(error: ServiceError) -> bytes:
+    return problem_body(error.status, error.detail, error.errors)
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     return Response(
-        orjson.dumps(problem.model_dump(exclude_none=True)),
+        problem_body(status, detail, errors),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
@@ -93,7 +103,7 @@ def invalid_request_detail(errors: Sequence[FieldError]) -> str:
 
 async def _service_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ServiceError)  # noqa: S101 - registered for this type only
-    return problem_response(error.status, error.detail, error.errors)
+    return problem_response(error.status, error.detail, error.errors, error.headers)
 
 
 async def _validation_error(request: Request, error: Exception) -> Response:

@@ -1,35 +1,25 @@
-"""`/predict` and `/predict/batch`."""
+"""`/predict` and `/predict/batch`.
+
+Both parse their body themselves (one validating pass over the raw bytes) and answer JSON bytes
+that the pipeline serialised once. `POST /predict` is normally answered by the fast path before
+FastAPI routing (see serving/fastpath.py); this route documents it and serves when that is off.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.schemas import BatchPredictResponse, PredictResponse, Problem
 from churn_mlops.serving.bodies import PredictionBodies
-from churn_mlops.serving.deps import PredictorDep
+from churn_mlops.serving.deps import PipelineDep
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     422: {"model": Problem, "description": "A field is missing, of the wrong type or out of range"},
-    503: {"model": Problem, "description": "The model is not loaded yet"},
+    503: {"model": Problem, "description": "Not ready yet, or overloaded: see Retry-After"},
 }
-
-
-def _answer(customer_id: str | None, probability: float, predictor: ChurnPredictor) -> Any:
-    return {
-        "customer_id": customer_id,
-        "churn_probability": probability,
-        "will_churn": probability >= predictor.threshold,
-        "model_version": predictor.version,
-    }
-
-
-def _json(document: Any) -> Response:
-    return Response(orjson.dumps(document), media_type="application/json")
 
 
 def build_prediction_router(bodies: PredictionBodies) -> APIRouter:
@@ -42,11 +32,10 @@ def build_prediction_router(bodies: PredictionBodies) -> APIRouter:
         responses=_REFUSALS,
         openapi_extra=bodies.openapi_single(),
     )
-    async def predict(request: Request, predictor: PredictorDep) -> Response:
+    async def predict(request: Request, pipeline: PipelineDep) -> Response:
         """Churn probability and decision for one customer."""
-        item = bodies.single(await request.body())
-        probability = predictor.score_one(item.features.__dict__)
-        return _json(_answer(item.customer_id, probability, predictor))
+        answer = await pipeline.predict_one(await request.body())
+        return Response(answer, media_type="application/json")
 
     @router.post(
         "/predict/batch",
@@ -58,17 +47,9 @@ def build_prediction_router(bodies: PredictionBodies) -> APIRouter:
         },
         openapi_extra=bodies.openapi_batch(),
     )
-    async def predict_batch(request: Request, predictor: PredictorDep) -> Response:
+    async def predict_batch(request: Request, pipeline: PipelineDep) -> Response:
         """Churn predictions for a list of customers, in the order given."""
-        items = bodies.batch(await request.body())
-        probabilities = predictor.score_many([item.features.__dict__ for item in items]).tolist()
-        return _json(
-            {
-                "predictions": [
-                    _answer(item.customer_id, p, predictor)
-                    for item, p in zip(items, probabilities, strict=True)
-                ]
-            }
-        )
+        answer = await pipeline.predict_many(await request.body())
+        return Response(answer, media_type="application/json")
 
     return router

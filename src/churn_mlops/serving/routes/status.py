@@ -30,7 +30,7 @@ def build_status_router() -> APIRouter:
     async def ready(request: Request) -> Any:
         """200 once the model is loaded and warmed up, 503 before."""
         artifact: ModelArtifact | None = request.app.state.artifact
-        if artifact is None or request.app.state.predictor is None:
+        if artifact is None or request.app.state.pipeline is None:
             body = ReadyStatus(status="starting", model_version=None)
             return JSONResponse(body.model_dump(), status_code=503)
         return ReadyStatus(status="ready", model_version=artifact.version)
