@@ -6,11 +6,12 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test lint typecheck unit services lock clean
+.PHONY: help install serve test lint typecheck services tools bench lock clean
 
 help:
 	@echo "make serve   set up .venv, train a model if there is none, serve on 127.0.0.1:8000"
 	@echo "make test    set up .venv, make sure PostgreSQL and Redis run, run ruff, mypy and pytest"
+	@echo "make bench   compare the service with a naive baseline and two ceilings (installs wrk if missing)"
 	@echo "make lock    re-resolve requirements/*.lock from pyproject.toml"
 
 # One locked environment for serving and testing; bytecode compiled at install so that the first
@@ -30,6 +31,11 @@ serve: install
 services:
 	@scripts/ensure-services.sh
 
+# wrk drives the benchmarks and the tests of the benchmark harness; Debian packages it.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+tools:
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -37,8 +43,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install services lint typecheck
+test: install services tools lint typecheck
 	$(BIN)/pytest
+
+bench: install tools
+	$(BIN)/churn-mlops bench $(BENCH_ARGS)
 
 lock:
 	uv pip compile --quiet pyproject.toml --python-version 3.11 -o requirements/runtime.lock

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
-from churn_mlops.data import SHIPPED_DATASET, DatasetError, load_telco_csv
-from churn_mlops.model.artifact import ArtifactError, ModelArtifact
+from churn_mlops.bench.cli import bench_app
+from churn_mlops.console import ensure_model, train_with_progress
+from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.settings import Settings
-
-if TYPE_CHECKING:
-    from churn_mlops.model.training import TrainingConfig, TrainingResult
 
 app = typer.Typer(
     name="churn-mlops",
@@ -31,57 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
-
-_STAGES = {"search": "Cross-validated search", "fit": "Final fit"}
-
-
-def _train(data: Path, out: Path, config: TrainingConfig | None = None) -> TrainingResult:
-    # Imported here: scikit-learn's training modules take seconds to import, serving needs none.
-    from churn_mlops.model.training import TrainingConfig, train_model
-
-    try:
-        dataset = load_telco_csv(data)
-    except (OSError, DatasetError) as error:
-        console.print(f"[red]cannot read training data:[/] {error}")
-        raise typer.Exit(2) from None
-    console.print(f"Training on {len(dataset)} customers from {data}")
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        tasks: dict[str, TaskID] = {}
-
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(_STAGES.get(stage, stage), total=total)
-            progress.update(tasks[stage], completed=done)
-
-        result = train_model(dataset, config or TrainingConfig(), progress=report)
-    result.artifact.save(out)
-    _print_metrics(result, out)
-    return result
-
-
-def _print_metrics(result: TrainingResult, out: Path) -> None:
-    info = result.artifact.info
-    table = Table(title=f"Model {info.version} (hold-out: {info.holdout_rows} customers)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    metrics = info.holdout_metrics
-    table.add_row("ROC AUC", f"{metrics.roc_auc:.4f}")
-    table.add_row("ROC AUC, default settings", f"{result.default_holdout_roc_auc:.4f}")
-    table.add_row("ROC AUC, cross-validated (train)", f"{result.cv_roc_auc:.4f}")
-    table.add_row("PR AUC", f"{metrics.pr_auc:.4f}")
-    table.add_row("log loss", f"{metrics.log_loss:.4f}")
-    table.add_row("Brier score", f"{metrics.brier:.4f}")
-    table.add_row("decision threshold", f"{info.threshold:.4f}")
-    table.add_row("trees", str(info.hyperparameters["n_trees"]))
-    Console().print(table)
-    console.print(f"Artifact written to {out}")
 
 
 @app.command()
@@ -99,7 +39,9 @@ def train(
 
     settings = Settings()
     config = TrainingConfig(seed=seed, search_iterations=search_iterations, cv_folds=cv_folds)
-    _train(data or settings.data_path or SHIPPED_DATASET, out or settings.model_dir, config)
+    train_with_progress(
+        data or settings.data_path or SHIPPED_DATASET, out or settings.model_dir, config
+    )
 
 
 @app.command()
@@ -119,14 +61,7 @@ def serve(
         "model_dir": model_dir.resolve() if model_dir else None,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    try:
-        ModelArtifact.load(settings.model_dir)
-    except ArtifactError as error:
-        if any((settings.model_dir / name).exists() for name in ("metadata.json", "model.joblib")):
-            console.print(f"[red]refusing to serve:[/] {error}")
-            raise typer.Exit(2) from None
-        console.print(f"No model at {settings.model_dir}: training one first.")
-        _train(settings.data_path or SHIPPED_DATASET, settings.model_dir)
+    ensure_model(settings.model_dir, settings.data_path or SHIPPED_DATASET, "serve")
     # Worker processes build their own Settings from the environment: hand them our overrides.
     os.environ["CHURN_MODEL_DIR"] = str(settings.model_dir.resolve())
     console.print(

@@ -1,0 +1,258 @@
+"""Starts a server under test as a real uvicorn process tree and stops it again.
+
+Each server gets a free loopback port, its own log file and a process group of its own: Ctrl-C
+in the terminal reaches the bench only, which then stops every server in order, and whatever a
+server leaves behind is killed with its group.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+# uvicorn logs this once per worker when the app's lifespan start-up is done; the master binds the
+# socket before it forks, so one answering worker does not mean that all of them are up.
+_WORKER_READY = "Application startup complete."
+
+
+class ServerError(RuntimeError):
+    """A server under test did not start or died."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to start one server under test; `--port N` is appended to `argv`."""
+
+    name: str
+    argv: tuple[str, ...]
+    workers: int
+    ready_path: str
+    """Polled with GET until it answers below 500."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to the bench's own environment (e.g. `CHURN_CACHE_ENABLED=false`)."""
+
+
+def uvicorn_server(
+    name: str,
+    factory: str,
+    *,
+    workers: int = 2,
+    ready_path: str = "/",
+    env: Mapping[str, str] | None = None,
+) -> ServerSpec:
+    """An app factory (`module:function`) under uvicorn with uvloop and httptools."""
+    argv = (
+        sys.executable,
+        "-m",
+        "uvicorn",
+        factory,
+        "--factory",
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--host",
+        HOST,
+    )
+    return ServerSpec(name, argv, workers, ready_path, dict(env or {}))
+
+
+def churn_service(
+    model_dir: Path, *, workers: int = 2, env: Mapping[str, str] | None = None
+) -> ServerSpec:
+    """Our service, started the way users start it: `churn-mlops serve`."""
+    argv = (
+        sys.executable,
+        "-m",
+        "churn_mlops.cli",
+        "serve",
+        "--workers",
+        str(workers),
+        "--host",
+        HOST,
+        "--model-dir",
+        str(model_dir),
+    )
+    # `serve` hands its log level to uvicorn, and the readiness check counts uvicorn's INFO lines.
+    return ServerSpec(
+        "service", argv, workers, "/health/ready", {**(env or {}), "CHURN_LOG_LEVEL": "INFO"}
+    )
+
+
+def bench_servers(
+    model_dir: Path | None, *, workers: int = 2, service_env: Mapping[str, str] | None = None
+) -> dict[str, ServerSpec]:
+    """The servers `churn-mlops bench` compares, by the names `--only` takes.
+
+    Without a model directory, only the two ceilings, which need no model.
+    """
+    servers = {
+        # GET on a POST-only route answers 405 once the app is up.
+        "fastapi": uvicorn_server(
+            "fastapi",
+            "churn_mlops.bench.ceilings:create_fastapi_app",
+            workers=workers,
+            ready_path="/predict",
+        ),
+        "asgi": uvicorn_server(
+            "asgi", "churn_mlops.bench.ceilings:create_asgi_app", workers=workers
+        ),
+    }
+    if model_dir is not None:
+        servers["naive"] = uvicorn_server(
+            "naive",
+            "churn_mlops.bench.naive:create_app_from_env",
+            workers=workers,
+            ready_path="/health",
+            env={"CHURN_MODEL_DIR": str(model_dir)},
+        )
+        servers["service"] = churn_service(model_dir, workers=workers, env=service_env)
+    return servers
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A started server: where it listens, its process and its log."""
+
+    spec: ServerSpec
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _answers(port: int, path: str) -> bool:
+    connection = http.client.HTTPConnection(HOST, port, timeout=2)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status < 500
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_ready(server: RunningServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServerError(
+                f"{server.spec.name} exited with {server.process.returncode} while starting:\n"
+                + log_tail(server.log_path)
+            )
+        started = server.log_path.read_text(errors="replace").count(_WORKER_READY)
+        if started >= server.spec.workers and _answers(server.port, server.spec.ready_path):
+            return
+        time.sleep(0.2)
+    raise ServerError(
+        f"{server.spec.name} was not ready after {timeout:.0f} s:\n" + log_tail(server.log_path)
+    )
+
+
+def group_members(process_group: int) -> list[tuple[int, str, int]] | None:
+    """(pid, state, CPU clock ticks) of each process in a group; None without Linux's /proc."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process has gone
+            continue
+        # Fields after the parenthesised command: state, ppid, pgrp, ... utime (14), stime (15).
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == process_group:
+            members.append((int(stat.parent.name), fields[0], int(fields[11]) + int(fields[12])))
+    return members
+
+
+def _cpu_seconds(process_group: int) -> float | None:
+    members = group_members(process_group)
+    if members is None:
+        return None
+    return sum(ticks for _, _, ticks in members) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(
+    server: RunningServer, *, busy_below: float = 0.05, window: float = 0.5, timeout: float = 60
+) -> float:
+    """Wait until the server's processes use less than `busy_below` of a core; seconds waited.
+
+    A server keeps working on the requests a finished wrk run left queued (uvicorn does not
+    cancel them); on shared cores that work would be charged to the next server measured.
+    """
+    began = time.monotonic()
+    before = _cpu_seconds(server.process.pid)
+    while before is not None and time.monotonic() - began < timeout:
+        time.sleep(window)
+        after = _cpu_seconds(server.process.pid)
+        if after is None or after - before < busy_below * window:
+            break
+        before = after
+    return time.monotonic() - began
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
+    if process.poll() is None:
+        # uvicorn's master stops its workers gracefully on SIGINT, as on Ctrl-C.
+        process.send_signal(signal.SIGINT)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the group is ours alone (start_new_session)
+    process.wait(timeout=grace)
+
+
+@contextmanager
+def start_server(
+    spec: ServerSpec, log_dir: Path, *, timeout: float = 120, grace: float = 15
+) -> Iterator[RunningServer]:
+    """Start `spec` on a free port, wait until every worker is ready, stop it on exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{spec.name}.log"
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [*spec.argv, "--port", str(port)],
+            env={**os.environ, **spec.env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = RunningServer(spec, port, process, log_path)
+    try:
+        _wait_ready(server, timeout)
+        yield server
+    finally:
+        _stop(process, grace)

@@ -1,0 +1,576 @@
+"""The prediction cache: L1 in the worker, L2 in Redis, then the model, each answer computed once.
+
+Lookup order is L1, L2, model. An L2 hit is promoted to L1; a computed answer goes to L1 at once
+and to L2 from a background task, so no response waits for a Redis write.
+
+Single-flight: while a key is being looked up in L2 or computed, later lookups of the same key in
+this worker wait for that one instead of starting their own (200 identical cold requests cost one
+model row). A failure of that computation reaches every waiter and caches nothing. The shared
+work runs in a task owned by the cache and is awaited through `asyncio.shield`, so a waiter that
+goes away (a client disconnect cancels its request) cancels neither the work nor the others.
+
+Coalescing: the single-key misses of one event-loop turn share one L2 round trip (MGET) and their
+computations start together, so a micro-batcher behind `compute` sees them in the same turn;
+the L2 writes of one turn go out as one command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from churn_mlops.cache.breaker import BreakerState
+from churn_mlops.cache.codec import ValueCodec, is_cacheable
+from churn_mlops.cache.keys import PredictionKeys
+from churn_mlops.cache.memory import LruTtlCache
+from churn_mlops.cache.redis_store import RedisStore
+
+logger = logging.getLogger("churn_mlops.cache")
+
+Level = Literal["l1", "l2"]
+Lookup = tuple[float, bool]
+"""A probability, and whether it came from a cache (L1 or L2) rather than the model."""
+ComputeOne = Callable[[], Awaitable[float]]
+ComputeMissing = Callable[[list[int]], Awaitable[Sequence[float]]]
+_ComputeEntries = Callable[[list[int]], Awaitable[Sequence[float | BaseException]]]
+_Entry = tuple[str, asyncio.Future[Lookup]]
+
+
+@dataclass(frozen=True)
+class L1Stats:
+    hits: int
+    misses: int
+    size: int
+    capacity: int
+    ttl_seconds: float
+    evictions: int
+    expired: int
+
+
+@dataclass(frozen=True)
+class L2Stats:
+    enabled: bool
+    hits: int
+    misses: int
+    """Keys looked up and not served: absent, corrupt or Redis unavailable."""
+    corrupt: int
+    """Values that were not a valid answer for their key and model version (read as misses)."""
+    unavailable: int
+    """Keys not looked up because Redis failed, timed out or the breaker was open."""
+    ttl_seconds: float
+    pending_writes: int
+    written: int
+    failed_writes: int
+    """Values that did not reach Redis (error, timeout, breaker open)."""
+    dropped_writes: int
+    """Values never sent because `max_pending_writes` were already waiting."""
+    breaker_state: BreakerState | None
+    breaker_outages: int
+    breaker_failures: int
+    breaker_short_circuited: int
+    last_error: str | None
+    calls: int
+    timeouts: int
+    errors: int
+    saturated: int
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    model_version: str
+    hit_rate: float
+    """Lookups answered by L1 or L2, over all lookups (0 before the first)."""
+    computed: int
+    """Answers computed by the model through the cache."""
+    joined: int
+    """Lookups that waited for an identical one already in flight instead of computing."""
+    uncacheable: int
+    """Computed answers not stored because they were not a probability in 0..1."""
+    l1: L1Stats
+    l2: L2Stats
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClearResult:
+    l1_removed: int
+    l2_removed: int | None
+    """Keys removed from Redis; None if L2 is off or Redis could not be cleared."""
+
+
+class PredictionCache:
+    """One worker's view of the cached predictions of one model version.
+
+    Arguments (defaults in brackets):
+
+    - `model_version`: the served model's version; part of every key and checked in every
+      value, so a new model never serves the old one's answers.
+    - `key_prefix` ["churn:pred"]: namespace of the keys in a shared Redis.
+    - `l1_size` [100,000]: entries kept in this worker's memory (0 turns L1 off).
+    - `l1_ttl_seconds` [300]: how long an entry stays in L1; it also bounds how long other
+      workers keep serving an entry after `clear()` ran in one of them.
+    - `l2_url` [None]: Redis URL; None turns L2 off.
+    - `l2_ttl_seconds` [3600]: how long an entry stays in Redis.
+    - `l2_read_timeout` [0.005 s], `l2_write_timeout` [0.02 s]: budget of one Redis read or
+      write command (see `RedisStore`); a slow or hanging Redis costs a lookup at most this.
+    - `l2_keys_per_command` [256], `l2_max_connections` [32]: see `RedisStore`.
+    - `breaker_failure_threshold` [5], `breaker_cooldown_seconds` [5]: Redis is left alone after
+      this many consecutive failures, and probed again after the cool-down.
+    - `max_pending_writes` [10,000]: answers waiting to be written to Redis; beyond it new
+      ones are dropped and counted, so a slow Redis cannot make memory grow.
+    - `clock`: monotonic seconds, for L1 expiry and the breaker (tests pass a fake one).
+    - `store`: an L2 to use instead of building one from `l2_url` (closed with the cache).
+    """
+
+    def __init__(
+        self,
+        model_version: str,
+        *,
+        key_prefix: str = "churn:pred",
+        l1_size: int = 100_000,
+        l1_ttl_seconds: float = 300.0,
+        l2_url: str | None = None,
+        l2_ttl_seconds: float = 3600.0,
+        l2_read_timeout: float = 0.005,
+        l2_write_timeout: float = 0.02,
+        l2_keys_per_command: int = 256,
+        l2_max_connections: int = 32,
+        breaker_failure_threshold: int = 5,
+        breaker_cooldown_seconds: float = 5.0,
+        max_pending_writes: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        store: RedisStore | None = None,
+    ) -> None:
+        if not l2_ttl_seconds > 0:
+            raise ValueError("l2_ttl_seconds must be > 0")
+        if max_pending_writes < 0:
+            raise ValueError("max_pending_writes must be >= 0")
+        self.keys = PredictionKeys(key_prefix, model_version)
+        self.model_version = model_version
+        self.l2_ttl_seconds = l2_ttl_seconds
+        self.max_pending_writes = max_pending_writes
+        self._l1: LruTtlCache[str, float] = LruTtlCache(l1_size, l1_ttl_seconds, clock=clock)
+        if store is None and l2_url is not None:
+            store = RedisStore(
+                l2_url,
+                read_timeout=l2_read_timeout,
+                write_timeout=l2_write_timeout,
+                keys_per_command=l2_keys_per_command,
+                max_connections=l2_max_connections,
+                failure_threshold=breaker_failure_threshold,
+                cooldown_seconds=breaker_cooldown_seconds,
+                clock=clock,
+            )
+        self._store = store
+        self._codec = ValueCodec(model_version)
+        self._digest_start = len(self.keys.namespace)
+
+        self._inflight: dict[str, asyncio.Future[Lookup]] = {}
+        self._queued: list[tuple[str, ComputeOne, asyncio.Future[Lookup]]] = []
+        self._queued_handle: asyncio.Handle | None = None
+        self._resolving: set[asyncio.Task[None]] = set()
+        self._write_buffer: list[tuple[str, float]] = []
+        self._write_handle: asyncio.Handle | None = None
+        self._writing: set[asyncio.Task[None]] = set()
+        self._pending_writes = 0
+        self._closed = False
+
+        self._l2_hits = 0
+        self._l2_misses = 0
+        self._l2_corrupt = 0
+        self._l2_unavailable = 0
+        self._computed = 0
+        self._joined = 0
+        self._uncacheable = 0
+        self._written = 0
+        self._failed_writes = 0
+        self._dropped_writes = 0
+
+    @property
+    def l2_enabled(self) -> bool:
+        return self._store is not None
+
+    # Lookups without computing
+
+    async def get(self, key: str) -> tuple[float, Level] | None:
+        """The cached probability of `key` and the level that had it, or None."""
+        value = self._l1.get(key)
+        if value is not None:
+            return value, "l1"
+        if self._store is None:
+            return None
+        found = (await self._l2_lookup([key]))[0]
+        if found is None:
+            return None
+        self._l1.set(key, found)
+        return found, "l2"
+
+    async def get_many(self, keys: Sequence[str]) -> list[tuple[float, Level] | None]:
+        """`get` for many keys, with one L2 round trip for all the L1 misses."""
+        results: list[tuple[float, Level] | None] = [None] * len(keys)
+        missing: list[int] = []
+        for index, key in enumerate(keys):
+            value = self._l1.get(key)
+            if value is None:
+                missing.append(index)
+            else:
+                results[index] = (value, "l1")
+        if missing and self._store is not None:
+            found = await self._l2_lookup([keys[index] for index in missing])
+            for index, value in zip(missing, found, strict=True):
+                if value is not None:
+                    self._l1.set(keys[index], value)
+                    results[index] = (value, "l2")
+        return results
+
+    # Writes
+
+    def put(self, key: str, value: float) -> None:
+        """Cache a computed probability: in L1 now, in L2 from a background task."""
+        self.put_many([(key, value)])
+
+    def put_many(self, items: Iterable[tuple[str, float]]) -> None:
+        """`put` for many (key, probability) pairs; their L2 writes share one command."""
+        stored: list[tuple[str, float]] = []
+        for key, value in items:
+            if is_cacheable(value):
+                self._l1.set(key, value)
+                stored.append((key, value))
+            else:
+                self._uncacheable += 1
+        self._enqueue_writes(stored)
+
+    # Lookups that compute what is missing, once
+
+    async def get_or_compute(self, key: str, compute: ComputeOne) -> Lookup:
+        """The probability of `key` from L1, L2 or `compute()`, and whether a cache had it.
+
+        Concurrent calls for the same key share one L2 lookup and at most one `compute()`; the
+        exception of a failed `compute()` is raised in every one of them. `compute` runs in a
+        task of the cache (not in the caller's), in the event-loop turn after the L2 reply.
+        """
+        value = self._l1.get(key)
+        if value is not None:
+            return value, True
+        future = self._inflight.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self._inflight[key] = future
+            self._queued.append((key, compute, future))
+            if self._queued_handle is None:
+                self._queued_handle = loop.call_soon(self._resolve_queued)
+        else:
+            self._joined += 1
+        return await asyncio.shield(future)
+
+    async def get_or_compute_many(
+        self, keys: Sequence[str], compute_missing: ComputeMissing
+    ) -> tuple[list[float], list[bool]]:
+        """Probabilities of `keys` in order, and for each whether a cache had it.
+
+        Hits are served; keys already in flight (from any caller) are waited for; the remaining
+        ones, deduplicated, are looked up in L2 in one round trip and the rest computed by ONE
+        call `compute_missing(indices)`, where `indices` are positions in `keys` (one per
+        distinct missing key), which must return one probability per index, in order. If it
+        raises, so does this call (and every caller waiting for one of those keys).
+        """
+        count = len(keys)
+        values = [0.0] * count
+        cached = [True] * count
+        waiting: dict[str, list[int]] = {}
+        l1_get = self._l1.get
+        for index, key in enumerate(keys):
+            value = l1_get(key)
+            if value is not None:
+                values[index] = value
+                continue
+            indices = waiting.get(key)
+            if indices is None:
+                waiting[key] = [index]
+            else:
+                indices.append(index)
+        if not waiting:
+            return values, cached
+
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Lookup]] = []
+        owned: list[_Entry] = []
+        owned_indices: list[int] = []
+        for key, indices in waiting.items():
+            future = self._inflight.get(key)
+            if future is None:
+                future = loop.create_future()
+                self._inflight[key] = future
+                owned.append((key, future))
+                owned_indices.append(indices[0])
+                self._joined += len(indices) - 1
+            else:
+                self._joined += len(indices)
+            futures.append(future)
+
+        if owned:
+
+            async def compute_owned(positions: list[int]) -> Sequence[float]:
+                return await compute_missing([owned_indices[position] for position in positions])
+
+            await asyncio.shield(self._spawn(self._resolve(owned, compute_owned)))
+
+        for future, indices in zip(futures, waiting.values(), strict=True):
+            if not future.done():
+                await asyncio.shield(future)
+            value, hit = future.result()
+            for index in indices:
+                values[index] = value
+                cached[index] = hit
+        return values, cached
+
+    # Maintenance
+
+    async def wait_for_writes(self) -> None:
+        """Send the buffered L2 writes now and wait until every write has ended."""
+        if self._write_handle is not None:
+            self._write_handle.cancel()
+            self._write_handle = None
+        self._start_writes()
+        if self._writing:
+            await asyncio.wait(set(self._writing))
+
+    async def clear(self) -> ClearResult:
+        """Forget this model version's answers: this worker's L1 and every L2 key of the version.
+        Other workers' L1 entries expire within `l1_ttl_seconds`."""
+        if self._write_handle is not None:
+            self._write_handle.cancel()
+            self._write_handle = None
+        self._pending_writes -= len(self._write_buffer)
+        self._write_buffer = []
+        if self._writing:
+            await asyncio.wait(set(self._writing))
+        l1_removed = self._l1.clear()
+        l2_removed = None
+        if self._store is not None:
+            l2_removed = await self._store.delete_matching(self.keys.match_pattern)
+        logger.info(
+            "cache cleared for model %s: %d L1 entries, %s L2 keys",
+            self.model_version,
+            l1_removed,
+            "unknown" if l2_removed is None else l2_removed,
+        )
+        return ClearResult(l1_removed=l1_removed, l2_removed=l2_removed)
+
+    def stats(self) -> CacheStats:
+        l1 = self._l1
+        lookups = l1.hits + l1.misses
+        store = self._store.stats() if self._store is not None else None
+        breaker = store.breaker if store is not None else None
+        return CacheStats(
+            model_version=self.model_version,
+            hit_rate=(l1.hits + self._l2_hits) / lookups if lookups else 0.0,
+            computed=self._computed,
+            joined=self._joined,
+            uncacheable=self._uncacheable,
+            l1=L1Stats(
+                hits=l1.hits,
+                misses=l1.misses,
+                size=len(l1),
+                capacity=l1.capacity,
+                ttl_seconds=l1.ttl,
+                evictions=l1.evictions,
+                expired=l1.expired,
+            ),
+            l2=L2Stats(
+                enabled=store is not None,
+                hits=self._l2_hits,
+                misses=self._l2_misses,
+                corrupt=self._l2_corrupt,
+                unavailable=self._l2_unavailable,
+                ttl_seconds=self.l2_ttl_seconds,
+                pending_writes=self._pending_writes,
+                written=self._written,
+                failed_writes=self._failed_writes,
+                dropped_writes=self._dropped_writes,
+                breaker_state=breaker.state if breaker is not None else None,
+                breaker_outages=breaker.outages if breaker is not None else 0,
+                breaker_failures=breaker.failures if breaker is not None else 0,
+                breaker_short_circuited=breaker.short_circuited if breaker is not None else 0,
+                last_error=breaker.last_error if breaker is not None else None,
+                calls=store.calls if store is not None else 0,
+                timeouts=store.timeouts if store is not None else 0,
+                errors=store.errors if store is not None else 0,
+                saturated=store.saturated if store is not None else 0,
+            ),
+        )
+
+    async def close(self, grace_seconds: float = 1.0) -> None:
+        """Start what is queued, give lookups and L2 writes in flight `grace_seconds`,
+        cancel the rest and close the Redis connections. Later writes go to L1 only."""
+        if self._closed:
+            return
+        if self._queued_handle is not None:
+            self._queued_handle.cancel()
+            self._resolve_queued()
+        if self._write_handle is not None:
+            self._write_handle.cancel()
+            self._write_handle = None
+        self._start_writes()
+        self._closed = True
+        running = self._resolving | self._writing
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace_seconds)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        if self._store is not None:
+            await self._store.close()
+
+    # Internals
+
+    def _resolve_queued(self) -> None:
+        self._queued_handle = None
+        queued, self._queued = self._queued, []
+        entries: list[_Entry] = [(key, future) for key, _, future in queued]
+        computes = [compute for _, compute, _ in queued]
+
+        async def compute_each(positions: list[int]) -> Sequence[float | BaseException]:
+            return await asyncio.gather(
+                *(_run(computes[position]) for position in positions), return_exceptions=True
+            )
+
+        self._spawn(self._resolve(entries, compute_each))
+
+    async def _resolve(self, entries: list[_Entry], compute: _ComputeEntries) -> None:
+        """Answer every entry's future from L2 or `compute`, then leave the in-flight map.
+        Never raises but for its own cancellation: errors go to the futures."""
+        try:
+            found = await self._l2_lookup([key for key, _ in entries])
+            missing: list[int] = []
+            for position, value in enumerate(found):
+                if value is None:
+                    missing.append(position)
+                else:
+                    key, future = entries[position]
+                    self._l1.set(key, value)
+                    self._settle(key, future, (value, True))
+            if not missing:
+                return
+            results = await compute(missing)
+            if len(results) != len(missing):
+                raise ValueError(
+                    f"the computation returned {len(results)} results for {len(missing)} rows"
+                )
+            stored: list[tuple[str, float]] = []
+            for position, result in zip(missing, results, strict=True):
+                key, future = entries[position]
+                if isinstance(result, BaseException):
+                    _fail(future, result)
+                    self._leave(key, future)
+                    continue
+                value = float(result)
+                self._computed += 1
+                if is_cacheable(value):
+                    self._l1.set(key, value)
+                    stored.append((key, value))
+                else:
+                    self._uncacheable += 1
+                self._settle(key, future, (value, False))
+            self._enqueue_writes(stored)
+        except BaseException as error:
+            for key, future in entries:
+                _fail(future, error)
+                self._leave(key, future)
+            if not isinstance(error, Exception):
+                raise
+
+    def _settle(self, key: str, future: asyncio.Future[Lookup], result: Lookup) -> None:
+        self._leave(key, future)
+        if not future.done():
+            future.set_result(result)
+
+    def _leave(self, key: str, future: asyncio.Future[Lookup]) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
+
+    async def _l2_lookup(self, keys: list[str]) -> list[float | None]:
+        store = self._store
+        if store is None:
+            return [None] * len(keys)
+        raw = await store.get_many(keys)
+        if raw is None:
+            self._l2_unavailable += len(keys)
+            self._l2_misses += len(keys)
+            return [None] * len(keys)
+        decode, start = self._codec.decode, self._digest_start
+        found: list[float | None] = []
+        for key, item in zip(keys, raw, strict=True):
+            value = None if item is None else decode(item, key[start:])
+            if value is not None:
+                self._l2_hits += 1
+            else:
+                self._l2_misses += 1
+                if item is not None:
+                    self._l2_corrupt += 1
+            found.append(value)
+        return found
+
+    def _enqueue_writes(self, items: list[tuple[str, float]]) -> None:
+        if self._store is None or self._closed or not items:
+            return
+        room = max(0, self.max_pending_writes - self._pending_writes)
+        if len(items) > room:
+            self._dropped_writes += len(items) - room
+            items = items[:room]
+            if not items:
+                return
+        self._write_buffer.extend(items)
+        self._pending_writes += len(items)
+        if self._write_handle is None:
+            self._write_handle = asyncio.get_running_loop().call_soon(self._start_writes)
+
+    def _start_writes(self) -> None:
+        self._write_handle = None
+        items, self._write_buffer = self._write_buffer, []
+        if items:
+            task = asyncio.get_running_loop().create_task(self._write(items))
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+
+    async def _write(self, items: list[tuple[str, float]]) -> None:
+        store = self._store
+        assert store is not None  # noqa: S101 (writes are only queued with an L2)
+        try:
+            encode, start = self._codec.encode, self._digest_start
+            payload = [(key, encode(value, key[start:])) for key, value in items]
+            if await store.set_many(payload, self.l2_ttl_seconds):
+                self._written += len(items)
+            else:
+                self._failed_writes += len(items)
+        finally:
+            self._pending_writes -= len(items)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._resolving.add(task)
+        task.add_done_callback(self._resolving.discard)
+        return task
+
+
+async def _run(compute: ComputeOne) -> float:
+    return await compute()
+
+
+def _fail(future: asyncio.Future[Lookup], error: BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+        return
+    future.set_exception(error)
+    # Every waiter re-raises it; a future nobody waits for must not be logged as unretrieved.
+    future.exception()

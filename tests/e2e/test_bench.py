@@ -1,0 +1,239 @@
+"""The bench's servers, wrk script and command, with real processes and real wrk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from churn_mlops.bench.ceilings import FIXED_BODY
+from churn_mlops.bench.load import Wrk, write_bodies
+from churn_mlops.bench.servers import (
+    RunningServer,
+    ServerError,
+    ServerSpec,
+    bench_servers,
+    group_members,
+    start_server,
+)
+from churn_mlops.data import TelcoDataset
+from churn_mlops.model.artifact import ModelArtifact
+from tests.fixtures.requests import prediction_bodies
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+CLI = str(Path(sys.executable).with_name("churn-mlops"))
+
+
+@pytest.fixture(scope="module")
+def wrk(tmp_path_factory: pytest.TempPathFactory) -> Wrk:
+    if shutil.which("wrk") is None:
+        # CI must measure, not skip: `make test` installs wrk there.
+        if os.environ.get("CI") == "true":
+            pytest.fail("wrk is not installed: apt-get install -y wrk")
+        pytest.skip("wrk is not installed: apt-get install -y wrk")
+    return Wrk(tmp_path_factory.mktemp("wrk"))
+
+
+def _assert_gone(process: subprocess.Popen[bytes], port: int) -> None:
+    assert process.returncode is not None
+    # No worker outlived the master (zombies aside: not every container's init reaps them).
+    members = group_members(process.pid)
+    assert members is not None
+    assert [(pid, state) for pid, state, _ in members if state not in "ZX"] == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_start_server_runs_the_asgi_ceiling_with_two_workers_and_stops_it(
+    tmp_path: Path,
+) -> None:
+    spec = bench_servers(None)["asgi"]
+    with start_server(spec, tmp_path) as server:
+        response = httpx.post(server.url("/predict"), content=b'{"x": 1}', timeout=5)
+        assert response.status_code == 200
+        assert response.content == FIXED_BODY
+        assert server.log_path.read_text().count("Application startup complete.") == 2
+    _assert_gone(server.process, server.port)
+
+
+def test_start_server_runs_the_naive_baseline_on_the_model_and_stops_it(
+    tmp_path: Path, artifact_dir: Path, artifact: ModelArtifact, dataset: TelcoDataset
+) -> None:
+    body = prediction_bodies(dataset, 1, start=7)[0]
+    expected = artifact.estimator.predict_proba(
+        artifact.encoder.encode_columns(dataset.subset([7]).columns)
+    )[0, 1]
+    with start_server(bench_servers(artifact_dir)["naive"], tmp_path) as server:
+        response = httpx.post(server.url("/predict"), json=body, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["churn_probability"] == float(expected)
+        assert response.json()["model_version"] == artifact.version
+    _assert_gone(server.process, server.port)
+
+
+def test_start_server_reports_a_server_that_exits_while_starting(tmp_path: Path) -> None:
+    spec = ServerSpec(
+        "broken", (sys.executable, "-c", "import sys; print('no model'); sys.exit(3)"), 1, "/"
+    )
+    with (
+        pytest.raises(ServerError, match=r"broken exited with 3 while starting:\nno model"),
+        start_server(spec, tmp_path, timeout=30),
+    ):
+        pass
+
+
+def test_start_server_stops_the_server_when_the_bench_is_interrupted(tmp_path: Path) -> None:
+    started: list[RunningServer] = []
+
+    def interrupted_bench() -> None:
+        with start_server(bench_servers(None)["asgi"], tmp_path) as server:
+            started.append(server)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_bench()
+    _assert_gone(started[0].process, started[0].port)
+
+
+def test_wrk_run_against_the_asgi_ceiling_counts_every_answer(
+    wrk: Wrk, tmp_path: Path, dataset: TelcoDataset
+) -> None:
+    bodies = write_bodies(
+        tmp_path / "bodies.jsonl", (orjson.dumps(b) for b in prediction_bodies(dataset, 100))
+    )
+    with start_server(bench_servers(None)["asgi"], tmp_path / "logs") as server:
+        result = wrk.run(server.port, "/predict", bodies, connections=1, duration_s=1)
+    assert result.requests > 0
+    assert result.statuses == {200: result.requests}
+    assert result.failed == 0
+    assert result.errors == {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
+    latency = result.latency_ms
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["p99.9"] <= latency["max"]
+
+
+class _RecordingServer(ThreadingHTTPServer):
+    """Answers 200 to every POST and records (client port, body)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.received: list[tuple[int, bytes]] = []
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as wrk expects
+    server: _RecordingServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.client_address[1], body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_server() -> Iterator[_RecordingServer]:
+    server = _RecordingServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_wrk_script_cycles_through_the_bodies_from_a_different_start_per_thread(
+    wrk: Wrk, tmp_path: Path, recording_server: _RecordingServer
+) -> None:
+    bodies = [b'{"customer":%d}' % i for i in range(4)]
+    path = write_bodies(tmp_path / "bodies.jsonl", bodies)
+    port = recording_server.server_address[1]
+    result = wrk.run(port, "/predict", path, connections=2, threads=2, duration_s=1)
+
+    by_connection: dict[int, list[bytes]] = {}
+    for client_port, body in recording_server.received:
+        by_connection.setdefault(client_port, []).append(body)
+    assert len(by_connection) == 2
+    # Thread 1 starts half-way through; thread 0 at the second body, because wrk calls the first
+    # thread's request() once to check the script before any connection opens.
+    assert {sent[0] for sent in by_connection.values()} == {bodies[1], bodies[2]}
+    for sent in by_connection.values():
+        start = bodies.index(sent[0])
+        assert sent == [bodies[(start + i) % 4] for i in range(len(sent))]
+    assert result.requests <= len(recording_server.received)
+    assert result.statuses == {200: result.requests}
+
+
+def test_bench_command_measures_the_asgi_ceiling_and_writes_the_results(
+    wrk: Wrk, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    completed = subprocess.run(
+        [
+            CLI,
+            "bench",
+            "--only",
+            "asgi",
+            "--connections",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "| raw ASGI (ceiling) | 1 | " in completed.stdout
+    assert completed.stdout == (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["scenario"], r["server"], r["connections"]) for r in results["runs"]] == [
+        ("predict", "asgi", 1)
+    ]
+    assert results["runs"][0]["result"]["requests"] > 0
+    assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "logs" / "asgi.log").exists()
+
+
+def test_bench_command_stops_its_servers_on_sigterm(wrk: Wrk, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    command = [CLI, "bench", "--only", "asgi", "--duration", "30s", "--warmup", "0", "--out"]
+    with subprocess.Popen(
+        [*command, str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("started raw ASGI"):
+                break
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Stopping parent process" in (out / "logs" / "asgi.log").read_text()

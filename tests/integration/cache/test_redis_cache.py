@@ -1,0 +1,205 @@
+"""PredictionCache against the real Redis: levels, expiry, versions, corrupt values, clearing."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from functools import partial
+
+import numpy as np
+import orjson
+import pytest
+import redis
+
+from churn_mlops.cache.tiered import PredictionCache
+from tests.integration.cache.conftest import CacheFactory
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+def _row(value: float) -> np.ndarray:
+    return np.full((1, 19), value, dtype=np.float32)
+
+
+async def _value(value: float) -> float:
+    return value
+
+
+async def test_unknown_key_is_a_miss_at_both_levels(make_cache: CacheFactory) -> None:
+    cache = make_cache()
+    assert await cache.get(cache.keys.key_for_row(_row(1))) is None
+    stats = cache.stats()
+    assert (stats.l1.misses, stats.l2.misses, stats.l2.hits) == (1, 1, 0)
+
+
+async def test_computed_answer_reaches_redis_and_another_worker_reads_it(
+    make_cache: CacheFactory, raw_redis: redis.Redis
+) -> None:
+    first, second = make_cache(), make_cache()
+    key = first.keys.key_for_row(_row(1))
+    assert await first.get_or_compute(key, lambda: _value(0.375)) == (0.375, False)
+    await first.wait_for_writes()
+    assert orjson.loads(raw_redis.get(key)) == {"p": 0.375, "v": "v1", "k": key[-32:]}
+    assert await second.get_or_compute(key, lambda: _value(0.9)) == (0.375, True)
+    assert first.stats().l2.written == 1
+
+
+async def test_l2_hit_is_promoted_to_l1(make_cache: CacheFactory) -> None:
+    writer, reader = make_cache(), make_cache()
+    key = writer.keys.key_for_row(_row(1))
+    writer.put(key, 0.25)
+    await writer.wait_for_writes()
+    assert await reader.get(key) == (0.25, "l2")
+    assert await reader.get(key) == (0.25, "l1")
+    stats = reader.stats()
+    assert (stats.l2.hits, stats.l1.hits, stats.l1.size) == (1, 1, 1)
+
+
+async def test_l2_entry_expires_after_its_ttl(
+    make_cache: CacheFactory, raw_redis: redis.Redis
+) -> None:
+    writer, reader = make_cache(l2_ttl_seconds=1), make_cache()
+    key = writer.keys.key_for_row(_row(1))
+    writer.put(key, 0.25)
+    await writer.wait_for_writes()
+    assert 0 < raw_redis.pttl(key) <= 1000
+    for _ in range(50):  # Redis expires keys lazily or in its 100 ms cycle
+        if not raw_redis.exists(key):
+            break
+        await asyncio.sleep(0.1)
+    assert await reader.get(key) is None
+
+
+async def test_model_versions_never_share_answers(make_cache: CacheFactory) -> None:
+    old, new = make_cache("v1"), make_cache("v2")
+    old_key, new_key = old.keys.key_for_row(_row(1)), new.keys.key_for_row(_row(1))
+    assert old_key != new_key
+    await old.get_or_compute(old_key, lambda: _value(0.1))
+    await old.wait_for_writes()
+    assert await new.get_or_compute(new_key, lambda: _value(0.2)) == (0.2, False)
+    await new.wait_for_writes()
+    assert await make_cache("v1").get(old_key) == (0.1, "l2")
+    assert await make_cache("v2").get(new_key) == (0.2, "l2")
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        pickle.dumps({"p": 0.5, "v": "v1"}),
+        b"\x80\x04garbage",
+        b'{"p":0.5}',
+        b'{"p":2.0,"v":"v1","k":"%s"}',
+        b'{"p":0.5,"v":"v0","k":"%s"}',
+        b"0.5",
+    ],
+    ids=["pickle", "binary", "foreign-json", "out-of-range", "other-version", "bare-number"],
+)
+async def test_corrupt_or_foreign_value_is_a_counted_miss_then_overwritten(
+    make_cache: CacheFactory, raw_redis: redis.Redis, planted: bytes
+) -> None:
+    cache = make_cache()
+    key = cache.keys.key_for_row(_row(1))
+    raw_redis.set(key, planted.replace(b"%s", key[-32:].encode()))
+    assert await cache.get(key) is None
+    assert cache.stats().l2.corrupt == 1
+    assert await cache.get_or_compute(key, lambda: _value(0.5)) == (0.5, False)
+    await cache.wait_for_writes()
+    assert await make_cache().get(key) == (0.5, "l2")
+
+
+async def test_value_stored_under_another_key_is_a_counted_miss(
+    make_cache: CacheFactory, raw_redis: redis.Redis
+) -> None:
+    cache = make_cache()
+    first, second = cache.keys.key_for_row(_row(1)), cache.keys.key_for_row(_row(2))
+    cache.put(first, 0.5)
+    await cache.wait_for_writes()
+    raw_redis.set(second, raw_redis.get(first))
+    reader = make_cache()
+    assert await reader.get(second) is None
+    assert reader.stats().l2.corrupt == 1
+
+
+async def test_batch_serves_l2_hits_and_computes_the_rest_in_one_call(
+    make_cache: CacheFactory,
+) -> None:
+    writer, reader = make_cache(), make_cache(l2_keys_per_command=7)
+    rows = np.random.default_rng(1).random((40, 19), dtype=np.float32)
+    keys = writer.keys.keys_for_rows(rows)
+    writer.put_many((key, float(rows[i, 0])) for i, key in enumerate(keys[:25]))
+    await writer.wait_for_writes()
+    calls: list[list[int]] = []
+
+    async def compute(indices: list[int]) -> list[float]:
+        calls.append(indices)
+        return [float(rows[i, 0]) for i in indices]
+
+    values, cached = await reader.get_or_compute_many(keys, compute)
+    assert calls == [list(range(25, 40))]
+    assert values == [float(v) for v in rows[:, 0]]
+    assert cached == [True] * 25 + [False] * 15
+    assert reader.stats().l2.hits == 25
+    await reader.wait_for_writes()
+    assert [hit for hit in await make_cache().get_many(keys)] == [
+        (float(v), "l2") for v in rows[:, 0]
+    ]
+
+
+async def test_identical_cold_requests_share_one_l2_lookup_and_one_computation(
+    make_cache: CacheFactory,
+) -> None:
+    cache = make_cache()
+    key = cache.keys.key_for_row(_row(1))
+    computed = 0
+
+    async def compute() -> float:
+        nonlocal computed
+        computed += 1
+        return 0.5
+
+    results = await asyncio.gather(*(cache.get_or_compute(key, compute) for _ in range(200)))
+    assert results == [(0.5, False)] * 200
+    assert computed == 1
+    await cache.wait_for_writes()
+    assert cache.stats().l2.calls == 2  # one MGET, one write
+
+
+async def test_concurrent_misses_of_one_turn_share_one_l2_round_trip(
+    make_cache: CacheFactory,
+) -> None:
+    cache = make_cache()
+    keys = [cache.keys.key_for_row(_row(v)) for v in range(50)]
+    results = await asyncio.gather(
+        *(cache.get_or_compute(key, partial(_value, i / 100)) for i, key in enumerate(keys))
+    )
+    assert [value for value, _ in results] == [i / 100 for i in range(50)]
+    await cache.wait_for_writes()
+    assert cache.stats().l2.calls == 2  # one MGET, one write
+
+
+async def test_clear_removes_only_this_versions_keys(
+    make_cache: CacheFactory, raw_redis: redis.Redis, key_prefix: str
+) -> None:
+    current, other = make_cache("v1"), make_cache("v2")
+    nested = PredictionCache("x", key_prefix=f"{key_prefix}:v1", l2_url=None)
+    current.put_many((current.keys.key_for_row(_row(v)), 0.5) for v in range(30))
+    other.put(other.keys.key_for_row(_row(1)), 0.5)
+    await current.wait_for_writes()
+    await other.wait_for_writes()
+    nested_key = nested.keys.key_for_row(_row(1))
+    raw_redis.set(nested_key, b"not ours")
+    result = await current.clear()
+    assert (result.l1_removed, result.l2_removed) == (30, 30)
+    assert await current.get(current.keys.key_for_row(_row(1))) is None
+    remaining = sorted(k.decode() for k in raw_redis.scan_iter(match=f"{key_prefix}:*"))
+    assert remaining == sorted([other.keys.key_for_row(_row(1)), nested_key])
+
+
+async def test_an_answer_survives_in_l2_after_l1_evicts_it(make_cache: CacheFactory) -> None:
+    cache = make_cache(l1_size=1)
+    first, second = cache.keys.key_for_row(_row(1)), cache.keys.key_for_row(_row(2))
+    cache.put(first, 0.1)
+    cache.put(second, 0.2)
+    await cache.wait_for_writes()
+    assert await cache.get(first) == (0.1, "l2")
+    assert cache.stats().l1.evictions >= 1

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from churn_mlops.bench.plan import Run
+from churn_mlops.bench.report import (
+    BenchMeta,
+    Measurement,
+    cost_per_million,
+    markdown,
+    results_document,
+    slo_check,
+    summarise,
+    write_results,
+)
+from tests.fixtures.load_results import load_result
+
+# What `markdown` makes of the `measurements` fixture: checked by hand, then frozen.
+EXPECTED_MARKDOWN = (Path(__file__).parent / "expected_report.md").read_text()
+
+
+def test_markdown_compares_every_server_with_the_baseline_and_the_ceilings(
+    measurements: list[Measurement], meta: BenchMeta
+) -> None:
+    assert markdown(summarise(measurements), meta) == EXPECTED_MARKDOWN
+
+
+def test_markdown_shows_no_latencies_for_a_run_without_answers(meta: BenchMeta) -> None:
+    stuck = load_result(0, 0.0, statuses={})
+    report = markdown(summarise([Measurement(Run("predict", "service", 32), stuck)]), meta)
+    row = "| churn-mlops service | 32 | 0 | - | - | - | - | 0 | - | - | - | - | missed "
+    missed = "P50 < 100 ms, P95 < 500 ms, P99 < 1 s, > 100 RPS, < 0.1 % errors |"
+    assert row + missed in report
+
+
+def test_summarise_takes_medians_over_rounds_and_sums_counts() -> None:
+    rounds = [
+        Measurement(Run("predict", "service", 8, round=0), load_result(1_000, 3.0)),
+        Measurement(
+            Run("predict", "service", 8, round=1),
+            load_result(3_000, 1.0, statuses={200: 2_990, 503: 10}),
+        ),
+        Measurement(Run("predict", "service", 8, round=2), load_result(2_000, 2.0)),
+    ]
+    (summary,) = summarise(rounds)
+    assert summary.rounds == 3
+    assert summary.rps == 200.0
+    assert summary.latency_ms["p50"] == 2.0
+    assert summary.latency_ms["p99"] == 8.0
+    assert summary.requests == 6_000
+    assert summary.statuses == {200: 5_990, 503: 10}
+    assert summary.failed == 10
+    assert summary.error_rate == pytest.approx(10 / 6_000)
+
+
+def test_summarise_orders_by_scenario_then_connections_then_server(
+    measurements: list[Measurement],
+) -> None:
+    order = [(s.scenario, s.server, s.connections) for s in summarise(measurements)]
+    assert order == [
+        ("predict", "naive", 1),
+        ("predict", "service", 1),
+        ("predict", "fastapi", 1),
+        ("predict", "asgi", 1),
+        ("predict", "naive", 32),
+        ("batch", "naive", 4),
+        ("batch", "service", 4),
+        ("overload", "service", 512),
+    ]
+
+
+def test_slo_check_names_each_target_of_the_course_chapter() -> None:
+    (summary,) = summarise([Measurement(Run("predict", "service", 1), load_result(10_000, 1.0))])
+    assert slo_check(summary) == {
+        "P50 < 100 ms": True,
+        "P95 < 500 ms": True,
+        "P99 < 1 s": True,
+        "> 100 RPS": True,
+        "< 0.1 % errors": True,
+    }
+
+
+def test_slo_check_targets_are_strict_bounds() -> None:
+    # p50 100 ms, p95 300 ms, p99 400 ms; 1,000 requests in 10 s is exactly 100 RPS; 1 in 1,000
+    # failed is exactly 0.1 %.
+    result = load_result(1_000, 100.0, statuses={200: 999, 500: 1})
+    (summary,) = summarise([Measurement(Run("predict", "service", 1), result)])
+    assert slo_check(summary) == {
+        "P50 < 100 ms": False,
+        "P95 < 500 ms": True,
+        "P99 < 1 s": True,
+        "> 100 RPS": False,
+        "< 0.1 % errors": False,
+    }
+
+
+def test_cost_per_million_charges_every_core_for_the_time_the_requests_take() -> None:
+    # 1,000 requests/s on 2 cores: a million take 1,000 s, i.e. 2,000/3,600 core-hours.
+    assert cost_per_million(1_000, 2, 0.04) == pytest.approx(0.04 * 2_000 / 3_600)
+    assert cost_per_million(0, 2, 0.04) is None
+
+
+def test_results_document_holds_raw_runs_and_summaries_with_their_slo(
+    measurements: list[Measurement], meta: BenchMeta
+) -> None:
+    document = results_document(meta, measurements, summarise(measurements))
+    assert document["meta"]["service_env"] == {"CHURN_CACHE_ENABLED": "false"}
+    assert len(document["runs"]) == len(measurements)
+    assert document["runs"][0] == {
+        "scenario": "predict",
+        "server": "service",
+        "connections": 1,
+        "rows": 1,
+        "round": 0,
+        "result": {
+            "requests": 10_000,
+            "duration_s": 10.0,
+            "rps": 1_000.0,
+            "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
+            "non_2xx": 0,
+            "statuses": {"200": 10_000},
+            "latency_ms": {
+                "p50": 1.0,
+                "p90": 2.0,
+                "p95": 3.0,
+                "p99": 4.0,
+                "p99.9": 5.0,
+                "max": 6.0,
+                "mean": 1.5,
+            },
+        },
+    }
+    overload = document["summaries"][-1]
+    assert overload["scenario"] == "overload"
+    assert overload["statuses"] == {"200": 15_000, "503": 5_000}
+    assert overload["error_rate"] == 0.25
+    assert overload["usd_per_million_requests"] == pytest.approx(0.04 * 2 / 3_600 / 2_000 * 1e6)
+    assert overload["slo"]["< 0.1 % errors"] is False
+    batch = document["summaries"][-2]
+    assert (batch["server"], batch["rows_per_s"]) == ("service", 50_000.0)
+    json.dumps(document)  # JSON-ready as it is
+
+
+def test_write_results_writes_json_markdown_and_a_png_plot(
+    tmp_path: Path, measurements: list[Measurement], meta: BenchMeta
+) -> None:
+    summaries, report = write_results(tmp_path / "out", meta, measurements)
+    assert report == EXPECTED_MARKDOWN
+    assert (tmp_path / "out" / "report.md").read_text() == EXPECTED_MARKDOWN
+    stored = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(stored["summaries"]) == len(summaries) == 8
+    assert (tmp_path / "out" / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
