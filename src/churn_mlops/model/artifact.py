@@ -1,8 +1,10 @@
-"""The versioned model artifact: a directory with the model, its encoder and metadata.json.
+"""The versioned model artifact: a directory with the model, its compiled forest, its encoder
+and metadata.json.
 
-The version is a content hash of everything that decides a prediction (model bytes, encoder,
-metadata without `created_at`), so the same data and seed give the same version, and a changed
-file is caught on load.
+The version is a content hash of everything that decides a prediction (model bytes, compiled
+forest bytes, encoder, metadata without `created_at`), so the same data and seed give the same
+version, and a changed file is caught on load. The API scores with the compiled forest; a load
+refuses an artifact whose forest disagrees with the estimator on the shipped dataset.
 """
 
 from __future__ import annotations
@@ -13,19 +15,36 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 from pydantic import ValidationError
 
-from churn_mlops.model.features import FeatureEncoder
+from churn_mlops.data import load_telco_csv
+from churn_mlops.model.compiled import (
+    CompiledForest,
+    ForestFileError,
+    ParityError,
+    check_parity,
+)
+from churn_mlops.model.features import (
+    CATEGORICAL_FEATURES,
+    FEATURE_NAMES,
+    FeatureEncoder,
+    FloatMatrix,
+)
 from churn_mlops.schemas import ModelInfo
 
 MODEL_FILE = "model.joblib"
 ENCODER_FILE = "encoder.json"
 METADATA_FILE = "metadata.json"
+FOREST_FILE = "forest.npz"
+
+# Rows of the shipped dataset that parity_rows varies (missing values, unseen categories).
+_VARIED_ROWS = 32
 
 
 class ArtifactError(RuntimeError):
@@ -42,24 +61,65 @@ def _pickle_bytes(estimator: Any) -> bytes:
     return buffer.getvalue()
 
 
-def content_version(model_bytes: bytes, encoder: dict[str, Any], metadata: dict[str, Any]) -> str:
+def content_version(
+    model_bytes: bytes, forest_bytes: bytes, encoder: dict[str, Any], metadata: dict[str, Any]
+) -> str:
     """The version string of an artifact with these contents."""
     digest = hashlib.sha256()
-    digest.update(model_bytes)
+    for part in (model_bytes, forest_bytes):
+        digest.update(hashlib.sha256(part).digest())
     digest.update(_canonical_json(encoder))
     digest.update(_canonical_json({**metadata, "version": "", "created_at": ""}))
     return "v" + digest.hexdigest()[:12]
 
 
+def parity_rows(encoder: FeatureEncoder) -> FloatMatrix:
+    """Rows on which a compiled forest must agree with its estimator: every customer of the
+    shipped dataset (8 of them without total_charges), then some of them with total_charges
+    missing, with each category missing, with every value missing, and with unseen codes."""
+    rows = encoder.encode_columns(load_telco_csv().columns)
+    some = rows[:: max(1, len(rows) // _VARIED_ROWS)][:_VARIED_ROWS]
+    categorical = [i for i, name in enumerate(FEATURE_NAMES) if name in CATEGORICAL_FEATURES]
+    total_charges = FEATURE_NAMES.index("total_charges")
+    varied = [rows]
+    for columns, value in [
+        ([total_charges], np.nan),
+        *(([i], np.nan) for i in categorical),
+        (list(range(len(FEATURE_NAMES))), np.nan),
+        (categorical, 99.0),  # a code no vocabulary reaches
+        (categorical, -1.0),
+        (categorical, 0.5),
+    ]:
+        variant = some.copy()
+        variant[:, columns] = value
+        varied.append(variant)
+    return np.concatenate(varied)
+
+
+def _check_forest(
+    forest: CompiledForest, estimator: Any, encoder: FeatureEncoder, where: str
+) -> None:
+    try:
+        check_parity(forest, estimator, parity_rows(encoder))
+    except ParityError as error:
+        raise ArtifactError(
+            f"{where}: the compiled forest does not match the model: {error}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A trained estimator with the encoder its rows need and what is known about it."""
+    """A trained estimator, its compiled forest, the encoder their rows need, and what is known
+    about them."""
 
     estimator: Any
     encoder: FeatureEncoder
     info: ModelInfo
     # The estimator's bytes as hashed: re-pickling a loaded estimator need not give them back.
     model_bytes: bytes
+    # What the API scores with: the estimator's trees as arrays, with compiled kernels.
+    forest: CompiledForest = field(repr=False)
+    forest_bytes: bytes = field(repr=False)
 
     @property
     def version(self) -> str:
@@ -71,10 +131,23 @@ class ModelArtifact:
 
     @classmethod
     def build(cls, estimator: Any, encoder: FeatureEncoder, info: ModelInfo) -> ModelArtifact:
-        """Stamp `info` with the content version of this estimator and encoder."""
+        """Compile the estimator, check the compiled forest against it, and stamp `info` with
+        the content version of the estimator, forest and encoder."""
         model_bytes = _pickle_bytes(estimator)
-        version = content_version(model_bytes, encoder.to_dict(), info.model_dump(mode="json"))
-        return cls(estimator, encoder, info.model_copy(update={"version": version}), model_bytes)
+        forest = CompiledForest.from_estimator(estimator)
+        _check_forest(forest, estimator, encoder, "new artifact")
+        forest_bytes = forest.to_bytes()
+        version = content_version(
+            model_bytes, forest_bytes, encoder.to_dict(), info.model_dump(mode="json")
+        )
+        return cls(
+            estimator,
+            encoder,
+            info.model_copy(update={"version": version}),
+            model_bytes,
+            forest,
+            forest_bytes,
+        )
 
     def save(self, directory: Path) -> Path:
         """Write the artifact to `directory` atomically, replacing what was there."""
@@ -83,6 +156,7 @@ class ModelArtifact:
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
         try:
             (staging / MODEL_FILE).write_bytes(self.model_bytes)
+            (staging / FOREST_FILE).write_bytes(self.forest_bytes)
             (staging / ENCODER_FILE).write_text(json.dumps(self.encoder.to_dict(), indent=2))
             (staging / METADATA_FILE).write_text(self.info.model_dump_json(indent=2))
             if directory.exists():
@@ -99,20 +173,25 @@ class ModelArtifact:
 
     @classmethod
     def load(cls, directory: Path) -> ModelArtifact:
-        """Read an artifact and check it against its version; only load artifacts you made."""
-        paths = [directory / name for name in (MODEL_FILE, ENCODER_FILE, METADATA_FILE)]
+        """Read an artifact, check it against its version and its compiled forest against its
+        estimator; only load artifacts you made."""
+        names = (MODEL_FILE, ENCODER_FILE, METADATA_FILE, FOREST_FILE)
+        paths = [directory / name for name in names]
         if missing := [p.name for p in paths if not p.is_file()]:
             raise ArtifactError(
                 f"{directory} is not a model artifact: missing {', '.join(missing)}"
             )
         model_bytes = paths[0].read_bytes()
+        forest_bytes = paths[3].read_bytes()
         try:
             encoder_doc = json.loads(paths[1].read_text())
             metadata = json.loads(paths[2].read_text())
             info = ModelInfo.model_validate(metadata)
         except (ValueError, ValidationError) as error:
             raise ArtifactError(f"{directory}: unreadable metadata or encoder: {error}") from None
-        expected = content_version(model_bytes, encoder_doc, info.model_dump(mode="json"))
+        expected = content_version(
+            model_bytes, forest_bytes, encoder_doc, info.model_dump(mode="json")
+        )
         if expected != info.version:
             raise ArtifactError(
                 f"{directory}: contents hash to {expected} but metadata says {info.version}; "
@@ -121,4 +200,11 @@ class ModelArtifact:
         # The model file is a pickle, which runs code when loaded: serve only artifacts made by
         # `churn-mlops train` (the hash above catches corruption, not a forger).
         estimator = joblib.load(io.BytesIO(model_bytes))
-        return cls(estimator, FeatureEncoder.from_dict(encoder_doc), info, model_bytes)
+        encoder = FeatureEncoder.from_dict(encoder_doc)
+        try:
+            forest = CompiledForest.from_bytes(forest_bytes)
+        except ForestFileError as error:
+            raise ArtifactError(f"{directory}: {error}") from None
+        # Serve nothing that scores differently from the model that was evaluated.
+        _check_forest(forest, estimator, encoder, str(directory))
+        return cls(estimator, encoder, info, model_bytes, forest, forest_bytes)

@@ -1,4 +1,4 @@
-"""Scores encoded customers with a loaded artifact."""
+"""Scores encoded customers with a loaded artifact's compiled forest."""
 
 from __future__ import annotations
 
@@ -17,22 +17,27 @@ Probabilities = npt.NDArray[np.float64]
 class ChurnPredictor:
     """The encoder, the model and the decision threshold of one artifact, ready to score."""
 
-    __slots__ = ("_estimator", "encoder", "threshold", "version")
+    __slots__ = ("_forest", "encoder", "threshold", "version")
 
     def __init__(self, artifact: ModelArtifact) -> None:
-        self._estimator = artifact.estimator
+        # The compiled forest, not the estimator: same probabilities (checked when the artifact
+        # loads), without sklearn's per-call validation and thread pool.
+        self._forest = artifact.forest
         self.encoder = artifact.encoder
         self.threshold = artifact.threshold
         self.version = artifact.version
 
     def probabilities(self, rows: FloatMatrix) -> Probabilities:
-        """Churn probability of each encoded row."""
-        result: Probabilities = self._estimator.predict_proba(rows)[:, 1]
-        return result
+        """Churn probability of each encoded (n, features) float32 row, shape (n,)."""
+        return self._forest.predict(rows)
+
+    def probability_one(self, row: FloatMatrix) -> float:
+        """Churn probability of one encoded float32 row of shape (features,)."""
+        return self._forest.predict_one(row)
 
     def score_one(self, features: Mapping[str, Any]) -> float:
         """Churn probability of one customer's features."""
-        return float(self.probabilities(self.encoder.encode_row(features))[0])
+        return self._forest.predict_one(self.encoder.encode_row(features)[0])
 
     def score_many(self, features: Sequence[Mapping[str, Any]]) -> Probabilities:
         """Churn probabilities of many customers, in one model call."""
