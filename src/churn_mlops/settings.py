@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     """Requests that may wait for the model per worker; past it `/predict` answers 503 with
     Retry-After at once instead of letting latency grow."""
 
+    batch_max_queue_delay_ms: float = Field(default=50.0, gt=0)
+    """Past this wait of the oldest queued request (an event-loop turn this long means the
+    worker is saturated), `/predict` answers 503 with Retry-After at once."""
+
     offload_min_rows: int = Field(default=2048, ge=1)
     """Model calls with at least this many rows run in a worker thread, off the event loop;
     smaller ones run inline, where a thread hop would cost more than it saves."""

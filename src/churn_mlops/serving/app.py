@@ -63,6 +63,7 @@ def build_pipeline(
             max_batch_size=settings.batch_max_size,
             max_wait=settings.batch_max_wait_ms / 1000.0,
             max_queue=settings.batch_max_queue,
+            max_queue_delay=settings.batch_max_queue_delay_ms / 1000.0,
         )
     return PredictionPipeline(predictor, decoder, runner, batcher)
 

@@ -6,15 +6,19 @@ batch schedules a flush: with `max_wait == 0` at the end of the current event-lo
 waits for nothing; with `max_wait > 0` after that delay, or at once when `max_batch_size`
 rows are pending. There is no polling timer: an idle batcher schedules nothing.
 
-The pending list is bounded: past `max_queue` rows waiting, `submit` refuses at once
-(`Overloaded`, a 503 with Retry-After). Under saturation the pending list is what arrived in one
-event-loop turn, so the bound caps the length of a turn, and with it every request's latency.
+Load shedding: `submit` refuses at once (`Overloaded`, a 503 with Retry-After) when
+`max_queue` rows are already waiting, or when the oldest waiting row has waited longer than
+`max_queue_delay`. Under saturation the pending list is what arrived during one long
+event-loop turn; the delay bound caps how much prediction work a turn takes on, and the rest of
+that turn's requests get a cheap 503 instead of making every request slower. Each turn starts
+afresh, so there is no state to get stuck in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,16 +85,21 @@ class MicroBatcher:
         max_batch_size: int = 32,
         max_wait: float = 0.0,
         max_queue: int = 256,
+        max_queue_delay: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runner = runner
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.max_queue = max_queue
+        self.max_queue_delay = max_queue_delay
+        self._clock = clock
         self.stats = BatcherStats()
         self._pending: list[tuple[FloatMatrix, asyncio.Future[float]]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._oldest_submit = 0.0
 
     @property
     def queued(self) -> int:
@@ -104,9 +113,13 @@ class MicroBatcher:
     def submit(self, row: FloatMatrix) -> asyncio.Future[float]:
         if self._closed:
             raise Overloaded("The service is shutting down; retry on another instance.")
-        if len(self._pending) >= self.max_queue:
-            self.stats.shed += 1
-            raise Overloaded("Too many predictions are waiting; retry shortly.")
+        if self._pending:
+            waited = self._clock() - self._oldest_submit
+            if len(self._pending) >= self.max_queue or waited > self.max_queue_delay:
+                self.stats.shed += 1
+                raise Overloaded("Too many predictions are waiting; retry shortly.")
+        else:
+            self._oldest_submit = self._clock()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
         self._pending.append((row, future))

@@ -129,6 +129,38 @@ async def test_full_queue_refuses_at_once_with_retry_after() -> None:
     assert await asyncio.gather(*waiting) == pytest.approx([0, 0.001, 0.002])
 
 
+async def test_a_saturated_turn_sheds_what_arrives_after_the_delay_bound() -> None:
+    model = RecordingModel()
+    now = [100.0]
+    runner = ModelRunner(model, offload_min_rows=10_000)
+    batcher = MicroBatcher(
+        runner, max_wait=60.0, max_batch_size=100, max_queue_delay=0.05, clock=lambda: now[0]
+    )
+    first = asyncio.ensure_future(batcher.predict(_row(1)))
+    await asyncio.sleep(0)
+    now[0] += 0.04
+    second = asyncio.ensure_future(batcher.predict(_row(2)))
+    await asyncio.sleep(0)
+    now[0] += 0.02  # the oldest request has now waited 60 ms
+    with pytest.raises(Overloaded):
+        batcher.submit(_row(3))
+    await batcher.close()
+    assert await asyncio.gather(first, second) == pytest.approx([0.001, 0.002])
+    assert batcher.stats.shed == 1
+
+
+async def test_shedding_ends_with_the_turn_that_caused_it() -> None:
+    model = RecordingModel()
+    now = [0.0]
+    batcher = MicroBatcher(
+        ModelRunner(model, offload_min_rows=10_000), max_queue_delay=0.05, clock=lambda: now[0]
+    )
+    assert await batcher.predict(_row(1)) == pytest.approx(0.001)
+    now[0] += 10.0  # long after: nothing is waiting, so nothing has waited too long
+    assert await batcher.predict(_row(2)) == pytest.approx(0.002)
+    assert batcher.stats.shed == 0
+
+
 async def test_close_answers_every_queued_request_then_refuses_new_ones() -> None:
     model = RecordingModel()
     batcher = _batcher(model, max_wait=60.0, max_batch_size=100)

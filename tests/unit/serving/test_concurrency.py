@@ -20,7 +20,7 @@ from churn_mlops.serving.app import ChurnAPI, create_app
 from churn_mlops.settings import Settings
 from tests.fixtures.requests import prediction_bodies
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
 @asynccontextmanager
