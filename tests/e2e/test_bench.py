@@ -31,7 +31,7 @@ from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from tests.fixtures.requests import prediction_bodies
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 CLI = str(Path(sys.executable).with_name("churn-mlops"))
 
