@@ -78,9 +78,10 @@ class Settings(BaseSettings):
     """Past this wait of the oldest queued request (an event-loop turn this long means the
     worker is saturated), `/predict` answers 503 with Retry-After at once."""
 
-    offload_min_rows: int = Field(default=2048, ge=1)
+    offload_min_rows: int = Field(default=50_000, ge=1)
     """Model calls with at least this many rows run in a worker thread, off the event loop;
-    smaller ones run inline, where a thread hop would cost more than it saves."""
+    smaller ones run inline. The thread hop costs more than the model itself up to 10,000 rows
+    (docs/performance.md), so by default only batches past the default row limit would move."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's own loggers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,6 +80,9 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         loaded = artifact or ModelArtifact.load(settings.model_dir)
         pipeline = build_pipeline(loaded, settings, bodies)
         pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+        # Everything allocated so far lives as long as the process: keep it out of the garbage
+        # collector's full passes, which would otherwise rescan it while requests wait.
+        gc.freeze()
         app.state.artifact, app.state.pipeline = loaded, pipeline
         logger.info("serving model %s from %s", loaded.version, settings.model_dir)
         try:
