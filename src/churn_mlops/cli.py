@@ -78,6 +78,7 @@ def serve(
         access_log=False,
         # Workers import scikit-learn and load the model before answering the health check.
         timeout_worker_healthcheck=30,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
         log_level=settings.log_level.lower(),
     )
 

@@ -107,6 +107,7 @@ class PredictResponse(BaseModel):
     churn_probability: float = Field(ge=0, le=1)
     will_churn: bool = Field(description="churn_probability >= the model's decision threshold.")
     model_version: str
+    cached: bool = Field(description="True when the answer came from the prediction cache.")
 
 
 class BatchPredictResponse(BaseModel):
@@ -129,6 +130,7 @@ class ModelInfo(BaseModel):
 
     version: str
     created_at: str
+    model_sha256: str = Field(description="sha256 of the pickled estimator, model.joblib.")
     features: list[str]
     categorical_features: list[str]
     threshold: float
@@ -148,10 +150,14 @@ class LiveStatus(BaseModel):
 
 
 class ReadyStatus(BaseModel):
-    """Whether the service can answer predictions."""
+    """Whether the service can answer predictions, and how its optional dependencies are."""
 
     status: Literal["ready", "starting"]
     model_version: str | None
+    redis: Literal["disabled", "ok", "degraded"] = Field(
+        default="disabled",
+        description="The shared cache; degraded means predictions are served without it.",
+    )
 
 
 class FieldError(BaseModel):

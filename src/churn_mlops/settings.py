@@ -83,5 +83,31 @@ class Settings(BaseSettings):
     smaller ones run inline. The thread hop costs more than the model itself up to 10,000 rows
     (docs/performance.md), so by default only batches past the default row limit would move."""
 
+    graceful_shutdown_seconds: float = Field(default=20.0, gt=0)
+    """On SIGTERM, how long open requests may take to finish before the server stops."""
+
+    cache_enabled: bool = True
+    """Serve repeated rows from the prediction cache (L1 in-process, L2 in Redis if set)."""
+
+    cache_l1_size: int = Field(default=100_000, ge=0)
+    """Predictions each worker keeps in memory (least recently used go first)."""
+
+    cache_l1_ttl_seconds: float = Field(default=300.0, gt=0)
+    """How long a prediction stays in a worker's memory; also bounds how long other workers
+    may still serve an entry after `DELETE /cache` ran in one of them."""
+
+    redis_url: str | None = None
+    """Redis for the shared L2 cache (e.g. redis://127.0.0.1:6379/0); empty means L1 only."""
+
+    cache_l2_ttl_seconds: float = Field(default=3600.0, gt=0)
+    """How long a prediction stays in Redis."""
+
+    cache_redis_timeout_ms: float = Field(default=5.0, gt=0)
+    """Budget of one Redis read; a slow or hanging Redis costs a prediction at most this (writes
+    get four times as much and never delay a response)."""
+
+    cache_key_prefix: str = Field(default="churn:pred", min_length=1)
+    """Namespace of the cache's keys in Redis; the model version follows it in every key."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's own loggers."""

@@ -51,6 +51,7 @@ class NaiveModel:
                 churn_probability=float(probability),
                 will_churn=bool(probability >= self.threshold),
                 model_version=self.version,
+                cached=False,
             )
             for request, probability in zip(requests, probabilities, strict=True)
         ]

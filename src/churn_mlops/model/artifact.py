@@ -1,10 +1,14 @@
 """The versioned model artifact: a directory with the model, its compiled forest, its encoder
 and metadata.json.
 
-The version is a content hash of everything that decides a prediction (model bytes, compiled
-forest bytes, encoder, metadata without `created_at`), so the same data and seed give the same
-version, and a changed file is caught on load. The API scores with the compiled forest; a load
-refuses an artifact whose forest disagrees with the estimator on the shipped dataset.
+The version is a content hash of everything that decides a prediction: the compiled forest
+(the exact decision function), the encoder, and the metadata without `created_at`. The pickled
+estimator is left out of it because its bytes also record incidental state (the thread count
+its binning ran with), which would give the same model another version on another machine; it
+is tied to the artifact by its sha256 in the metadata instead. So the same data and seed give
+the same version, and a changed file is caught on load. The API scores with the compiled
+forest; a load refuses an artifact whose forest disagrees with the estimator on the shipped
+dataset.
 """
 
 from __future__ import annotations
@@ -61,15 +65,13 @@ def _pickle_bytes(estimator: Any) -> bytes:
     return buffer.getvalue()
 
 
-def content_version(
-    model_bytes: bytes, forest_bytes: bytes, encoder: dict[str, Any], metadata: dict[str, Any]
-) -> str:
+def content_version(forest_bytes: bytes, encoder: dict[str, Any], metadata: dict[str, Any]) -> str:
     """The version string of an artifact with these contents."""
     digest = hashlib.sha256()
-    for part in (model_bytes, forest_bytes):
-        digest.update(hashlib.sha256(part).digest())
+    digest.update(hashlib.sha256(forest_bytes).digest())
     digest.update(_canonical_json(encoder))
-    digest.update(_canonical_json({**metadata, "version": "", "created_at": ""}))
+    unversioned = {**metadata, "version": "", "created_at": "", "model_sha256": ""}
+    digest.update(_canonical_json(unversioned))
     return "v" + digest.hexdigest()[:12]
 
 
@@ -137,13 +139,12 @@ class ModelArtifact:
         forest = CompiledForest.from_estimator(estimator)
         _check_forest(forest, estimator, encoder, "new artifact")
         forest_bytes = forest.to_bytes()
-        version = content_version(
-            model_bytes, forest_bytes, encoder.to_dict(), info.model_dump(mode="json")
-        )
+        version = content_version(forest_bytes, encoder.to_dict(), info.model_dump(mode="json"))
+        model_sha256 = hashlib.sha256(model_bytes).hexdigest()
         return cls(
             estimator,
             encoder,
-            info.model_copy(update={"version": version}),
+            info.model_copy(update={"version": version, "model_sha256": model_sha256}),
             model_bytes,
             forest,
             forest_bytes,
@@ -189,9 +190,12 @@ class ModelArtifact:
             info = ModelInfo.model_validate(metadata)
         except (ValueError, ValidationError) as error:
             raise ArtifactError(f"{directory}: unreadable metadata or encoder: {error}") from None
-        expected = content_version(
-            model_bytes, forest_bytes, encoder_doc, info.model_dump(mode="json")
-        )
+        expected = content_version(forest_bytes, encoder_doc, info.model_dump(mode="json"))
+        if hashlib.sha256(model_bytes).hexdigest() != info.model_sha256:
+            raise ArtifactError(
+                f"{directory}: {MODEL_FILE} does not match the sha256 in {METADATA_FILE}; "
+                "the artifact was modified or is incomplete"
+            )
         if expected != info.version:
             raise ArtifactError(
                 f"{directory}: contents hash to {expected} but metadata says {info.version}; "

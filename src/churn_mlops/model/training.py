@@ -135,6 +135,7 @@ def train_model(
     )
     info = ModelInfo(
         version="",
+        model_sha256="",
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         features=list(FEATURE_NAMES),
         categorical_features=[n for n in FEATURE_NAMES if n in CATEGORICAL_FEATURES],

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from churn_mlops import __version__
+from churn_mlops.cache import PredictionCache
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.schemas import EXAMPLE_FEATURES, PredictRequest
@@ -26,6 +27,7 @@ from churn_mlops.serving.errors import install_error_handlers
 from churn_mlops.serving.fastpath import FastPredictEndpoint
 from churn_mlops.serving.middleware import ProcessTimeMiddleware
 from churn_mlops.serving.pipeline import PredictionPipeline
+from churn_mlops.serving.routes.cache import build_cache_router
 from churn_mlops.serving.routes.predict import build_prediction_router
 from churn_mlops.serving.routes.status import build_status_router
 from churn_mlops.settings import Settings
@@ -66,7 +68,20 @@ def build_pipeline(
             max_queue=settings.batch_max_queue,
             max_queue_delay=settings.batch_max_queue_delay_ms / 1000.0,
         )
-    return PredictionPipeline(predictor, decoder, runner, batcher)
+    cache = None
+    if settings.cache_enabled:
+        read_timeout = settings.cache_redis_timeout_ms / 1000.0
+        cache = PredictionCache(
+            predictor.version,
+            key_prefix=settings.cache_key_prefix,
+            l1_size=settings.cache_l1_size,
+            l1_ttl_seconds=settings.cache_l1_ttl_seconds,
+            l2_url=settings.redis_url or None,
+            l2_ttl_seconds=settings.cache_l2_ttl_seconds,
+            l2_read_timeout=read_timeout,
+            l2_write_timeout=4 * read_timeout,
+        )
+    return PredictionPipeline(predictor, decoder, runner, batcher, cache)
 
 
 def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> ChurnAPI:
@@ -110,6 +125,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     install_error_handlers(app)
     app.include_router(build_prediction_router(bodies))
     app.include_router(build_status_router())
+    app.include_router(build_cache_router())
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(ProcessTimeMiddleware, slow_request_ms=settings.slow_request_ms)
     _document_raw_bodies(app)

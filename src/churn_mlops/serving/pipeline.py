@@ -1,12 +1,15 @@
 """What answering a prediction takes, shared by the fast `/predict` path and the routes:
-decode and encode once, batch, score, serialise once."""
+decode and encode once, look up the cache, batch, score, serialise once."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 
+from churn_mlops.cache import PredictionCache
+from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.serving.batcher import MicroBatcher, ModelRunner
 from churn_mlops.serving.decoding import RequestDecoder
@@ -21,33 +24,57 @@ class PredictionPipeline:
         decoder: RequestDecoder,
         runner: ModelRunner,
         batcher: MicroBatcher | None,
+        cache: PredictionCache | None,
     ) -> None:
         self.predictor = predictor
         self.decoder = decoder
         self.runner = runner
         self.batcher = batcher
+        self.cache = cache
         self._threshold = predictor.threshold
         self._version = predictor.version
 
-    def _answer(self, customer_id: str | None, probability: float) -> dict[str, Any]:
+    def _answer(self, customer_id: str | None, probability: float, cached: bool) -> dict[str, Any]:
         return {
             "customer_id": customer_id,
             "churn_probability": probability,
             "will_churn": probability >= self._threshold,
             "model_version": self._version,
+            "cached": cached,
         }
+
+    async def _score_one(self, row: FloatMatrix) -> float:
+        if self.batcher is not None:
+            return await self.batcher.predict(row)
+        return float(self.runner.score(row)[0])
 
     async def predict_one(self, body: bytes) -> bytes:
         customer_id, row = self.decoder.single(body)
-        if self.batcher is not None:
-            probability = await self.batcher.predict(row)
+        cache = self.cache
+        if cache is None:
+            probability, cached = await self._score_one(row), False
         else:
-            probability = float(self.runner.score(row)[0])
-        return orjson.dumps(self._answer(customer_id, probability))
+            probability, cached = await cache.get_or_compute(
+                cache.keys.key_for_row(row), lambda: self._score_one(row)
+            )
+        return orjson.dumps(self._answer(customer_id, probability, cached))
 
     async def predict_many(self, body: bytes) -> bytes:
         customer_ids, rows = self.decoder.batch(body)
-        probabilities = (await self.runner.run(rows)).tolist()
+        cache = self.cache
+        if cache is None:
+            probabilities = (await self.runner.run(rows)).tolist()
+            cached = [False] * len(probabilities)
+        else:
+
+            async def compute_missing(indices: list[int]) -> list[float]:
+                missing = rows[np.asarray(indices, dtype=np.intp)]
+                result: list[float] = (await self.runner.run(missing)).tolist()
+                return result
+
+            probabilities, cached = await cache.get_or_compute_many(
+                cache.keys.keys_for_rows(rows), compute_missing
+            )
         threshold, version = self._threshold, self._version
         return orjson.dumps(
             {
@@ -57,8 +84,11 @@ class PredictionPipeline:
                         "churn_probability": probability,
                         "will_churn": probability >= threshold,
                         "model_version": version,
+                        "cached": hit,
                     }
-                    for customer_id, probability in zip(customer_ids, probabilities, strict=True)
+                    for customer_id, probability, hit in zip(
+                        customer_ids, probabilities, cached, strict=True
+                    )
                 ]
             }
         )
@@ -66,10 +96,16 @@ class PredictionPipeline:
     def warm_up(self, body: bytes) -> None:
         """Pay first-call costs (allocations, compiled code) before the first request."""
         customer_id, row = self.decoder.single(body)
-        self.decoder.batch(b"[" + body + b"]")
-        orjson.dumps(self._answer(customer_id, float(self.runner.score(row)[0])))
+        _, rows = self.decoder.batch(b"[" + body + b"]")
+        if self.cache is not None:
+            self.cache.keys.key_for_row(row)
+            self.cache.keys.keys_for_rows(rows)
+        orjson.dumps(self._answer(customer_id, float(self.runner.score(row)[0]), False))
 
     async def close(self) -> None:
+        # The batcher first: queued requests may still be waiting on the cache's computations.
         if self.batcher is not None:
             await self.batcher.close()
+        if self.cache is not None:
+            await self.cache.close()
         self.runner.close()

@@ -37,6 +37,7 @@ def test_naive_predict_answers_the_models_probability_in_the_services_shape(
             "churn_probability": probability,
             "will_churn": probability >= artifact.threshold,
             "model_version": artifact.version,
+            "cached": False,
         }
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import (
@@ -58,8 +59,17 @@ def test_load_refuses_a_modified_model_file(artifact_dir: Path, tmp_path: Path) 
     shutil.copytree(artifact_dir, copy)
     with (copy / MODEL_FILE).open("ab") as model_file:
         model_file.write(b"\0")
-    with pytest.raises(ArtifactError, match="modified or is incomplete"):
+    with pytest.raises(ArtifactError, match=r"model\.joblib does not match the sha256"):
         ModelArtifact.load(copy)
+
+
+def test_the_version_ignores_the_thread_count_training_ran_with(
+    artifact: ModelArtifact, dataset: TelcoDataset
+) -> None:
+    # The pickled estimator records the thread count of its binning; the version must not.
+    with threadpool_limits(limits=1):
+        single_threaded = train_model(dataset, QUICK_TRAINING).artifact
+    assert single_threaded.version == artifact.version
 
 
 def test_load_refuses_changed_metadata(artifact_dir: Path, tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from churn_mlops.model.artifact import (
     ENCODER_FILE,
     FOREST_FILE,
     METADATA_FILE,
-    MODEL_FILE,
     ArtifactError,
     ModelArtifact,
     content_version,
@@ -279,7 +278,6 @@ def _rewrite_forest(directory: Path, forest: CompiledForest) -> None:
     forest.to_npz(directory / FOREST_FILE)
     metadata = json.loads((directory / METADATA_FILE).read_text())
     metadata["version"] = content_version(
-        (directory / MODEL_FILE).read_bytes(),
         (directory / FOREST_FILE).read_bytes(),
         json.loads((directory / ENCODER_FILE).read_text()),
         metadata,

@@ -57,7 +57,11 @@ async def test_full_queue_answers_503_with_retry_after_and_shutdown_answers_the_
     artifact_dir: Path, artifact: ModelArtifact
 ) -> None:
     settings = Settings(
-        model_dir=artifact_dir, batch_max_wait_ms=60_000, batch_max_size=100, batch_max_queue=2
+        model_dir=artifact_dir,
+        batch_max_wait_ms=60_000,
+        batch_max_size=100,
+        batch_max_queue=2,
+        cache_enabled=False,  # identical requests would share one computation in the cache
     )
     app = create_app(settings, artifact)
     body = {"features": EXAMPLE_FEATURES}

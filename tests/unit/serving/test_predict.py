@@ -34,6 +34,7 @@ def test_predict_returns_the_artifact_models_probability(
             "churn_probability": served,
             "will_churn": served >= artifact.threshold,
             "model_version": artifact.version,
+            "cached": False,
         }
 
 

@@ -18,7 +18,11 @@ def test_live_answers_ok(client: TestClient) -> None:
 def test_ready_reports_the_loaded_model(client: TestClient, artifact: ModelArtifact) -> None:
     response = client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "model_version": artifact.version}
+    assert response.json() == {
+        "status": "ready",
+        "model_version": artifact.version,
+        "redis": "disabled",
+    }
 
 
 def test_ready_is_503_until_the_model_is_loaded(settings: Settings) -> None:
@@ -26,7 +30,7 @@ def test_ready_is_503_until_the_model_is_loaded(settings: Settings) -> None:
     client = TestClient(create_app(settings))
     response = client.get("/health/ready")
     assert response.status_code == 503
-    assert response.json() == {"status": "starting", "model_version": None}
+    assert response.json() == {"status": "starting", "model_version": None, "redis": "disabled"}
     prediction = client.post("/predict", json={"features": EXAMPLE_FEATURES})
     assert prediction.status_code == 503
     assert prediction.json()["detail"] == "The model is still loading; retry in a moment."

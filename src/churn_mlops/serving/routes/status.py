@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from churn_mlops.cache import BreakerState, PredictionCache
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.schemas import LiveStatus, ModelInfo, Problem, ReadyStatus
 from churn_mlops.serving.errors import ModelNotReady
+
+
+def redis_health(cache: PredictionCache | None) -> Literal["disabled", "ok", "degraded"]:
+    """Redis as readiness sees it: its outage degrades the cache, never the service."""
+    if cache is None or not cache.l2_enabled:
+        return "disabled"
+    return "ok" if cache.stats().l2.breaker_state == BreakerState.CLOSED else "degraded"
 
 
 def build_status_router() -> APIRouter:
@@ -33,7 +41,11 @@ def build_status_router() -> APIRouter:
         if artifact is None or request.app.state.pipeline is None:
             body = ReadyStatus(status="starting", model_version=None)
             return JSONResponse(body.model_dump(), status_code=503)
-        return ReadyStatus(status="ready", model_version=artifact.version)
+        return ReadyStatus(
+            status="ready",
+            model_version=artifact.version,
+            redis=redis_health(request.app.state.pipeline.cache),
+        )
 
     @router.get(
         "/model",
