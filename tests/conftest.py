@@ -8,6 +8,8 @@ from churn_mlops.data import TelcoDataset, load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.training import TrainingConfig, train_model
 
+pytest_plugins = ["tests.fixtures.redis_fixtures"]
+
 # A two-candidate search on two folds: a real model in about two seconds, for tests that need
 # any trained artifact. Model quality is tested with the default config in test_training.
 QUICK_TRAINING = TrainingConfig(search_iterations=2, cv_folds=2)
@@ -28,3 +30,8 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory, dataset: TelcoDataset
 @pytest.fixture(scope="session")
 def artifact(artifact_dir: Path) -> ModelArtifact:
     return ModelArtifact.load(artifact_dir)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

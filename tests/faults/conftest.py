@@ -1,18 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-import redis
 
 from churn_mlops.cache.tiered import PredictionCache
 from tests.fixtures.redis_server import (
     REDIS_HOST,
     REDIS_PORT,
-    keys_removed_after,
-    require_redis,
-    unique_prefix,
 )
 from tests.fixtures.tcp_proxy import TcpProxy
 
@@ -23,30 +19,6 @@ CacheFactory = Callable[..., PredictionCache]
 READ_TIMEOUT = 0.05
 WRITE_TIMEOUT = 0.05
 COOLDOWN = 0.3
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return require_redis()
-
-
-@pytest.fixture
-def key_prefix(redis_url: str) -> Iterator[str]:
-    prefix = unique_prefix()
-    with keys_removed_after(redis_url, prefix):
-        yield prefix
-
-
-@pytest.fixture
-def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -1,40 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-import redis
 
 from churn_mlops.cache.tiered import PredictionCache
-from tests.fixtures.redis_server import keys_removed_after, require_redis, unique_prefix
 
 CacheFactory = Callable[..., PredictionCache]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return require_redis()
-
-
-@pytest.fixture
-def key_prefix(redis_url: str) -> Iterator[str]:
-    prefix = unique_prefix()
-    with keys_removed_after(redis_url, prefix):
-        yield prefix
-
-
-@pytest.fixture
-def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
-    """A plain client for planting and inspecting values behind the cache's back."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
-    yield client
-    client.close()
 
 
 @pytest.fixture

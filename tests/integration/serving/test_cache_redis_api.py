@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.schemas import EXAMPLE_FEATURES
 from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
-from tests.fixtures.redis_server import free_port, keys_removed_after, require_redis, unique_prefix
+from tests.fixtures.redis_server import free_port
 from tests.unit.serving.test_concurrency import running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -19,23 +18,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 BODY = {"customer_id": "8879-ZKJOF", "features": EXAMPLE_FEATURES}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def shared_redis() -> Iterator[tuple[str, str]]:
-    url = require_redis()
-    prefix = unique_prefix()
-    with keys_removed_after(url, prefix):
-        yield url, prefix
-
-
 async def test_a_second_worker_is_served_from_redis(
-    artifact_dir: Path, artifact: ModelArtifact, shared_redis: tuple[str, str]
+    artifact_dir: Path, artifact: ModelArtifact, redis_url: str, key_prefix: str
 ) -> None:
-    url, prefix = shared_redis
+    url, prefix = redis_url, key_prefix
     settings = Settings(model_dir=artifact_dir, redis_url=url, cache_key_prefix=prefix)
     first = create_app(settings, artifact)
     async with running(first) as first_worker:
@@ -68,9 +54,9 @@ async def test_redis_down_degrades_the_cache_never_the_predictions(
 
 
 async def test_delete_cache_clears_redis_for_this_model_only(
-    artifact_dir: Path, artifact: ModelArtifact, shared_redis: tuple[str, str]
+    artifact_dir: Path, artifact: ModelArtifact, redis_url: str, key_prefix: str
 ) -> None:
-    url, prefix = shared_redis
+    url, prefix = redis_url, key_prefix
     settings = Settings(model_dir=artifact_dir, redis_url=url, cache_key_prefix=prefix)
     app = create_app(settings, artifact)
     async with running(app) as client:
