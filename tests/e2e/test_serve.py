@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -154,3 +155,52 @@ def test_serve_refuses_a_corrupt_artifact(cli_trained_model: Path, tmp_path: Pat
     )
     assert result.returncode == 2
     assert "refusing to serve" in result.stderr
+
+
+def test_sigterm_answers_every_queued_prediction_before_exiting(
+    cli_trained_model: Path, dataset_bodies: list[dict[str, object]]
+) -> None:
+    port = _free_port()
+    # Requests wait 1.5 s in the micro-batcher, so SIGTERM arrives while they are queued.
+    env = {**os.environ, "CHURN_BATCH_MAX_WAIT_MS": "1500", "CHURN_CACHE_ENABLED": "false"}
+    process = subprocess.Popen(
+        [
+            CLI,
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--model-dir",
+            str(cli_trained_model),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base_url, process)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            pending = [
+                pool.submit(httpx.post, f"{base_url}/predict", json=body, timeout=30)
+                for body in dataset_bodies[:8]
+            ]
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            answers = [future.result() for future in pending]
+        # uvicorn re-raises the signal once its graceful shutdown is over.
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    assert [answer.status_code for answer in answers] == [200] * 8
+    assert [a.json()["customer_id"] for a in answers] == [
+        b["customer_id"] for b in dataset_bodies[:8]
+    ]
+
+
+@pytest.fixture(scope="module")
+def dataset_bodies() -> list[dict[str, object]]:
+    return prediction_bodies(load_telco_csv(), 8, start=42)  # type: ignore[return-value]
