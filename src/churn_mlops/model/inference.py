@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.model.features import FEATURE_NAMES, FloatMatrix
+from churn_mlops.model.features import FloatMatrix
 
 Probabilities = npt.NDArray[np.float64]
 
@@ -30,16 +27,3 @@ class ChurnPredictor:
     def probabilities(self, rows: FloatMatrix) -> Probabilities:
         """Churn probability of each encoded (n, features) float32 row, shape (n,)."""
         return self._forest.predict(rows)
-
-    def probability_one(self, row: FloatMatrix) -> float:
-        """Churn probability of one encoded float32 row of shape (features,)."""
-        return self._forest.predict_one(row)
-
-    def score_one(self, features: Mapping[str, Any]) -> float:
-        """Churn probability of one customer's features."""
-        return self._forest.predict_one(self.encoder.encode_row(features)[0])
-
-    def score_many(self, features: Sequence[Mapping[str, Any]]) -> Probabilities:
-        """Churn probabilities of many customers, in one model call."""
-        columns = {name: [row[name] for row in features] for name in FEATURE_NAMES}
-        return self.probabilities(self.encoder.encode_columns(columns))
