@@ -16,9 +16,25 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import redis
 
+from churn_mlops.bench.cache_servers import (
+    bench_key_prefix,
+    cache_servers,
+    count_keys,
+    remove_keys,
+    worker_cache_stats,
+)
+from churn_mlops.bench.cache_workload import (
+    FreshTemplate,
+    fresh_body,
+    fresh_supply,
+    fresh_templates,
+    warm_bodies,
+    write_fresh_templates,
+)
 from churn_mlops.bench.ceilings import FIXED_BODY
-from churn_mlops.bench.load import Wrk, write_bodies
+from churn_mlops.bench.load import Mix, Wrk, write_bodies
 from churn_mlops.bench.servers import (
     RunningServer,
     ServerError,
@@ -26,9 +42,11 @@ from churn_mlops.bench.servers import (
     bench_servers,
     group_members,
     start_server,
+    wait_until_idle,
 )
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
+from tests.fixtures.redis_server import require_redis
 from tests.fixtures.requests import prediction_bodies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -181,6 +199,142 @@ def test_wrk_script_cycles_through_the_bodies_from_a_different_start_per_thread(
         assert sent == [bodies[(start + i) % 4] for i in range(len(sent))]
     assert result.requests <= len(recording_server.received)
     assert result.statuses == {200: result.requests}
+
+
+def test_wrk_mix_interleaves_warm_bodies_with_fresh_ones_numbered_per_thread(
+    wrk: Wrk, tmp_path: Path, recording_server: _RecordingServer
+) -> None:
+    warm = [b'{"warm":0}', b'{"warm":1}']
+    templates = [
+        FreshTemplate(b'{"t":0,"charge":', 1_985, b"}"),
+        FreshTemplate(b'{"t":1,"charge":', 2, b',"x":"y"}'),
+        FreshTemplate(b'{"t":2,"charge":', 11_875, b"}"),
+    ]
+    mix = Mix("fw", write_fresh_templates(tmp_path / "fresh.tsv", templates), first_fresh=5)
+    port = recording_server.server_address[1]
+    bodies = write_bodies(tmp_path / "warm.jsonl", warm)
+    result = wrk.run(port, "/predict", bodies, connections=2, threads=2, duration_s=1, mix=mix)
+
+    # Three templates make 2,997 fresh bodies; then the script starts over, as `fresh_body` does.
+    supply = fresh_supply(templates)
+    numbers = {fresh_body(templates, n): n for n in range(supply)}
+    by_connection: dict[int, list[bytes]] = {}
+    for client_port, body in recording_server.received:
+        by_connection.setdefault(client_port, []).append(body)
+    assert len(by_connection) == 2
+    firsts = set()
+    for sent in by_connection.values():
+        # One connection per thread: its requests follow the schedule, fresh and warm in turn.
+        kinds = "".join("w" if body in warm else "f" for body in sent)
+        assert "ww" not in kinds
+        assert "ff" not in kinds
+        mine = [numbers[body] for body in sent if body not in warm]
+        # Thread t sends 5 + t, 5 + t + 2, ...
+        assert mine == [(mine[0] + 2 * i) % supply for i in range(len(mine))]
+        firsts.add(mine[0])
+        assert result.fresh_span >= 2 * len(mine)
+    # Thread 0 starts at 7: wrk's check of the script took 5.
+    assert firsts == {6, 7}
+    assert result.cached == 0  # the recording server answers no `"cached":true`
+
+
+def test_wrk_counts_the_answers_the_l1_cache_served(
+    wrk: Wrk, tmp_path: Path, artifact_dir: Path, dataset: TelcoDataset
+) -> None:
+    warm = write_bodies(tmp_path / "warm.jsonl", warm_bodies(dataset, 100))
+    fresh = write_fresh_templates(tmp_path / "fresh.tsv", fresh_templates(dataset))
+    spec = cache_servers(artifact_dir, workers=1)["cache-l1"]
+    with start_server(spec, tmp_path / "logs") as server:
+        hit = wrk.run(server.port, "/predict", warm, connections=4, duration_s=1)
+        wait_until_idle(server)
+        (after_hit,) = worker_cache_stats(server)
+        mix = Mix("fw", fresh, first_fresh=0)
+        mixed = wrk.run(server.port, "/predict", warm, connections=4, duration_s=1, mix=mix)
+        wait_until_idle(server)
+        (stats,) = worker_cache_stats(server)
+    # The one worker computed each of the 100 warm customers once and served it from then on;
+    # requests that came while the same customer was being computed waited for it (joined).
+    assert hit.statuses == {200: hit.requests}
+    assert after_hit["computed"] == 100
+    assert hit.cached >= hit.requests - 100 - after_hit["joined"]
+    assert hit.cached > 0.9 * hit.requests
+    # Warm and fresh customers in turn: half the answers come from the cache.
+    assert mixed.statuses == {200: mixed.requests}
+    assert 0.45 < mixed.cached_ratio < 0.55
+    assert mixed.fresh_span >= mixed.requests // 2
+    # The server counts the answers wrk had no time to read too.
+    assert stats["l1"]["hits"] >= hit.cached + mixed.cached
+    assert stats["l1"]["size"] >= 100 + mixed.requests - mixed.cached - 4
+
+
+def test_remove_keys_deletes_the_bench_prefix_and_nothing_else() -> None:
+    url = require_redis()
+    client = redis.Redis.from_url(url)
+    prefix = bench_key_prefix()
+    neighbours = [f"{prefix}x:v1:0", f"other:{prefix}:v1:0"]
+    try:
+        client.mset({f"{prefix}:v1:{i:032x}": b"1" for i in range(2_500)})
+        client.mset(dict.fromkeys(neighbours, b"1"))
+        assert remove_keys(url, prefix) == 2_500
+        assert count_keys(url, prefix) == 0
+        assert client.exists(*neighbours) == 2
+    finally:
+        client.delete(*neighbours)
+        remove_keys(url, prefix)
+        client.close()
+
+
+@pytest.mark.slow
+def test_bench_command_runs_the_cache_suite_and_deletes_its_redis_keys(
+    wrk: Wrk, tmp_path: Path, artifact_dir: Path
+) -> None:
+    url = require_redis()
+    out = tmp_path / "results"
+    completed = subprocess.run(
+        [
+            CLI,
+            "bench",
+            "--suite",
+            "cache",
+            "--only",
+            "cache-l2",
+            "--cache-connections",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0",
+            "--redis-url",
+            url,
+            "--model-dir",
+            str(artifact_dir),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == (out / "report.md").read_text()
+    for row in (
+        "| hit path | L1 + L2 (Redis) | 4 | 100% | ",
+        "| mixed | L1 + L2 (Redis) | 4 | 50% | ",
+    ):
+        assert row in completed.stdout
+    assert "| L1 + L2 (Redis) | after warming | " in completed.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["command"] == (
+        "churn-mlops bench --duration 1s --warmup 0s --rounds 1 --only cache-l2 "
+        "--suite cache --cache-connections 4 --hit-ratio 0.5"
+    )
+    prefix = results["meta"]["redis_key_prefix"]
+    assert prefix.startswith("churn-bench-")
+    assert results["meta"]["redis_keys_removed"] > 0
+    assert count_keys(url, prefix) == 0
+    mixed = [r["result"] for r in results["runs"] if r["scenario"] == "mixed"]
+    assert all(0.3 < result["cached"] / result["requests"] < 0.7 for result in mixed)
 
 
 def test_bench_command_measures_the_asgi_ceiling_and_writes_the_results(

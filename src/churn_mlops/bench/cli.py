@@ -3,31 +3,59 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
+import redis
 import typer
 from rich.console import Console
 
+from churn_mlops.bench.cache_servers import (
+    DEFAULT_REDIS_URL,
+    L2_TTL_SECONDS,
+    bench_key_prefix,
+    cache_servers,
+    redis_problem,
+    redis_readiness,
+    remove_keys,
+    worker_cache_stats,
+)
+from churn_mlops.bench.cache_workload import (
+    fresh_supply,
+    fresh_templates,
+    mix_schedule,
+    schedule_ratio,
+    warm_bodies,
+    write_fresh_templates,
+)
 from churn_mlops.bench.load import (
     LoadError,
     LoadResult,
+    Mix,
     Wrk,
     batch_bodies,
     parse_duration,
     prediction_bodies,
     write_bodies,
 )
-from churn_mlops.bench.plan import SERVERS, Run, plan_runs
-from churn_mlops.bench.report import LABELS, BenchMeta, Measurement, write_results
+from churn_mlops.bench.plan import ALL_SERVERS, CACHE_SCENARIOS, SUITES, Run, plan_runs
+from churn_mlops.bench.report import (
+    LABELS,
+    BenchMeta,
+    CacheSnapshot,
+    Measurement,
+    write_results,
+)
 from churn_mlops.bench.servers import (
     RunningServer,
     ServerError,
@@ -50,9 +78,11 @@ DISTINCT_CUSTOMERS = 2_000
 BATCH_BODIES = 4
 # The comparison measures the model path: a prediction cache would answer repeated customers.
 DEFAULT_SERVICE_ENV = {"CHURN_CACHE_ENABLED": "false"}
+CACHE_SERVER_NAMES = ("cache-l1", "cache-l2")
 
 bench_app = typer.Typer(
-    help="Benchmark the service against a naive baseline and two do-nothing ceilings.",
+    help="Benchmark the service against a naive baseline and two do-nothing ceilings, "
+    "and its prediction cache.",
     add_completion=False,
 )
 console = Console(stderr=True)
@@ -87,10 +117,10 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 
 def _write_bodies(work: Path, runs: Sequence[Run]) -> dict[int, Path]:
-    """The bodies file of each rows-per-request the runs use."""
+    """The bodies file of each rows-per-request the default suite's runs use."""
     dataset = load_telco_csv()
     files = {}
-    for rows in sorted({run.rows for run in runs}):
+    for rows in sorted({run.rows for run in runs if run.scenario not in CACHE_SCENARIOS}):
         bodies = (
             prediction_bodies(dataset, DISTINCT_CUSTOMERS)
             if rows == 1
@@ -98,6 +128,50 @@ def _write_bodies(work: Path, runs: Sequence[Run]) -> dict[int, Path]:
         )
         files[rows] = write_bodies(work / f"bodies-{rows}.jsonl", bodies)
     return files
+
+
+@dataclass
+class CacheWorkload:
+    """The cache suite's bodies, and the numbering of fresh bodies across all its runs.
+
+    Every server gets fresh bodies no run sent before, anywhere in the bench: each run starts
+    after the numbers the previous one used up.
+    """
+
+    warm: Path
+    warm_customers: int
+    templates: Path
+    supply: int
+    next_fresh: int = 0
+    warmed: bool = False
+    snapshots: list[CacheSnapshot] = field(default_factory=list)
+
+    @classmethod
+    def write(cls, work: Path) -> CacheWorkload:
+        dataset = load_telco_csv()
+        warm = warm_bodies(dataset)
+        templates = fresh_templates(dataset)
+        return cls(
+            warm=write_bodies(work / "cache-warm.jsonl", warm),
+            warm_customers=len(warm),
+            templates=write_fresh_templates(work / "cache-fresh.tsv", templates),
+            supply=fresh_supply(templates),
+        )
+
+    def mix(self, hit_ratio: float) -> Mix | None:
+        schedule = mix_schedule(hit_ratio)
+        if "f" not in schedule:
+            return None  # the hit path: warm bodies only
+        return Mix(schedule, self.templates, self.next_fresh)
+
+    def used(self, result: LoadResult) -> None:
+        before = self.next_fresh
+        self.next_fresh += result.fresh_span
+        if before < self.supply <= self.next_fresh:
+            console.print(
+                f"[yellow]  all {self.supply:,} fresh bodies sent: later mixed runs repeat "
+                "them, and their observed hit ratio rises above the target[/]"
+            )
 
 
 def _describe(run: Run, result: LoadResult) -> str:
@@ -110,6 +184,8 @@ def _describe(run: Run, result: LoadResult) -> str:
         line += f"  ({result.rps * run.rows:,.0f} rows/s)"
     if run.scenario == "overload":
         line += f"  503s {result.statuses.get(503, 0):,}"
+    if run.scenario in CACHE_SCENARIOS:
+        line += f"  cached {result.cached_ratio:.1%}"
     return line
 
 
@@ -120,6 +196,40 @@ def _settle(server: RunningServer, after: str) -> None:
         console.print(f"  {server.spec.name} stayed busy for {waited:.1f} s after the {after}")
 
 
+def _check_alive(server: RunningServer) -> None:
+    if server.process.poll() is not None:
+        raise ServerError(
+            f"{server.spec.name} died (exit {server.process.returncode}):\n"
+            + log_tail(server.log_path)
+        )
+
+
+def _load(
+    wrk: Wrk,
+    server: RunningServer,
+    run: Run,
+    bodies: Path,
+    duration_s: int,
+    cache: CacheWorkload | None,
+) -> LoadResult:
+    mix = None
+    if cache is not None and run.hit_ratio is not None:
+        mix = cache.mix(run.hit_ratio)
+    result = wrk.run(
+        server.port,
+        run.path,
+        bodies,
+        connections=run.connections,
+        threads=WRK_THREADS,
+        timeout_s=run.timeout_s,
+        duration_s=duration_s,
+        mix=mix,
+    )
+    if cache is not None:
+        cache.used(result)
+    return result
+
+
 def _measure(
     wrk: Wrk,
     server: RunningServer,
@@ -128,22 +238,68 @@ def _measure(
     duration_s: int,
     warmup_s: int,
     title: str,
+    cache: CacheWorkload | None = None,
 ) -> LoadResult:
     """Warm up, let the server drain, measure, let it drain again: each run starts idle."""
-    if server.process.poll() is not None:
-        raise ServerError(
-            f"{server.spec.name} died (exit {server.process.returncode}):\n"
-            + log_tail(server.log_path)
-        )
-    options = {"connections": run.connections, "threads": WRK_THREADS, "timeout_s": run.timeout_s}
+    _check_alive(server)
     if warmup_s:
         with console.status(f"{title}: {warmup_s} s warm-up"):
-            wrk.run(server.port, run.path, bodies, duration_s=warmup_s, **options)
+            _load(wrk, server, run, bodies, warmup_s, cache)
         _settle(server, "warm-up")
     with console.status(f"{title}: measuring for {duration_s} s"):
-        result = wrk.run(server.port, run.path, bodies, duration_s=duration_s, **options)
+        result = _load(wrk, server, run, bodies, duration_s, cache)
     _settle(server, "run")
     return result
+
+
+def _snapshot(server: RunningServer, moment: str, cache: CacheWorkload) -> None:
+    """Record what the server's workers say in `GET /cache/stats`, and print it."""
+    _check_alive(server)
+    try:
+        workers = worker_cache_stats(server)
+    except (OSError, ValueError) as error:
+        console.print(f"[yellow]  no /cache/stats from {server.spec.name} {moment}: {error}[/]")
+        return
+    cache.snapshots.append(CacheSnapshot(server.spec.name, moment, workers))
+    sizes = ", ".join(f"{w['l1']['size']:,}" for w in workers if w.get("enabled"))
+    rates = ", ".join(f"{w['hit_rate']:.1%}" for w in workers if w.get("enabled"))
+    console.print(
+        f"  {server.spec.name} {moment}: {len(workers)} of {server.spec.workers} workers "
+        f"reached, L1 entries {sizes}, hit rate {rates}"
+    )
+
+
+def _warm_caches(
+    wrk: Wrk,
+    servers: Mapping[str, RunningServer],
+    cache: CacheWorkload,
+    connections: int,
+    seconds: int,
+) -> None:
+    """Send the warm bodies to every cache server, many times each, over many connections.
+
+    Each worker has its own L1 and a connection stays with the worker that accepted it, so a
+    body is warm in every worker only once it went over connections that reached each of them;
+    at thousands of requests a second, `seconds` sends each of a few hundred bodies dozens of
+    times. The stats say how far it got; a body still cold in a worker costs one miss there.
+    """
+    for name in CACHE_SERVER_NAMES:
+        server = servers.get(name)
+        if server is None:
+            continue
+        _check_alive(server)
+        with console.status(f"warming {name}: {cache.warm_customers} customers for {seconds} s"):
+            wrk.run(
+                server.port,
+                "/predict",
+                cache.warm,
+                connections=connections,
+                threads=WRK_THREADS,
+                duration_s=seconds,
+                timeout_s=5,
+            )
+        _settle(server, "warming")
+        _snapshot(server, "after warming", cache)
 
 
 def _run_all(
@@ -154,46 +310,87 @@ def _run_all(
     duration_s: int,
     warmup_s: int,
     measurements: list[Measurement],
+    cache: CacheWorkload | None = None,
 ) -> None:
     width = len(str(len(runs)))
     for number, run in enumerate(runs, start=1):
         rows = f" {run.rows:,} rows" if run.rows > 1 else ""
         title = (
-            f"[{number:>{width}}/{len(runs)}] {run.server:<7} {run.scenario}{rows} "
+            f"[{number:>{width}}/{len(runs)}] {run.server:<8} {run.scenario}{rows} "
             f"c={run.connections}"
         )
         server = servers[run.server]
-        result = _measure(wrk, server, run, bodies[run.rows], duration_s, warmup_s, title)
+        if run.scenario in CACHE_SCENARIOS:
+            assert cache is not None  # noqa: S101 - planned with the cache suite
+            if not cache.warmed:
+                levels = [r.connections for r in runs if r.scenario in CACHE_SCENARIOS]
+                _warm_caches(wrk, servers, cache, max(levels), max(warmup_s, 1))
+                cache.warmed = True
+            result = _measure(wrk, server, run, cache.warm, duration_s, warmup_s, title, cache)
+        else:
+            result = _measure(wrk, server, run, bodies[run.rows], duration_s, warmup_s, title)
         measurements.append(Measurement(run, result))
-        console.print(f"{title:<40} {_describe(run, result)}", soft_wrap=True)
+        console.print(f"{title:<41} {_describe(run, result)}", soft_wrap=True)
         if result.requests == 0:
             console.print(
                 f"[yellow]  no answer within the run: {run.server} is stuck or slower than "
                 f"{duration_s} s per request; see {server.log_path}[/]"
             )
+    if cache is not None and cache.warmed:
+        for name in CACHE_SERVER_NAMES:
+            if name in servers:
+                _snapshot(servers[name], "after the runs", cache)
 
 
-def _parse_run_options(
-    connections: str, only: str, duration: str, warmup: str
-) -> tuple[list[int], list[str], int, int]:
+@dataclass(frozen=True)
+class RunOptions:
+    """The options that shape the plan, parsed and checked."""
+
+    levels: list[int]
+    selected: list[str]
+    duration_s: int
+    warmup_s: int
+    suites: list[str]
+    cache_levels: list[int]
+
+
+def _levels(text: str, option: str) -> list[int]:
     try:
-        levels = [int(item) for item in _csv(connections)]
+        levels = [int(item) for item in _csv(text)]
         if not levels or min(levels) < 1:
             raise ValueError
     except ValueError:
         raise typer.BadParameter(
-            "give positive integers like 1,32,128", param_hint="--connections"
+            "give positive integers like 1,32,128", param_hint=option
         ) from None
+    return levels
+
+
+def _parse_run_options(
+    connections: str,
+    only: str,
+    duration: str,
+    warmup: str,
+    suite: str = "default",
+    cache_connections: str = "32",
+) -> RunOptions:
+    levels = _levels(connections, "--connections")
+    cache_levels = _levels(cache_connections, "--cache-connections")
     selected = _csv(only)
-    if unknown := sorted(set(selected) - set(SERVERS)):
+    if unknown := sorted(set(selected) - set(ALL_SERVERS)):
         raise typer.BadParameter(f"unknown server(s) {', '.join(unknown)}", param_hint="--only")
+    if suite not in (*SUITES, "all"):
+        raise typer.BadParameter(
+            f"{suite!r} is not one of {', '.join((*SUITES, 'all'))}", param_hint="--suite"
+        )
     try:
         duration_s, warmup_s = parse_duration(duration), parse_duration(warmup)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     if duration_s < 1:
         raise typer.BadParameter("runs last at least 1s", param_hint="--duration")
-    return levels, selected, duration_s, warmup_s
+    suites = list(SUITES) if suite == "all" else [suite]
+    return RunOptions(levels, selected, duration_s, warmup_s, suites, cache_levels)
 
 
 def _start(stack: ExitStack, spec: ServerSpec, log_dir: Path) -> RunningServer:
@@ -205,7 +402,52 @@ def _start(stack: ExitStack, spec: ServerSpec, log_dir: Path) -> RunningServer:
         f"started {LABELS.get(spec.name, spec.name)} on port {server.port} "
         f"in {time.monotonic() - began:.1f} s (log: {server.log_path})"
     )
+    if spec.name == "cache-l2" and (state := redis_readiness(server)) != "ok":
+        raise ServerError(f"cache-l2 reports Redis {state}; see {server.log_path}")
     return server
+
+
+def _remove_bench_keys(url: str, prefix: str) -> int | None:
+    """Delete the bench's keys from Redis; None (and a warning) if Redis refused."""
+    try:
+        removed = remove_keys(url, prefix)
+    except (redis.RedisError, OSError) as error:
+        console.print(
+            f"[yellow]could not delete the keys under {prefix}: from {url} ({error}); "
+            f"they expire within {L2_TTL_SECONDS} s[/]"
+        )
+        return None
+    console.print(f"deleted {removed:,} keys under {prefix}: from {url}")
+    return removed
+
+
+def _command(
+    options: RunOptions,
+    servers: Sequence[str],
+    rounds: int,
+    overload: int,
+    hit_ratio: float,
+    service_env: Mapping[str, str],
+) -> str:
+    """The command line that repeats this bench, with only the options its suites use."""
+    command = (
+        f"churn-mlops bench --duration {options.duration_s}s --warmup {options.warmup_s}s "
+        f"--rounds {rounds} --only {','.join(servers)}"
+    )
+    for name, value in sorted(service_env.items()):
+        if DEFAULT_SERVICE_ENV.get(name) != value:
+            command += f" --service-env {shlex.quote(f'{name}={value}')}"
+    if "default" in options.suites:
+        command += (
+            f" --connections {','.join(map(str, options.levels))} --overload-connections {overload}"
+        )
+    if "cache" in options.suites:
+        suite = "all" if "default" in options.suites else "cache"
+        command += (
+            f" --suite {suite} --cache-connections {','.join(map(str, options.cache_levels))}"
+            f" --hit-ratio {hit_ratio:g}"
+        )
+    return command
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -225,8 +467,8 @@ def bench(
         Path | None, typer.Option(help="Results folder. Default: bench-results/<timestamp>/.")
     ] = None,
     only: Annotated[
-        str, typer.Option(help=f"Comma-separated servers to run, of {','.join(SERVERS)}.")
-    ] = ",".join(SERVERS),
+        str, typer.Option(help=f"Comma-separated servers to run, of {','.join(ALL_SERVERS)}.")
+    ] = ",".join(ALL_SERVERS),
     overload_connections: Annotated[
         int,
         typer.Option(min=0, help="Connections of the overload run against the service; 0: none."),
@@ -234,30 +476,90 @@ def bench(
     service_env: Annotated[
         list[str] | None,
         typer.Option(
-            help="KEY=VALUE for the service's environment; repeatable; "
-            "CHURN_CACHE_ENABLED=false unless given."
+            help="KEY=VALUE for the service's environment (the cache suite's servers too, under "
+            "their cache settings); repeatable; CHURN_CACHE_ENABLED=false unless given."
         ),
     ] = None,
     price_per_core_hour: Annotated[
         float, typer.Option(min=0, help="USD per core-hour, for the cost per million requests.")
     ] = 0.04,
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="default: baseline, service and ceilings; cache: the service with its cache "
+            "off, L1 only and L1 + L2 on the hit path and a mixed workload; all: both."
+        ),
+    ] = "default",
+    cache_connections: Annotated[
+        str, typer.Option(help="Comma-separated connection counts of the cache suite.")
+    ] = "32",
+    hit_ratio: Annotated[
+        float,
+        typer.Option(
+            min=0, max=1, help="Target share of warm customers in the cache suite's mixed runs."
+        ),
+    ] = 0.5,
+    redis_url: Annotated[
+        str,
+        typer.Option(
+            help="Redis of the L1 + L2 server; its keys get a prefix of their own and are "
+            "deleted after the run (no FLUSHDB)."
+        ),
+    ] = DEFAULT_REDIS_URL,
 ) -> None:
     """Compare the naive baseline, the service and two ceilings under the same wrk load.
 
     Every server runs with 2 uvicorn workers on a free 127.0.0.1 port; at each connection level
     the servers take turns going first. Then /predict/batch with 1,000 and 10,000 rows, and an
-    overload run against the service. Results go to results.json, report.md and latency.png.
+    overload run against the service. With --suite cache (or all): the service with its
+    prediction cache off, with L1 only and with L1 + L2 (Redis), on the hit path and on a mixed
+    workload at --hit-ratio. Results go to results.json, report.md and latency.png.
     """
-    levels, selected, duration_s, warmup_s = _parse_run_options(connections, only, duration, warmup)
+    options = _parse_run_options(connections, only, duration, warmup, suite, cache_connections)
+    duration_s, warmup_s = options.duration_s, options.warmup_s
     env = _parse_env(service_env or [])
-    runs = plan_runs(selected, levels, rounds=rounds, overload_connections=overload_connections)
+    if "cache" in options.suites and env.get("CHURN_CACHE_ENABLED", "").lower() != "false":
+        raise typer.BadParameter(
+            "the cache suite needs the cache off",
+            param_hint="--service-env",
+        )
+    # What the mixed runs really send: the ratio rounded to the schedule's granularity.
+    target = schedule_ratio(mix_schedule(hit_ratio))
+    runs = plan_runs(
+        options.selected,
+        options.levels,
+        rounds=rounds,
+        overload_connections=overload_connections,
+        suites=options.suites,
+        cache_connections=options.cache_levels,
+        hit_ratio=target,
+    )
+    needed = [name for name in ALL_SERVERS if any(run.server == name for run in runs)]
+    if not needed:
+        console.print("[red]nothing to run: --only selects no server of the suite[/]")
+        raise typer.Exit(2)
+    key_prefix = bench_key_prefix() if "cache-l2" in needed else None
+    if key_prefix and (problem := redis_problem(redis_url)):
+        console.print(
+            f"[red]{problem}[/]: start it (`make services`), give --redis-url, "
+            "or leave cache-l2 out with --only"
+        )
+        raise typer.Exit(2)
     started = datetime.now(UTC)
     out_dir = out or Path("bench-results") / started.strftime("%Y%m%dT%H%M%SZ")
     artifact, served = None, None
-    if {"naive", "service"} & set(selected):
+    if {"naive", "service", *CACHE_SERVER_NAMES} & set(needed):
         served = (model_dir or Settings().model_dir).resolve()
         artifact = ensure_model(served, Settings().data_path or SHIPPED_DATASET, "bench")
     specs = bench_servers(served, workers=WORKERS, service_env=env)
+    if served is not None:
+        specs |= cache_servers(
+            served,
+            workers=WORKERS,
+            service_env=env,
+            redis_url=redis_url if key_prefix else None,
+            key_prefix=key_prefix,
+        )
 
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as work_name:
         work = Path(work_name)
@@ -266,13 +568,15 @@ def bench(
         except LoadError as error:
             console.print(f"[red]{error}[/]")
             raise typer.Exit(2) from None
+        bodies = _write_bodies(work, runs)
+        cache = (
+            CacheWorkload.write(work)
+            if any(run.scenario in CACHE_SCENARIOS for run in runs)
+            else None
+        )
         meta = BenchMeta(
             started=started.strftime("%Y-%m-%d %H:%M UTC"),
-            command=(
-                f"churn-mlops bench --connections {','.join(map(str, levels))} "
-                f"--duration {duration_s}s --warmup {warmup_s}s --rounds {rounds} "
-                f"--only {','.join(selected)} --overload-connections {overload_connections}"
-            ),
+            command=_command(options, needed, rounds, overload_connections, target, env),
             duration_s=duration_s,
             warmup_s=warmup_s,
             rounds=rounds,
@@ -281,30 +585,44 @@ def bench(
             price_per_core_hour=price_per_core_hour,
             wrk_version=wrk.version(),
             model_version=artifact.version if artifact else None,
-            service_env=env if "service" in selected else {},
+            service_env=env if "service" in needed else {},
+            warm_customers=cache.warm_customers if cache else None,
+            redis_url=redis_url if key_prefix else None,
+            redis_key_prefix=key_prefix,
         )
-        bodies = _write_bodies(work, runs)
-        minutes = len(runs) * (duration_s + warmup_s) / 60
+        warming = len(CACHE_SERVER_NAMES) * max(warmup_s, 1) if cache else 0
+        minutes = (len(runs) * (duration_s + warmup_s) + warming) / 60
         console.print(
             f"{len(runs)} runs of {warmup_s}+{duration_s} s (about {minutes:.1f} min of load) "
             f"on {os.cpu_count()} cores; results in {out_dir}"
         )
         measurements: list[Measurement] = []
         try:
-            with _sigterm_unwinds(), ExitStack() as stack:
-                running = {
-                    name: _start(stack, specs[name], out_dir / "logs")
-                    for name in SERVERS
-                    if name in selected
-                }
-                _run_all(wrk, running, runs, bodies, duration_s, warmup_s, measurements)
+            with _sigterm_unwinds():
+                try:
+                    with ExitStack() as stack:
+                        running = {
+                            name: _start(stack, specs[name], out_dir / "logs") for name in needed
+                        }
+                        _run_all(
+                            wrk, running, runs, bodies, duration_s, warmup_s, measurements, cache
+                        )
+                finally:
+                    # Once the servers have stopped, so that no late write follows the deletion;
+                    # also after Ctrl-C or a failure.
+                    if key_prefix:
+                        meta = replace(
+                            meta, redis_keys_removed=_remove_bench_keys(redis_url, key_prefix)
+                        )
         except (ServerError, LoadError) as error:
             console.print(f"[red]bench stopped:[/] {error}")
             raise typer.Exit(1) from None
         finally:
             # Also after Ctrl-C or a failure: what was measured is kept.
             if measurements:
-                _, report = write_results(out_dir, meta, measurements)
+                _, report = write_results(
+                    out_dir, meta, measurements, cache.snapshots if cache else ()
+                )
                 sys.stdout.write(report)
                 console.print(
                     f"Results written to {out_dir}/ (results.json, report.md, latency.png)"

@@ -26,6 +26,10 @@ SOCKET_ERRORS = ("connect", "read", "write", "timeout")
 
 # Per-thread Lua states: each wrk thread loads the bodies and counts its own statuses; `setup`
 # runs in the main state, which keeps the thread handles so that `done` can add their counts.
+# A mix (the cache's workloads) follows a schedule of "w" (the next body of the file) and "f"
+# (a fresh body, never sent before, made here: `cache_workload.fresh_body` is its reference).
+# Thread t of T sends fresh numbers first + t, first + t + T, ...; `done` reports how many
+# numbers the run used up, so that the next run starts after them.
 WRK_SCRIPT = r"""
 local threads = {}
 
@@ -34,9 +38,10 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
--- args: the bodies file (one JSON document per line), the number of threads.
+-- args: the bodies file (one JSON document per line), the number of threads; for a mix, the
+-- schedule, the fresh templates file ("prefix TAB cents TAB suffix" lines) and the first number.
 function init(args)
-  local headers = {["Content-Type"] = "application/json"}
+  headers = {["Content-Type"] = "application/json"}
   requests = {}
   for line in io.lines(args[1]) do
     if #line > 0 then
@@ -46,27 +51,65 @@ function init(args)
   if #requests == 0 then
     error("no request bodies in " .. args[1])
   end
+  thread_count = tonumber(args[2])
   -- Threads start at different bodies so that they never send the same one at once (the
   -- first thread one body later: wrk calls its request() once to check the script).
-  position = (thread_index * math.floor(#requests / tonumber(args[2]))) % #requests
+  position = (thread_index * math.floor(#requests / thread_count)) % #requests
   statuses = {}
+  cached = 0
+  schedule = args[3] or "w"
+  step = 0
+  templates = {}
+  fresh_sent = 0
+  if args[4] then
+    for line in io.lines(args[4]) do
+      local prefix, cents, suffix = string.match(line, "^(.-)\t(%d+)\t(.*)$")
+      if prefix then
+        templates[#templates + 1] = {prefix, tonumber(cents), suffix}
+      end
+    end
+    first_fresh = tonumber(args[5])
+  end
+  if string.find(schedule, "f", 1, true) and #templates == 0 then
+    error("the schedule sends fresh bodies but no templates were given")
+  end
+end
+
+local function fresh_request()
+  local n = first_fresh + thread_index + fresh_sent * thread_count
+  fresh_sent = fresh_sent + 1
+  local template = templates[n % #templates + 1]
+  -- The charge in units of 1e-5 dollars: whole cents, plus 1 to 999 units.
+  local units = template[2] * 1000 + math.floor(n / #templates) % 999 + 1
+  local charge = string.format("%d.%05d", math.floor(units / 100000), units % 100000)
+  return wrk.format("POST", nil, headers, template[1] .. charge .. template[3])
 end
 
 function request()
+  step = step % #schedule + 1
+  if string.byte(schedule, step) == 102 then -- "f"
+    return fresh_request()
+  end
   position = position % #requests + 1
   return requests[position]
 end
 
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
+  if body and string.find(body, '"cached":true', 1, true) then
+    cached = cached + 1
+  end
 end
 
 function done(summary, latency, requests)
   local statuses = {}
+  local cached, most_fresh = 0, 0
   for _, thread in ipairs(threads) do
     for status, count in pairs(thread:get("statuses")) do
       statuses[status] = (statuses[status] or 0) + count
     end
+    cached = cached + thread:get("cached")
+    most_fresh = math.max(most_fresh, thread:get("fresh_sent"))
   end
   local codes = {}
   for status, count in pairs(statuses) do
@@ -80,10 +123,12 @@ function done(summary, latency, requests)
   io.write(string.format(
     'WRK_RESULT {"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,' ..
     '"errors":{"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f},' ..
-    '"statuses":{%s},"latency_us":{%s,"max":%.0f,"mean":%.1f}}\n',
+    '"statuses":{%s},"cached":%.0f,"fresh_span":%.0f,' ..
+    '"latency_us":{%s,"max":%.0f,"mean":%.1f}}\n',
     summary.requests, summary.duration, summary.bytes,
     errors.connect, errors.read, errors.write, errors.status, errors.timeout,
-    table.concat(codes, ","), table.concat(latencies, ","), latency.max, latency.mean))
+    table.concat(codes, ","), cached, most_fresh * #threads,
+    table.concat(latencies, ","), latency.max, latency.mean))
 end
 """
 
@@ -105,10 +150,19 @@ class LoadResult:
     """Answers per HTTP status code."""
     latency_ms: dict[str, float]
     """p50, p90, p95, p99, p99.9, max and mean."""
+    cached: int = 0
+    """Answers marked `"cached":true`: served by the prediction cache."""
+    fresh_span: int = 0
+    """Fresh body numbers the run used up (a mix only); the next run starts after them."""
 
     @property
     def rps(self) -> float:
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def cached_ratio(self) -> float:
+        """The share of answers that came from the prediction cache."""
+        return self.cached / self.requests if self.requests else 0.0
 
     @property
     def non_2xx(self) -> int:
@@ -134,6 +188,8 @@ class LoadResult:
             "errors": self.errors,
             "non_2xx": self.non_2xx,
             "statuses": {str(status): count for status, count in sorted(self.statuses.items())},
+            "cached": self.cached,
+            "fresh_span": self.fresh_span,
             "latency_ms": self.latency_ms,
         }
 
@@ -153,6 +209,9 @@ def parse_wrk_output(stdout: str) -> LoadResult:
         errors={name: int(count) for name, count in document["errors"].items()},
         statuses={int(status): int(count) for status, count in document["statuses"].items()},
         latency_ms={name: value / 1000 for name, value in latency_us.items()},
+        # Absent from the output of scripts older than the cache's workloads.
+        cached=int(document.get("cached", 0)),
+        fresh_span=int(document.get("fresh_span", 0)),
     )
 
 
@@ -200,6 +259,18 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
+@dataclass(frozen=True)
+class Mix:
+    """Bodies of the file interleaved with fresh ones (see `bench.cache_workload`)."""
+
+    schedule: str
+    """`w` for the next body of the file, `f` for a fresh one; repeated by every thread."""
+    templates: Path
+    """Fresh body templates, as `cache_workload.write_fresh_templates` writes them."""
+    first_fresh: int
+    """Number of the first fresh body this run may send."""
+
+
 class Wrk:
     """Runs wrk with `WRK_SCRIPT` against a loopback port; every run is bounded in time."""
 
@@ -230,8 +301,10 @@ class Wrk:
         duration_s: int,
         threads: int = 2,
         timeout_s: int = 2,
+        mix: Mix | None = None,
     ) -> LoadResult:
-        """POST the bodies in turn to `http://127.0.0.1:port/path` for `duration_s` seconds."""
+        """POST the bodies in turn to `http://127.0.0.1:port/path` for `duration_s` seconds;
+        with a mix, interleaved with fresh bodies as its schedule says."""
         if duration_s < 1:
             raise ValueError("wrk runs for at least one second")
         threads = max(1, min(threads, connections))
@@ -252,6 +325,10 @@ class Wrk:
             str(bodies),
             str(threads),
         ]
+        if mix is not None:
+            if set(mix.schedule) - {"w", "f"} or not mix.schedule:
+                raise ValueError(f"a schedule is made of w and f, not {mix.schedule!r}")
+            command = [*command, mix.schedule, str(mix.templates), str(mix.first_fresh)]
         try:
             completed = subprocess.run(  # noqa: S603
                 command,

@@ -10,14 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from churn_mlops.bench.load import LoadResult
-from churn_mlops.bench.plan import SERVERS, Run
+from churn_mlops.bench.plan import ALL_SERVERS, CACHE_SCENARIOS, Run
 
 LABELS = {
     "naive": "naive baseline",
     "service": "churn-mlops service",
     "fastapi": "bare FastAPI (ceiling)",
     "asgi": "raw ASGI (ceiling)",
+    "cache-l1": "service with cache L1",
+    "cache-l2": "service with cache L1 + L2",
 }
+# The cache suite compares three configurations of the same service.
+CACHE_LABELS = {"service": "cache off", "cache-l1": "L1 only", "cache-l2": "L1 + L2 (Redis)"}
+WORKLOADS = {"hit": "hit path", "mixed": "mixed"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,21 @@ class BenchMeta:
     wrk_version: str = ""
     model_version: str | None = None
     service_env: dict[str, str] = field(default_factory=dict)
+    warm_customers: int | None = None
+    """Cache suite: distinct customers of the hit path."""
+    redis_url: str | None = None
+    redis_key_prefix: str | None = None
+    redis_keys_removed: int | None = None
+    """Keys under the bench's prefix deleted after the servers stopped; None if not cleaned."""
+
+
+@dataclass(frozen=True)
+class CacheSnapshot:
+    """What `GET /cache/stats` said of each worker of a server reached, at one moment."""
+
+    server: str
+    moment: str
+    workers: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,14 @@ class Summary:
     failed: int
     attempts: int
     statuses: dict[int, int]
+    cached: int = 0
+    """Answers that came from the prediction cache, summed over rounds."""
+    hit_ratio: float | None = None
+    """Cache scenarios: the target share of warm requests."""
+
+    @property
+    def cached_ratio(self) -> float:
+        return self.cached / self.requests if self.requests else 0.0
 
     @property
     def rows_per_s(self) -> float:
@@ -94,9 +122,11 @@ def cost_per_million(rps: float, cores: int, price_per_core_hour: float) -> floa
 def summarise(measurements: Sequence[Measurement]) -> list[Summary]:
     """One summary per (scenario, server, connections, rows), ordered for side-by-side tables."""
     groups: dict[tuple[str, str, int, int], list[LoadResult]] = {}
+    targets: dict[tuple[str, str, int, int], float | None] = {}
     for m in measurements:
         key = (m.run.scenario, m.run.server, m.run.connections, m.run.rows)
         groups.setdefault(key, []).append(m.result)
+        targets.setdefault(key, m.run.hit_ratio)
     summaries = []
     for (scenario, server, connections, rows), results in groups.items():
         statuses: dict[int, int] = {}
@@ -119,15 +149,17 @@ def summarise(measurements: Sequence[Measurement]) -> list[Summary]:
                 failed=sum(r.failed for r in results),
                 attempts=sum(r.attempts for r in results),
                 statuses=dict(sorted(statuses.items())),
+                cached=sum(r.cached for r in results),
+                hit_ratio=targets[(scenario, server, connections, rows)],
             )
         )
     return sorted(summaries, key=_table_order)
 
 
 def _table_order(summary: Summary) -> tuple[int, int, int, int]:
-    servers = list(SERVERS)
+    servers = list(ALL_SERVERS)
     server = servers.index(summary.server) if summary.server in servers else len(servers)
-    scenarios = ("predict", "batch", "overload")
+    scenarios = ("predict", "batch", "overload", *CACHE_SCENARIOS)
     return (scenarios.index(summary.scenario), summary.rows, summary.connections, server)
 
 
@@ -159,8 +191,8 @@ def _slo_cell(summary: Summary) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    # Text columns (the server, the SLO verdict) left, figures right.
-    align = ["---" if name in ("server", "SLO") else "---:" for name in header]
+    # Text columns (the server, the workload, the SLO verdict ...) left, figures right.
+    align = ["---" if name in ("server", "SLO", "workload", "when") else "---:" for name in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines.extend("| " + " | ".join(row) + " |" for row in rows)
     return lines
@@ -231,7 +263,163 @@ def _overload_table(summaries: Sequence[Summary]) -> list[str]:
     return ["", "## Overload: POST /predict", "", *_table(header.split("|"), rows)] if rows else []
 
 
-def markdown(summaries: Sequence[Summary], meta: BenchMeta) -> str:
+def _share(ratio: float) -> str:
+    """A percentage that shows 0 % and 100 % only when exact."""
+    text = f"{ratio:.1%}"
+    if text == "100.0%" and ratio < 1:
+        return ">99.9%"
+    if text == "0.0%" and ratio > 0:
+        return "<0.1%"
+    return text
+
+
+def _cache_table(
+    summaries: Sequence[Summary], meta: BenchMeta, snapshots: Sequence[CacheSnapshot]
+) -> list[str]:
+    rows = []
+    for s in summaries:
+        if s.scenario not in CACHE_SCENARIOS:
+            continue
+        reference = _find(summaries, s.scenario, "service", s.connections, s.rows)
+        rows.append(
+            [
+                WORKLOADS[s.scenario],
+                CACHE_LABELS.get(s.server, s.server),
+                str(s.connections),
+                "-" if s.hit_ratio is None else f"{s.hit_ratio:.0%}",
+                _share(s.cached_ratio) if s.requests else "-",
+                f"{s.rps:,.0f}",
+                *_latencies(s, "p50", "p99"),
+                f"{s.failed:,}",
+                _ratio(s.rps, reference),
+            ]
+        )
+    if not rows:
+        return []
+    intro = (
+        f"The hit path cycles through {meta.warm_customers or 'a few'} customers sent to every "
+        "cache server before its first run; the mixed workload interleaves them with customers "
+        "never sent before, in the target proportion. Observed hits: answers marked "
+        '`"cached": true`.'
+    )
+    if meta.redis_url:
+        intro += f" L2: {meta.redis_url}, keys under `{meta.redis_key_prefix}:`"
+        intro += (
+            "."
+            if meta.redis_keys_removed is None
+            else f", {meta.redis_keys_removed:,} of them deleted after the run."
+        )
+        intro += _redis_trouble(snapshots)
+    header = "workload|server|connections|target hits|observed hits|RPS|p50 ms|p99 ms|errors"
+    header += "|vs cache off"
+    return [
+        "",
+        "## POST /predict with the prediction cache",
+        "",
+        intro,
+        "",
+        *_table(header.split("|"), rows),
+    ]
+
+
+def _worker_sum(workers: Sequence[dict[str, Any]], level: str, name: str) -> int:
+    return sum(int(worker[level][name]) for worker in workers)
+
+
+def _enabled_workers(snapshot: CacheSnapshot) -> list[dict[str, Any]]:
+    return [worker for worker in snapshot.workers if worker.get("enabled")]
+
+
+def _stats_table(snapshots: Sequence[CacheSnapshot], meta: BenchMeta) -> list[str]:
+    rows = []
+    for snapshot in snapshots:
+        workers = _enabled_workers(snapshot)
+        if not workers:
+            continue
+        lookups = _worker_sum(workers, "l1", "hits") + _worker_sum(workers, "l1", "misses")
+        hits = _worker_sum(workers, "l1", "hits") + _worker_sum(workers, "l2", "hits")
+        l2 = all(worker["l2"]["enabled"] for worker in workers)
+        rows.append(
+            [
+                CACHE_LABELS.get(snapshot.server, snapshot.server),
+                snapshot.moment,
+                f"{len(workers)} of {meta.workers}",
+                ", ".join(f"{worker['l1']['size']:,}" for worker in workers),
+                f"{_worker_sum(workers, 'l1', 'hits'):,}",
+                f"{_worker_sum(workers, 'l1', 'misses'):,}",
+                f"{_worker_sum(workers, 'l2', 'hits'):,}" if l2 else "-",
+                f"{sum(int(worker['computed']) for worker in workers):,}",
+                _share(hits / lookups) if lookups else "-",
+            ]
+        )
+    if not rows:
+        return []
+    header = "server|when|workers reached|L1 entries per worker|L1 hits|L1 misses|L2 hits"
+    header += "|computed|hit rate"
+    return [
+        "",
+        "## GET /cache/stats",
+        "",
+        "Counters since each worker started, summed over the workers reached.",
+        "",
+        *_table(header.split("|"), rows),
+        *_redis_table(snapshots),
+    ]
+
+
+def _redis_table(snapshots: Sequence[CacheSnapshot]) -> list[str]:
+    rows = []
+    for snapshot in snapshots:
+        workers = [w for w in _enabled_workers(snapshot) if w["l2"]["enabled"]]
+        if not workers:
+            continue
+        rows.append(
+            [
+                CACHE_LABELS.get(snapshot.server, snapshot.server),
+                snapshot.moment,
+                *(
+                    f"{_worker_sum(workers, 'l2', name):,}"
+                    for name in ("hits", "misses", "written", "failed_writes", "dropped_writes")
+                ),
+                *(
+                    f"{_worker_sum(workers, 'l2', name):,}"
+                    for name in ("timeouts", "errors", "unavailable", "breaker_outages")
+                ),
+            ]
+        )
+    if not rows:
+        return []
+    header = "server|when|hits|misses|writes|failed writes|dropped writes|timeouts|errors"
+    header += "|lookups skipped|breaker openings"
+    return [
+        "",
+        "L2 (Redis): lookups skipped are keys not looked up because Redis failed, timed out or "
+        "the circuit breaker was open; a skipped lookup is served by the model, as with L1 only.",
+        "",
+        *_table(header.split("|"), rows),
+    ]
+
+
+def _redis_trouble(snapshots: Sequence[CacheSnapshot]) -> str:
+    """A warning if the L1 + L2 server ran without Redis for part of the bench."""
+    last = [s for s in snapshots if s.server == "cache-l2" and _enabled_workers(s)]
+    if not last:
+        return ""
+    workers = [w for w in _enabled_workers(last[-1]) if w["l2"]["enabled"]]
+    skipped = _worker_sum(workers, "l2", "unavailable")
+    if not skipped:
+        return ""
+    return (
+        f" **Redis was skipped for {skipped:,} lookups** (timeouts: "
+        f"{_worker_sum(workers, 'l2', 'timeouts'):,}, circuit breaker openings: "
+        f"{_worker_sum(workers, 'l2', 'breaker_outages'):,}): for part of the runs, the "
+        "L1 + L2 rows measure L1 only (see the L2 table)."
+    )
+
+
+def markdown(
+    summaries: Sequence[Summary], meta: BenchMeta, cache_stats: Sequence[CacheSnapshot] = ()
+) -> str:
     """The report: how it was run, one table per scenario, the SLO legend."""
     setup = (
         f"`{meta.command}`: {meta.workers} uvicorn workers per server on {meta.cores} cores "
@@ -252,6 +440,8 @@ def markdown(summaries: Sequence[Summary], meta: BenchMeta) -> str:
         *_predict_table(summaries, meta),
         *_batch_table(summaries),
         *_overload_table(summaries),
+        *_cache_table(summaries, meta, cache_stats),
+        *_stats_table(cache_stats, meta),
         "",
         "Errors are answers other than 2xx plus wrk's connect, read, write and timeout errors. "
         "SLO targets (course chapter): " + ", ".join(label for label, _ in SLO) + ".",
@@ -260,9 +450,12 @@ def markdown(summaries: Sequence[Summary], meta: BenchMeta) -> str:
 
 
 def results_document(
-    meta: BenchMeta, measurements: Sequence[Measurement], summaries: Sequence[Summary]
+    meta: BenchMeta,
+    measurements: Sequence[Measurement],
+    summaries: Sequence[Summary],
+    cache_stats: Sequence[CacheSnapshot] = (),
 ) -> dict[str, Any]:
-    """Everything measured, JSON-ready: the raw runs and their summaries."""
+    """Everything measured, JSON-ready: the raw runs, their summaries, the caches' stats."""
     return {
         "meta": asdict(meta),
         "runs": [{**asdict(m.run), "result": m.result.to_dict()} for m in measurements],
@@ -271,6 +464,7 @@ def results_document(
                 **{k: v for k, v in asdict(s).items() if k != "statuses"},
                 "statuses": {str(status): count for status, count in s.statuses.items()},
                 "rows_per_s": s.rows_per_s,
+                "cached_ratio": s.cached_ratio,
                 "error_rate": s.error_rate,
                 "usd_per_million_requests": cost_per_million(
                     s.rps, meta.cores, meta.price_per_core_hour
@@ -279,6 +473,7 @@ def results_document(
             }
             for s in summaries
         ],
+        "cache_stats": [asdict(snapshot) for snapshot in cache_stats],
     }
 
 
@@ -326,15 +521,17 @@ def plot(summaries: Sequence[Summary], path: Path) -> Path | None:
 
 
 def write_results(
-    out: Path, meta: BenchMeta, measurements: Sequence[Measurement]
+    out: Path,
+    meta: BenchMeta,
+    measurements: Sequence[Measurement],
+    cache_stats: Sequence[CacheSnapshot] = (),
 ) -> tuple[list[Summary], str]:
     """results.json, report.md and latency.png in `out`; the summaries and the markdown."""
     out.mkdir(parents=True, exist_ok=True)
     summaries = summarise(measurements)
-    report = markdown(summaries, meta)
-    (out / "results.json").write_text(
-        json.dumps(results_document(meta, measurements, summaries), indent=2) + "\n"
-    )
+    report = markdown(summaries, meta, cache_stats)
+    document = results_document(meta, measurements, summaries, cache_stats)
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "report.md").write_text(report)
     plot(summaries, out / "latency.png")
     return summaries, report

@@ -71,7 +71,11 @@ def uvicorn_server(
 
 
 def churn_service(
-    model_dir: Path, *, workers: int = 2, env: Mapping[str, str] | None = None
+    model_dir: Path,
+    *,
+    workers: int = 2,
+    env: Mapping[str, str] | None = None,
+    name: str = "service",
 ) -> ServerSpec:
     """Our service, started the way users start it: `churn-mlops serve`."""
     argv = (
@@ -88,7 +92,7 @@ def churn_service(
     )
     # `serve` hands its log level to uvicorn, and the readiness check counts uvicorn's INFO lines.
     return ServerSpec(
-        "service", argv, workers, "/health/ready", {**(env or {}), "CHURN_LOG_LEVEL": "INFO"}
+        name, argv, workers, "/health/ready", {**(env or {}), "CHURN_LOG_LEVEL": "INFO"}
     )
 
 

@@ -8,6 +8,8 @@ import pytest
 from churn_mlops.bench.load import (
     LoadError,
     LoadResult,
+    Mix,
+    Wrk,
     batch_bodies,
     parse_duration,
     parse_wrk_output,
@@ -38,6 +40,27 @@ def test_parse_wrk_output_reads_the_result_line_of_a_recorded_run() -> None:
             "mean": 1.0075,
         },
     )
+
+
+def test_parse_wrk_output_reads_cached_answers_and_the_fresh_span() -> None:
+    line = RECORDED.replace('"statuses":{', '"cached":6000,"fresh_span":3452,"statuses":{')
+    assert line != RECORDED
+    result = parse_wrk_output(line)
+    assert (result.cached, result.fresh_span) == (6000, 3452)
+    assert result.cached_ratio == pytest.approx(6000 / 6904)
+    assert result.to_dict()["cached"] == 6000
+
+
+def test_parse_wrk_output_of_a_script_without_cache_counts_reads_none() -> None:
+    result = parse_wrk_output(RECORDED)
+    assert (result.cached, result.fresh_span, result.cached_ratio) == (0, 0, 0.0)
+
+
+def test_wrk_run_refuses_a_schedule_of_other_letters(tmp_path: Path) -> None:
+    wrk = Wrk(tmp_path, executable="/nonexistent/wrk")
+    mix = Mix("wx", tmp_path / "fresh.tsv", 0)
+    with pytest.raises(ValueError, match="made of w and f"):
+        wrk.run(1, "/predict", tmp_path / "b.jsonl", connections=1, duration_s=1, mix=mix)
 
 
 def test_load_result_counts_non_2xx_answers_as_failed() -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from churn_mlops.bench.plan import SERVERS, Run, plan_runs
+from churn_mlops.bench.plan import ALL_SERVERS, SERVERS, SUITES, Run, plan_runs
 
 
 def _predict_order(runs: list[Run], connections: int) -> list[str]:
@@ -51,3 +51,64 @@ def test_plan_runs_without_the_service_has_no_service_batches_and_no_overload() 
 def test_plan_runs_skips_the_overload_run_when_asked() -> None:
     runs = plan_runs(["service"], [1], overload_connections=0)
     assert all(r.scenario != "overload" for r in runs)
+
+
+def test_plan_runs_of_the_cache_suite_rotate_the_three_caches_per_workload() -> None:
+    runs = plan_runs(ALL_SERVERS, [1, 128], suites=["cache"], cache_connections=[32])
+    assert runs == [
+        Run("hit", "service", 32, hit_ratio=1.0),
+        Run("hit", "cache-l1", 32, hit_ratio=1.0),
+        Run("hit", "cache-l2", 32, hit_ratio=1.0),
+        Run("mixed", "cache-l1", 32, hit_ratio=0.5),
+        Run("mixed", "cache-l2", 32, hit_ratio=0.5),
+        Run("mixed", "service", 32, hit_ratio=0.5),
+    ]
+    assert {(r.path, r.timeout_s) for r in runs} == {("/predict", 5)}
+
+
+def test_plan_runs_of_both_suites_put_the_cache_runs_after_each_default_round() -> None:
+    runs = plan_runs(
+        ["asgi", "service", "cache-l1"],
+        [1],
+        rounds=2,
+        overload_connections=0,
+        suites=SUITES,
+        cache_connections=[8, 32],
+        hit_ratio=0.25,
+    )
+    assert [(r.round, r.scenario, r.server, r.connections, r.hit_ratio) for r in runs] == [
+        (0, "predict", "service", 1, None),
+        (0, "predict", "asgi", 1, None),
+        (0, "batch", "service", 4, None),
+        (0, "batch", "service", 4, None),
+        (0, "hit", "service", 8, 1.0),
+        (0, "hit", "cache-l1", 8, 1.0),
+        (0, "mixed", "cache-l1", 8, 0.25),
+        (0, "mixed", "service", 8, 0.25),
+        (0, "hit", "service", 32, 1.0),
+        (0, "hit", "cache-l1", 32, 1.0),
+        (0, "mixed", "cache-l1", 32, 0.25),
+        (0, "mixed", "service", 32, 0.25),
+        (1, "predict", "asgi", 1, None),
+        (1, "predict", "service", 1, None),
+        (1, "batch", "service", 4, None),
+        (1, "batch", "service", 4, None),
+        (1, "hit", "service", 8, 1.0),
+        (1, "hit", "cache-l1", 8, 1.0),
+        (1, "mixed", "cache-l1", 8, 0.25),
+        (1, "mixed", "service", 8, 0.25),
+        (1, "hit", "service", 32, 1.0),
+        (1, "hit", "cache-l1", 32, 1.0),
+        (1, "mixed", "cache-l1", 32, 0.25),
+        (1, "mixed", "service", 32, 0.25),
+    ]
+
+
+def test_plan_runs_of_the_default_suite_leave_the_cache_servers_out() -> None:
+    runs = plan_runs(ALL_SERVERS, [1], overload_connections=0)
+    assert {r.server for r in runs} == set(SERVERS)
+    assert all(r.hit_ratio is None for r in runs)
+
+
+def test_plan_runs_of_the_cache_suite_without_its_servers_plan_nothing() -> None:
+    assert plan_runs(["naive", "asgi"], [1], suites=["cache"]) == []

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from churn_mlops.bench.plan import Run
 from churn_mlops.bench.report import (
     BenchMeta,
+    CacheSnapshot,
     Measurement,
     cost_per_million,
     markdown,
@@ -20,6 +22,8 @@ from tests.fixtures.load_results import load_result
 
 # What `markdown` makes of the `measurements` fixture: checked by hand, then frozen.
 EXPECTED_MARKDOWN = (Path(__file__).parent / "expected_report.md").read_text()
+# The same for `cache_measurements` and `cache_snapshots` with `cache_meta`.
+EXPECTED_CACHE_MARKDOWN = (Path(__file__).parent / "expected_cache_report.md").read_text()
 
 
 def test_markdown_compares_every_server_with_the_baseline_and_the_ceilings(
@@ -115,6 +119,7 @@ def test_results_document_holds_raw_runs_and_summaries_with_their_slo(
         "connections": 1,
         "rows": 1,
         "round": 0,
+        "hit_ratio": None,
         "result": {
             "requests": 10_000,
             "duration_s": 10.0,
@@ -122,6 +127,8 @@ def test_results_document_holds_raw_runs_and_summaries_with_their_slo(
             "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
             "non_2xx": 0,
             "statuses": {"200": 10_000},
+            "cached": 0,
+            "fresh_span": 0,
             "latency_ms": {
                 "p50": 1.0,
                 "p90": 2.0,
@@ -153,3 +160,79 @@ def test_write_results_writes_json_markdown_and_a_png_plot(
     stored = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(stored["summaries"]) == len(summaries) == 8
     assert (tmp_path / "out" / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_compares_the_caches_with_the_cache_off_and_shows_their_stats(
+    cache_measurements: list[Measurement],
+    cache_meta: BenchMeta,
+    cache_snapshots: list[CacheSnapshot],
+) -> None:
+    report = markdown(summarise(cache_measurements), cache_meta, cache_snapshots)
+    assert report == EXPECTED_CACHE_MARKDOWN
+
+
+def test_markdown_cache_rows_give_target_observed_hits_and_the_ratio_to_cache_off(
+    cache_measurements: list[Measurement], cache_meta: BenchMeta
+) -> None:
+    report = markdown(summarise(cache_measurements), cache_meta)
+    assert "| mixed | L1 only | 32 | 50% | 50.1% | 7,000 | 4.50 | 18.00 | 0 | 0.80x |" in report
+    # 109,989 of 110,000 answers cached: not rounded up to all of them.
+    assert "| hit path | L1 + L2 (Redis) | 32 | 100% | >99.9% | 11,000 |" in report
+    assert "## GET /cache/stats" not in report
+
+
+def test_markdown_without_cache_runs_has_no_cache_table(
+    measurements: list[Measurement], meta: BenchMeta
+) -> None:
+    report = markdown(summarise(measurements), meta)
+    assert "prediction cache" not in report
+
+
+def test_summarise_sums_cached_answers_over_rounds_and_keeps_the_target() -> None:
+    rounds = [
+        Measurement(
+            Run("mixed", "cache-l1", 32, round=round_, hit_ratio=0.5),
+            replace(load_result(requests, 1.0), cached=cached),
+        )
+        for round_, (requests, cached) in enumerate([(1_000, 480), (3_000, 1_530)])
+    ]
+    (summary,) = summarise(rounds)
+    assert (summary.cached, summary.requests) == (2_010, 4_000)
+    assert summary.cached_ratio == pytest.approx(2_010 / 4_000)
+    assert summary.hit_ratio == 0.5
+
+
+def test_results_document_keeps_the_cache_stats_and_observed_hits(
+    tmp_path: Path,
+    cache_measurements: list[Measurement],
+    cache_meta: BenchMeta,
+    cache_snapshots: list[CacheSnapshot],
+) -> None:
+    _, report = write_results(tmp_path, cache_meta, cache_measurements, cache_snapshots)
+    assert report == EXPECTED_CACHE_MARKDOWN
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert stored["meta"]["redis_keys_removed"] == 23_000
+    assert [(s["server"], s["moment"], len(s["workers"])) for s in stored["cache_stats"]] == [
+        ("cache-l1", "after warming", 2),
+        ("cache-l2", "after warming", 2),
+        ("cache-l1", "after the runs", 1),
+        ("cache-l2", "after the runs", 2),
+    ]
+    mixed = [s for s in stored["summaries"] if s["scenario"] == "mixed"]
+    assert [(s["server"], s["hit_ratio"], s["cached"]) for s in mixed] == [
+        ("service", 0.5, 0),
+        ("cache-l1", 0.5, 35_070),
+        ("cache-l2", 0.5, 22_455),
+    ]
+
+
+def test_markdown_says_when_the_l2_server_skipped_redis_and_only_then(
+    cache_measurements: list[Measurement],
+    cache_meta: BenchMeta,
+    cache_snapshots: list[CacheSnapshot],
+) -> None:
+    summaries = summarise(cache_measurements)
+    warning = "**Redis was skipped for 1,500 lookups** (timeouts: 5, circuit breaker openings: 1)"
+    assert warning in markdown(summaries, cache_meta, cache_snapshots)
+    # Without the last snapshot, where one worker skipped Redis.
+    assert "skipped for" not in markdown(summaries, cache_meta, cache_snapshots[:-1])
