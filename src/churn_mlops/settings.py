@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     Retry-After at once instead of letting latency grow."""
 
     batch_max_queue_delay_ms: float = Field(default=50.0, gt=0)
-    """Past this wait of the oldest queued request (an event-loop turn this long means the
-    worker is saturated), `/predict` answers 503 with Retry-After at once."""
+    """Past this wait of the oldest queued request beyond `batch_max_wait_ms` (an event-loop turn
+    this long means the worker is saturated), `/predict` answers 503 with Retry-After at once."""
 
     offload_min_rows: int = Field(default=50_000, ge=1)
     """Model calls with at least this many rows run in a worker thread, off the event loop;

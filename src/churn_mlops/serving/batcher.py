@@ -6,12 +6,12 @@ batch schedules a flush: with `max_wait == 0` at the end of the current event-lo
 waits for nothing; with `max_wait > 0` after that delay, or at once when `max_batch_size`
 rows are pending. There is no polling timer: an idle batcher schedules nothing.
 
-Load shedding: `submit` refuses at once (`Overloaded`, a 503 with Retry-After) when
-`max_queue` rows are already waiting, or when the oldest waiting row has waited longer than
-`max_queue_delay`. Under saturation the pending list is what arrived during one long
-event-loop turn; the delay bound caps how much prediction work a turn takes on, and the rest of
-that turn's requests get a cheap 503 instead of making every request slower. Each turn starts
-afresh, so there is no state to get stuck in.
+Load shedding: `submit` refuses at once (`Overloaded`, a 503 with Retry-After) when `max_queue`
+rows are already waiting, or when the oldest waiting row has waited longer than `max_wait +
+max_queue_delay` (the intended batching wait plus the tolerated queueing). Under saturation the
+pending list is what arrived during one long event-loop turn; the delay bound caps how much
+prediction work a turn takes on, and the rest of that turn's requests get a cheap 503 instead of
+making every request slower. Each turn starts afresh, so there is no state to get stuck in.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ class MicroBatcher:
             raise Overloaded("The service is shutting down; retry on another instance.")
         if self._pending:
             waited = self._clock() - self._oldest_submit
-            if len(self._pending) >= self.max_queue or waited > self.max_queue_delay:
+            overdue = waited > self.max_wait + self.max_queue_delay
+            if len(self._pending) >= self.max_queue or overdue:
                 self.stats.shed += 1
                 raise Overloaded("Too many predictions are waiting; retry shortly.")
         else:

@@ -134,14 +134,14 @@ async def test_a_saturated_turn_sheds_what_arrives_after_the_delay_bound() -> No
     now = [100.0]
     runner = ModelRunner(model, offload_min_rows=10_000)
     batcher = MicroBatcher(
-        runner, max_wait=60.0, max_batch_size=100, max_queue_delay=0.05, clock=lambda: now[0]
+        runner, max_wait=5.0, max_batch_size=100, max_queue_delay=0.05, clock=lambda: now[0]
     )
     first = asyncio.ensure_future(batcher.predict(_row(1)))
     await asyncio.sleep(0)
-    now[0] += 0.04
+    now[0] += 5.04  # within the intended wait plus the tolerated delay
     second = asyncio.ensure_future(batcher.predict(_row(2)))
     await asyncio.sleep(0)
-    now[0] += 0.02  # the oldest request has now waited 60 ms
+    now[0] += 0.02  # the oldest request has now waited 5.06 s: 60 ms past its batching wait
     with pytest.raises(Overloaded):
         batcher.submit(_row(3))
     await batcher.close()
