@@ -76,28 +76,32 @@ def cli_trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def server(cli_trained_model: Path) -> Iterator[str]:
+def _start_serve(
+    model_dir: Path, workers: int, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`churn-mlops serve` on a free port, ready to answer; the caller stops it."""
     port = _free_port()
-    env = {**os.environ, "CHURN_ENVIRONMENT": "test"}
+    command = [CLI, "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(
-        [
-            CLI,
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--model-dir",
-            str(cli_trained_model),
-        ],
-        env=env,
+        [*command, "--model-dir", str(model_dir)],
+        env={**os.environ, "CHURN_ENVIRONMENT": "test", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base_url, process)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=5)
+        raise
+    return process, base_url
+
+
+@pytest.fixture(scope="module")
+def server(cli_trained_model: Path) -> Iterator[str]:
+    process, base_url = _start_serve(cli_trained_model, workers=2, env={})
+    try:
         yield base_url
     finally:
         process.send_signal(signal.SIGINT)
@@ -160,27 +164,10 @@ def test_serve_refuses_a_corrupt_artifact(cli_trained_model: Path, tmp_path: Pat
 def test_sigterm_answers_every_queued_prediction_before_exiting(
     cli_trained_model: Path, dataset_bodies: list[dict[str, object]]
 ) -> None:
-    port = _free_port()
     # Requests wait 1.5 s in the micro-batcher, so SIGTERM arrives while they are queued.
-    env = {**os.environ, "CHURN_BATCH_MAX_WAIT_MS": "1500", "CHURN_CACHE_ENABLED": "false"}
-    process = subprocess.Popen(
-        [
-            CLI,
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--model-dir",
-            str(cli_trained_model),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    env = {"CHURN_BATCH_MAX_WAIT_MS": "1500", "CHURN_CACHE_ENABLED": "false"}
+    process, base_url = _start_serve(cli_trained_model, workers=1, env=env)
     try:
-        _wait_ready(base_url, process)
         with ThreadPoolExecutor(max_workers=8) as pool:
             pending = [
                 pool.submit(httpx.post, f"{base_url}/predict", json=body, timeout=30)
