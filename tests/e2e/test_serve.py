@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from churn_mlops.bench.servers import free_port
 from churn_mlops.data import SHIPPED_DATASET, TelcoDataset, load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
 from tests.fixtures.requests import prediction_bodies
@@ -23,13 +23,6 @@ from tests.fixtures.requests import prediction_bodies
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 CLI = str(Path(sys.executable).with_name("churn-mlops"))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -80,7 +73,7 @@ def _start_serve(
     model_dir: Path, workers: int, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`churn-mlops serve` on a free port, ready to answer; the caller stops it."""
-    port = _free_port()
+    port = free_port()
     command = [CLI, "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(
         [*command, "--model-dir", str(model_dir)],
@@ -151,7 +144,7 @@ def test_serve_refuses_a_corrupt_artifact(cli_trained_model: Path, tmp_path: Pat
     shutil.copytree(cli_trained_model, broken)
     (broken / "metadata.json").write_text("{}")
     result = subprocess.run(
-        [CLI, "serve", "--port", str(_free_port()), "--model-dir", str(broken)],
+        [CLI, "serve", "--port", str(free_port()), "--model-dir", str(broken)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from churn_mlops.bench.servers import free_port
 from churn_mlops.cache.breaker import BreakerState
 from churn_mlops.cache.tiered import PredictionCache
 from tests.faults.conftest import COOLDOWN, CacheFactory
-from tests.fixtures.redis_server import RedisServerProcess, free_port
+from tests.fixtures.redis_server import RedisServerProcess
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from churn_mlops.bench.servers import free_port
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.schemas import EXAMPLE_FEATURES
 from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
-from tests.fixtures.redis_server import free_port
 from tests.unit.serving.test_concurrency import running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.redis_server import free_port, redis_answers, unavailable
+from churn_mlops.bench.servers import free_port
+from tests.fixtures.redis_server import redis_answers, unavailable
 
 
 def test_a_port_nobody_listens_on_does_not_answer() -> None:
