@@ -49,9 +49,9 @@ test: install services tools lint typecheck
 bench: install tools
 	$(BIN)/churn-mlops bench $(BENCH_ARGS)
 
-lock:
-	uv pip compile --quiet pyproject.toml --python-version 3.11 -o requirements/runtime.lock
-	uv pip compile --quiet pyproject.toml --extra dev --extra bench --python-version 3.11 -o requirements/dev.lock
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 -o requirements/runtime.lock
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --extra bench --python-version 3.11 -o requirements/dev.lock
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
