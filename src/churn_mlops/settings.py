@@ -111,3 +111,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's own loggers."""
+
+    # --- Persistence: database, pool, prediction log (issue 5) ---
+
+    # --- Security: authentication, API keys, rate limits (issue 6) ---
+
+    # --- Observability: metrics, logs, profiling (issue 7) ---
