@@ -38,6 +38,13 @@ from churn_mlops.bench.cache_workload import (
     warm_bodies,
     write_fresh_templates,
 )
+from churn_mlops.bench.capacity import (
+    CapacityError,
+    ClusterShape,
+    load_results,
+    throughputs_from_results,
+)
+from churn_mlops.bench.capacity import markdown as capacity_markdown
 from churn_mlops.bench.load import (
     LoadError,
     LoadResult,
@@ -452,6 +459,7 @@ def _command(
 
 @bench_app.callback(invoke_without_command=True)
 def bench(
+    ctx: typer.Context,
     model_dir: Annotated[
         Path | None, typer.Option(help="Artifact to serve; trained if missing. Default: settings.")
     ] = None,
@@ -515,6 +523,8 @@ def bench(
     prediction cache off, with L1 only and with L1 + L2 (Redis), on the hit path and on a mixed
     workload at --hit-ratio. Results go to results.json, report.md and latency.png.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     options = _parse_run_options(connections, only, duration, warmup, suite, cache_connections)
     duration_s, warmup_s = options.duration_s, options.warmup_s
     env = _parse_env(service_env or [])
@@ -627,3 +637,61 @@ def bench(
                 console.print(
                     f"Results written to {out_dir}/ (results.json, report.md, latency.png)"
                 )
+
+
+@bench_app.command("capacity")
+def capacity_plan(
+    results: Annotated[
+        Path, typer.Argument(help="results.json of a `churn-mlops bench` run, or its folder.")
+    ],
+    targets: Annotated[
+        str, typer.Option(help="Comma-separated target loads, requests per second.")
+    ] = "1000,10000",
+    p99_target_ms: Annotated[
+        float, typer.Option(min=0, help="Latency target a measured run must meet.")
+    ] = 25.0,
+    price_per_core_hour: Annotated[
+        float, typer.Option(min=0, help="USD per core-hour.")
+    ] = ClusterShape.price_per_core_hour,
+    db_pool_size: Annotated[
+        int, typer.Option(min=1, help="CHURN_DB_POOL_SIZE of each pod.")
+    ] = ClusterShape.db_pool_size,
+    db_max_overflow: Annotated[
+        int, typer.Option(min=0, help="CHURN_DB_MAX_OVERFLOW of each pod.")
+    ] = ClusterShape.db_max_overflow,
+    pg_max_connections: Annotated[
+        int, typer.Option(min=1, help="PostgreSQL's max_connections.")
+    ] = ClusterShape.pg_max_connections,
+) -> None:
+    """Pods, cores, connections and cost per million requests for target loads, from a bench run.
+
+    The HPA's targets and the pods' requests are those of deploy/k8s/base; the plan shows them
+    next to an RPS target taken from the measured capacity (docs/capacity.md).
+    """
+    shape = ClusterShape(
+        price_per_core_hour=price_per_core_hour,
+        db_pool_size=db_pool_size,
+        db_max_overflow=db_max_overflow,
+        pg_max_connections=pg_max_connections,
+    )
+    try:
+        loads = [float(value) for value in _csv(targets)]
+    except ValueError:
+        raise typer.BadParameter("numbers, comma-separated", param_hint="--targets") from None
+    if not loads or any(load <= 0 for load in loads):
+        raise typer.BadParameter("positive numbers, comma-separated", param_hint="--targets")
+    try:
+        document = load_results(results)
+        throughputs = throughputs_from_results(document, p99_target_ms)
+    except CapacityError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(2) from None
+    sys.stdout.write(
+        capacity_markdown(
+            throughputs,
+            loads,
+            shape,
+            p99_target_ms=p99_target_ms,
+            source=str(document["meta"].get("command", results)),
+        )
+    )
