@@ -8,7 +8,7 @@ from churn_mlops.data import TelcoDataset, load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.training import TrainingConfig, train_model
 
-pytest_plugins = ["tests.fixtures.redis_fixtures"]
+pytest_plugins = ["tests.fixtures.redis_fixtures", "tests.fixtures.postgres"]
 
 # A two-candidate search on two folds: a real model in about two seconds, for tests that need
 # any trained artifact. Model quality is tested with the default config in test_training.

@@ -12,6 +12,7 @@ from rich.console import Console
 from churn_mlops.bench.cli import bench_app
 from churn_mlops.console import ensure_model, train_with_progress
 from churn_mlops.data import SHIPPED_DATASET
+from churn_mlops.db.cli import db_app
 from churn_mlops.settings import Settings
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(bench_app, name="bench")
+app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 
 

@@ -114,6 +114,25 @@ class Settings(BaseSettings):
 
     # --- Persistence: database, pool, prediction log (issue 5) ---
 
+    database_url: str = "sqlite:///var/churn.db"
+    """Customers and prediction history: `postgresql://user:pass@host:5432/db` (served through
+    asyncpg) or `sqlite:///path` (aiosqlite; a relative path is from the working directory)."""
+
+    db_pool_size: int = Field(default=20, ge=1)
+    """PostgreSQL connections each worker keeps open."""
+
+    db_max_overflow: int = Field(default=10, ge=0)
+    """Extra PostgreSQL connections a worker may open past the pool under a burst."""
+
+    db_pool_pre_ping: bool = True
+    """Test a pooled connection before use, so one the server dropped is replaced, not failed."""
+
+    db_pool_recycle_seconds: int = Field(default=3600, ge=1)
+    """Replace pooled connections older than this (idle-timeouts of proxies and servers)."""
+
+    db_statement_timeout_ms: int = Field(default=5000, ge=1)
+    """PostgreSQL cancels any statement of the service running longer than this."""
+
     # --- Security: authentication, API keys, rate limits (issue 6) ---
 
     # --- Observability: metrics, logs, profiling (issue 7) ---

@@ -1,0 +1,171 @@
+"""The async engine and session factory, for PostgreSQL (asyncpg) or a SQLite file (aiosqlite)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from churn_mlops.settings import Settings
+
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+# How long a SQLite writer waits for another connection's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+class DatabaseURLError(ValueError):
+    """A database URL this service cannot use."""
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise DatabaseURLError(f"not a database URL: {_redacted(url)!r}") from None
+
+
+def _redacted(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1]
+
+
+def async_database_url(url: str) -> str:
+    """`url` with the async driver: `postgresql://` and `postgres://` become
+    `postgresql+asyncpg://`, `sqlite:///path` becomes `sqlite+aiosqlite:///path`; URLs that
+    already name those drivers pass through. Any other scheme is a DatabaseURLError."""
+    # make_url does not know the `postgres` alias (libpq and Heroku use it).
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parsed = _parse(url)
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise DatabaseURLError(
+            f"unsupported database URL scheme {parsed.drivername!r}: use postgresql://... "
+            "or sqlite:///path"
+        )
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return _parse(async_database_url(url)).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for an in-memory database)."""
+    parsed = _parse(async_database_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run while one writer writes; NORMAL sync is durable across app crashes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 20,
+    max_overflow: int = 10,
+    pool_pre_ping: bool = True,
+    pool_recycle_seconds: int = 3600,
+    statement_timeout_ms: int = 5000,
+    echo: bool = False,
+) -> AsyncEngine:
+    """An async engine for `url` (any URL `async_database_url` accepts)."""
+    target = async_database_url(url)
+    if is_sqlite(target):
+        path = sqlite_path(target)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            target,
+            echo=echo,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000.0},
+        )
+        event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        target,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=pool_pre_ping,
+        pool_recycle=pool_recycle_seconds,
+        connect_args={
+            "server_settings": {
+                "statement_timeout": str(statement_timeout_ms),
+                "application_name": "churn-mlops",
+            },
+            "command_timeout": max(statement_timeout_ms / 1000.0 * 2, 1.0),
+        },
+    )
+
+
+class Database:
+    """The service's engine (connection pool) and its session factory."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            engine, expire_on_commit=False
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Database:
+        return cls(create_engine(url, **options))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls.from_url(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=settings.db_pool_pre_ping,
+            pool_recycle_seconds=settings.db_pool_recycle_seconds,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    async def ping(self, limit_seconds: float = 1.0) -> bool:
+        """Whether the database answers a trivial query within `limit_seconds`."""
+        try:
+            async with asyncio.timeout(limit_seconds), self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:  # any failure (refused, timeout, auth) means "not reachable" here
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,119 @@
+"""The ORM tables: customers and their prediction history.
+
+The same models serve PostgreSQL and SQLite: `Uuid` and `DateTime(timezone=True)` map to the
+native types on PostgreSQL and to portable ones on SQLite. Constraint and index names follow
+one naming convention, so alembic's autogenerate names them the same way every time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Uuid,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an `INTEGER PRIMARY KEY`; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table; other capabilities (security) add theirs on it."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Customer(Base):
+    """A customer and the 19 features the model scores, named as `CustomerFeatures`."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(BigId, Identity(always=False), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    gender: Mapped[str] = mapped_column(String(16))
+    senior_citizen: Mapped[int] = mapped_column(Integer)
+    partner: Mapped[str] = mapped_column(String(8))
+    dependents: Mapped[str] = mapped_column(String(8))
+    tenure: Mapped[int] = mapped_column(Integer)
+    phone_service: Mapped[str] = mapped_column(String(8))
+    multiple_lines: Mapped[str] = mapped_column(String(32))
+    internet_service: Mapped[str] = mapped_column(String(16))
+    online_security: Mapped[str] = mapped_column(String(32))
+    online_backup: Mapped[str] = mapped_column(String(32))
+    device_protection: Mapped[str] = mapped_column(String(32))
+    tech_support: Mapped[str] = mapped_column(String(32))
+    streaming_tv: Mapped[str] = mapped_column(String(32))
+    streaming_movies: Mapped[str] = mapped_column(String(32))
+    contract: Mapped[str] = mapped_column(String(32))
+    paperless_billing: Mapped[str] = mapped_column(String(8))
+    payment_method: Mapped[str] = mapped_column(String(32))
+    monthly_charges: Mapped[float] = mapped_column(Float)
+    total_charges: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utc_now, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        nullable=False,
+        default=utc_now,
+        onupdate=utc_now,
+        server_default=func.now(),
+    )
+
+
+class Prediction(Base):
+    """One answered prediction; `customer_id` is null for an anonymous request.
+
+    The writer generates `id` (client side), so a retried batch insert can skip the rows that
+    already arrived (ON CONFLICT DO NOTHING) and never duplicates one.
+    """
+
+    __tablename__ = "predictions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    customer_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="SET NULL"), nullable=True
+    )
+    external_customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    probability: Mapped[float] = mapped_column(Float, nullable=False)
+    will_churn: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    cached: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utc_now, server_default=func.now()
+    )
+
+
+# A customer's recent predictions read newest first from the first index; `since` uses the second.
+Index(
+    "ix_predictions_customer_id_created_at",
+    Prediction.customer_id,
+    Prediction.created_at.desc(),
+)
+Index("ix_predictions_created_at", Prediction.created_at)
