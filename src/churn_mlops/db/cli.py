@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -69,3 +69,112 @@ def current(url: UrlOption = None) -> None:
     needed = schema.head_revisions()
     state = "current" if have == needed else "NOT current: run `churn-mlops db upgrade`"
     typer.echo(f"{', '.join(have) or 'base'} (code needs {', '.join(needed)}; {state})")
+
+
+@db_app.command()
+def seed(
+    synthetic: Annotated[
+        int,
+        typer.Option(min=0, help="Also make sure synthetic customers SYN-0..N-1 exist."),
+    ] = 0,
+    predictions: Annotated[
+        int,
+        typer.Option(min=0, help="Make sure at least this many (synthetic) predictions exist."),
+    ] = 0,
+    dataset: Annotated[
+        bool, typer.Option(help="Upsert the shipped dataset's customers (on external_id).")
+    ] = True,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Rows per COPY (PostgreSQL) or insert batch (SQLite).")
+    ] = 50_000,
+    seed_value: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data.")] = 42,
+    url: UrlOption = None,
+) -> None:
+    """Load customers: the shipped dataset, and optionally synthetic customers and predictions.
+
+    Idempotent: the dataset is upserted; synthetic customers and predictions are topped up to
+    the numbers asked for. The schema must be current (`churn-mlops db upgrade`).
+    """
+    asyncio.run(_seed(_url(url), dataset, synthetic, predictions, batch_size, seed_value))
+
+
+async def _seed(
+    url: str, dataset: bool, synthetic: int, predictions: int, batch_size: int, seed_value: int
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from churn_mlops.data import load_telco_csv
+    from churn_mlops.db.engine import Database
+    from churn_mlops.db.seed import (
+        seed_dataset,
+        seed_synthetic_customers,
+        seed_synthetic_predictions,
+    )
+
+    database = Database.from_url(url)
+    try:
+        try:
+            await schema.ensure_schema_current(database.engine)
+        except schema.SchemaNotCurrent as error:
+            console.print(f"[red]{error}[/]")
+            raise typer.Exit(1) from None
+        telco = load_telco_csv()
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console) as progress:
+            if dataset:
+                task = progress.add_task("Dataset customers", total=len(telco))
+                await seed_dataset(
+                    database,
+                    telco,
+                    batch_size=min(batch_size, 1000),
+                    progress=lambda n: progress.advance(task, n),
+                )
+            if synthetic:
+                task = progress.add_task("Synthetic customers", total=synthetic)
+                done = await seed_synthetic_customers(
+                    database,
+                    telco,
+                    synthetic,
+                    seed=seed_value,
+                    batch_size=batch_size,
+                    progress=lambda n: progress.advance(task, n),
+                )
+                console.print(f"synthetic customers: {done.written:,} added")
+            if predictions:
+                task = progress.add_task("Predictions", total=predictions)
+                done = await seed_synthetic_predictions(
+                    database,
+                    predictions,
+                    seed=seed_value,
+                    batch_size=batch_size,
+                    progress=lambda n: progress.advance(task, n),
+                )
+                console.print(f"predictions: {done.written:,} added, {done.total:,} in all")
+        counts = await _counts(database)
+        console.print(f"{_shown(url)}: {counts[0]:,} customers, {counts[1]:,} predictions")
+    finally:
+        await database.dispose()
+
+
+async def _counts(database: Any) -> tuple[int, int]:
+    from sqlalchemy import func, select
+
+    from churn_mlops.db.models import Customer, Prediction
+
+    async with database.sessions() as session:
+        customers = await session.scalar(select(func.count()).select_from(Customer))
+        predictions = await session.scalar(select(func.count()).select_from(Prediction))
+    return int(customers or 0), int(predictions or 0)
