@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+# Published on purpose: accepted only with CHURN_ENVIRONMENT=development (see `_strong_secret`).
+DEVELOPMENT_SECRETS = {
+    "jwt_secret": "churn-mlops-development-jwt-secret-not-for-production",
+    "api_key_pepper": "churn-mlops-development-api-key-pepper-not-for-production",
+}
 
 
 def _default_workers() -> int:
@@ -135,4 +143,132 @@ class Settings(BaseSettings):
 
     # --- Security: authentication, API keys, rate limits (issue 6) ---
 
+    auth_enabled: bool = Field(default=True, validate_default=True)
+    """Require credentials (an API key or a bearer token with the right scope) on every route
+    but health, docs and (unless `metrics_require_auth`) metrics; refused off in production."""
+
+    jwt_secret: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    """HMAC key signing the bearer tokens of `POST /auth/login`; at least 32 characters. Empty
+    means a fixed, public development secret in development, a random one per process in test,
+    and is refused in production."""
+
+    jwt_algorithm: Literal["HS256"] = "HS256"
+    """Signature algorithm of bearer tokens; pinned: a token naming any other is refused."""
+
+    jwt_issuer: str = Field(default="churn-mlops", min_length=1)
+    """`iss` claim written into and required of every bearer token."""
+
+    jwt_audience: str = Field(default="churn-mlops-api", min_length=1)
+    """`aud` claim written into and required of every bearer token."""
+
+    jwt_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    """Lifetime of a bearer token from `POST /auth/login`."""
+
+    api_key_pepper: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    """Server-side secret mixed into every stored API key hash (HMAC-SHA256); at least 32
+    characters. Same rule as `jwt_secret`; changing it invalidates every API key."""
+
+    auth_cache_ttl_seconds: float = Field(default=10.0, ge=0, le=300)
+    """How long a worker trusts a verified API key or token without asking the database again:
+    a revoked key keeps working in other workers for at most this long (never a token past its
+    `exp`). 0 verifies every request against the database."""
+
+    auth_cache_size: int = Field(default=10_000, ge=1)
+    """Verified credentials each worker keeps; the oldest go first past it."""
+
+    rate_limit_enabled: bool = True
+    """Limit requests per principal (API key or user, never per IP address) with a token bucket."""
+
+    rate_limit_per_second: float = Field(default=1000.0, gt=0)
+    """Sustained requests per second each principal may send (shared by all workers through
+    Redis when `redis_url` is set and `rate_limit_shared`, else per worker)."""
+
+    rate_limit_burst: int = Field(default=2000, ge=1)
+    """Requests a principal may send at once after being idle (the bucket's capacity)."""
+
+    rate_limit_shared: bool = True
+    """Share each principal's bucket between workers and replicas through Redis when
+    `redis_url` is set; a slow or down Redis falls back to the worker's own bucket."""
+
+    rate_limit_redis_timeout_ms: float = Field(default=5.0, gt=0)
+    """Budget of one shared-bucket call to Redis; past it the worker's own bucket decides."""
+
+    rate_limit_key_prefix: str = Field(default="churn:rl", min_length=1)
+    """Namespace of the rate limiter's keys in Redis."""
+
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (by Content-Length and by bytes received); more is a 413.
+    The default fits a full batch of `max_batch_rows` customers."""
+
+    max_json_depth: int = Field(default=32, ge=2)
+    """Deepest nesting of arrays and objects a JSON body may have; deeper is a 413."""
+
+    metrics_require_auth: bool = False
+    """Require the `read` scope on `/metrics` (public by default, for Prometheus scrapes)."""
+
+    dev_api_key_file: Path = Path("var/dev-api-key")
+    """Where `churn-mlops serve` in development writes the development API key it creates."""
+
+    @field_validator("auth_enabled")
+    @classmethod
+    def _auth_on_in_production(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value and info.data.get("environment") == "production":
+            raise ValueError("authentication cannot be switched off in production")
+        return value
+
+    @field_validator("jwt_secret", "api_key_pepper")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        name = f"CHURN_{(info.field_name or '').upper()}"
+        environment = info.data.get("environment")
+        dev_value = DEVELOPMENT_SECRETS[info.field_name or ""]
+        text = value.get_secret_value()
+        if environment == "development":
+            # A fixed, published secret: development tokens and keys survive restarts, and
+            # nothing signed with it is accepted in test or production.
+            return value if text else SecretStr(dev_value)
+        if not text and environment == "test":
+            return SecretStr(secrets.token_urlsafe(48))
+        if not text:
+            raise ValueError(
+                f"{name} is required in {environment}: e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if text == dev_value or len(text) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"{name} must be at least {MIN_SECRET_LENGTH} characters and not the "
+                "development default"
+            )
+        return value
+
     # --- Observability: metrics, logs, profiling (issue 7) ---
+
+    metrics_enabled: bool = True
+    """Export Prometheus metrics at `GET /metrics` and record them on every request; off costs
+    nothing per request (docs/performance.md, "Metrics cost")."""
+
+    metrics_refresh_seconds: float = Field(default=1.0, gt=0)
+    """How often each worker adds what it recorded to the metrics shared by all workers; a
+    scrape sees the other workers' figures at most this old."""
+
+    metrics_multiproc_dir: Path | None = None
+    """Directory where `churn-mlops serve`'s workers share their metric files (emptied at
+    start); empty means a new temporary directory per run. Needs to be writable."""
+
+    log_json: bool = True
+    """Write logs as one JSON object per line (structlog); off writes aligned text."""
+
+    profiling_enabled: bool = False
+    """Answer `?profile=1` on any request with the pyinstrument report of that request, for
+    principals with the admin scope. Profiling slows the profiled request several-fold."""
+
+    profiling_without_auth: bool = False
+    """Allow `?profile=1` without the admin scope (a local machine without authentication);
+    refused in production."""
+
+    @field_validator("profiling_without_auth")
+    @classmethod
+    def _profiling_auth_in_production(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("environment") == "production":
+            raise ValueError("profiling without the admin scope is refused in production")
+        return value

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from churn_mlops.db.engine import async_database_url, create_engine
 from churn_mlops.db.models import Base
+from churn_mlops.security import models as security_models  # noqa: F401 - registers its tables
 
 target_metadata = Base.metadata
 

@@ -1,0 +1,75 @@
+"""FastAPI dependencies: the current principal and scope requirements.
+
+The security schemes (an `X-API-Key` header, or an OAuth2 password-flow bearer token from
+`POST /auth/login`) are declared through FastAPI's security classes, so the OpenAPI document
+and the docs' Authorize button show them on every protected route.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+
+from churn_mlops.security.authenticator import Authenticator
+from churn_mlops.security.errors import InsufficientScope
+from churn_mlops.security.principal import ANONYMOUS, Principal
+from churn_mlops.security.ratelimit import RateLimiter
+
+API_KEY_HEADER = "X-API-Key"
+LOGIN_PATH = "/auth/login"
+
+api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name="APIKeyHeader",
+    description="An API key from `churn-mlops keys create` (service-to-service calls).",
+    auto_error=False,
+)
+bearer_scheme = OAuth2PasswordBearer(
+    tokenUrl=LOGIN_PATH,
+    scheme_name="OAuth2PasswordBearer",
+    description="A short-lived bearer token from `POST /auth/login`.",
+    auto_error=False,
+)
+
+
+async def get_principal(
+    request: Request,
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+    token: Annotated[str | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The authenticated caller, after its rate limit; ANONYMOUS when auth is off."""
+    authenticator: Authenticator | None = request.app.state.authenticator
+    if authenticator is None:
+        return ANONYMOUS
+    # OAuth2PasswordBearer hands over the token without its scheme; a non-bearer Authorization
+    # header comes back as None and is refused below as missing credentials.
+    principal = await authenticator.authenticate(api_key, f"Bearer {token}" if token else None)
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        await limiter.check(principal.id)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+class ScopeRequirement:
+    """A dependency that admits principals holding `scope`; the route-table test finds it."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    async def __call__(self, principal: CurrentPrincipal) -> Principal:
+        if not principal.allows(self.scope):
+            raise InsufficientScope(self.scope)
+        return principal
+
+    def __repr__(self) -> str:
+        return f"ScopeRequirement({self.scope!r})"
+
+
+def require_scope(scope: str) -> Any:
+    """`Depends` for a route or router needing `scope`: `dependencies=[require_scope("read")]`."""
+    return Depends(ScopeRequirement(scope))
