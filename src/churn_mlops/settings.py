@@ -141,6 +141,38 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=5000, ge=1)
     """PostgreSQL cancels any statement of the service running longer than this."""
 
+    prediction_log_enabled: bool = True
+    """Record every answered prediction (single, batch, stored customer) as a row of
+    `predictions`, written behind in batches, never on the response path; needs `database_url`."""
+
+    prediction_log_flush_ms: float = Field(default=200.0, gt=0)
+    """Longest a recorded prediction waits in a worker's memory before its batch is written."""
+
+    prediction_log_batch_rows: int = Field(default=500, ge=1, le=1000)
+    """Rows per insert (one multi-row statement, hence at most 1000); a batch this full is
+    written at once, without waiting for `prediction_log_flush_ms`."""
+
+    prediction_log_max_buffer: int = Field(default=100_000, ge=1)
+    """Rows a worker keeps in memory while the database is slow or down; past it the oldest go
+    to `prediction_log_spill_path`, so memory stays bounded and nothing is lost."""
+
+    prediction_log_spill_path: Path = Path("var/prediction-log/predictions.jsonl")
+    """Append-only JSONL file for the rows the database could not take in time (fsync'd per
+    chunk); shared by the workers of a host, replayed when the database answers again and at
+    start-up. Put it on a persistent volume to keep spilled rows across restarts."""
+
+    prediction_log_write_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Budget of one batch insert; past it the batch counts as failed and is retried with the
+    same row ids (an insert that did commit is not duplicated)."""
+
+    prediction_log_retry_max_seconds: float = Field(default=5.0, gt=0)
+    """Longest pause between retries while the database is down (the pause doubles from
+    `prediction_log_flush_ms` up to this)."""
+
+    prediction_log_shutdown_timeout_seconds: float = Field(default=5.0, gt=0)
+    """At shutdown, how long the buffered rows may take to reach the database before the rest
+    is spilled to `prediction_log_spill_path`."""
+
     # --- Security: authentication, API keys, rate limits (issue 6) ---
 
     auth_enabled: bool = Field(default=True, validate_default=True)

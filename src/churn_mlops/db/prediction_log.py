@@ -49,6 +49,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
+from churn_mlops.settings import Settings
+
 logger = logging.getLogger("churn_mlops.db.prediction_log")
 
 RecordedRow = tuple[str | None, str, float, bool, bool, float, float]
@@ -717,3 +719,19 @@ def claim_spill_files(path: Path) -> list[ClaimedSpill]:
             continue
         claimed.append(ClaimedSpill(candidate, fd))
     return claimed
+
+
+def build_prediction_log(settings: Settings, engine: AsyncEngine) -> PredictionLogWriter:
+    """The service's writer on `engine`, configured by the `prediction_log_*` settings."""
+    flush_interval = settings.prediction_log_flush_ms / 1000.0
+    return PredictionLogWriter(
+        SqlPredictionSink.for_engine(engine),
+        settings.prediction_log_spill_path,
+        flush_interval=flush_interval,
+        batch_rows=settings.prediction_log_batch_rows,
+        max_buffer=settings.prediction_log_max_buffer,
+        write_timeout=settings.prediction_log_write_timeout_seconds,
+        retry_initial=flush_interval,
+        retry_max=settings.prediction_log_retry_max_seconds,
+        shutdown_timeout=settings.prediction_log_shutdown_timeout_seconds,
+    )
