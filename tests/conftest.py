@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,10 @@ from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.training import TrainingConfig, train_model
 
 pytest_plugins = ["tests.fixtures.redis_fixtures", "tests.fixtures.postgres"]
+
+# Tests opt in to a database (tests/fixtures/postgres.py): by default the app runs without one,
+# and no test writes the default var/churn.db. Servers started by tests inherit this.
+os.environ["CHURN_DATABASE_URL"] = ""
 
 # A two-candidate search on two folds: a real model in about two seconds, for tests that need
 # any trained artifact. Model quality is tested with the default config in test_training.

@@ -158,6 +158,10 @@ class ReadyStatus(BaseModel):
         default="disabled",
         description="The shared cache; degraded means predictions are served without it.",
     )
+    database: Literal["disabled", "ok", "degraded"] = Field(
+        default="disabled",
+        description="Customers and history; degraded means predictions are served without it.",
+    )
 
 
 class FieldError(BaseModel):

@@ -124,7 +124,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///var/churn.db"
     """Customers and prediction history: `postgresql://user:pass@host:5432/db` (served through
-    asyncpg) or `sqlite:///path` (aiosqlite; a relative path is from the working directory)."""
+    asyncpg) or `sqlite:///path` (aiosqlite; a relative path is from the working directory).
+    Empty disables the database: predictions are served, the customer endpoints answer 503."""
 
     db_pool_size: int = Field(default=20, ge=1)
     """PostgreSQL connections each worker keeps open."""

@@ -1,6 +1,6 @@
 """The ORM tables: customers and their prediction history.
 
-The same models serve PostgreSQL and SQLite: `Uuid` and `DateTime(timezone=True)` map to the
+The same models serve PostgreSQL and SQLite: `Uuid` and `UTCDateTime` map to the
 native types on PostgreSQL and to portable ones on SQLite. Constraint and index names follow
 one naming convention, so alembic's autogenerate names them the same way every time.
 """
@@ -21,9 +21,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    TypeDecorator,
     Uuid,
     func,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -40,6 +42,25 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime in and out, on PostgreSQL (timestamptz) and SQLite (which keeps
+    no zone: values are stored as UTC and read back with it), so comparisons agree on both."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -75,10 +96,10 @@ class Customer(Base):
     monthly_charges: Mapped[float] = mapped_column(Float)
     total_charges: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=utc_now, server_default=func.now()
+        UTCDateTime(), nullable=False, default=utc_now, server_default=func.now()
     )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True),
+        UTCDateTime(),
         nullable=False,
         default=utc_now,
         onupdate=utc_now,
@@ -106,7 +127,7 @@ class Prediction(Base):
     cached: Mapped[bool] = mapped_column(Boolean, nullable=False)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=utc_now, server_default=func.now()
+        UTCDateTime(), nullable=False, default=utc_now, server_default=func.now()
     )
 
 

@@ -6,6 +6,7 @@ installed package and from any working directory.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -13,11 +14,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from churn_mlops.db.engine import create_engine
+from churn_mlops.db.engine import Database, create_engine
+from churn_mlops.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+logger = logging.getLogger("churn_mlops.db")
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -91,3 +95,27 @@ async def ensure_schema_current(engine: AsyncEngine) -> None:
     current, needed = await current_revision(engine), head_revisions()
     if current != needed:
         raise SchemaNotCurrent(current, needed)
+
+
+async def open_database(settings: Settings) -> Database | None:
+    """The service's database, its schema checked; None when `database_url` is empty.
+
+    A schema that is not current is SchemaNotCurrent: the worker must not start. A database
+    that does not answer is only logged: predictions never need it, and the pool reconnects
+    when it returns (the customer endpoints answer 503 meanwhile).
+    """
+    if not settings.database_url:
+        return None
+    database = Database.from_settings(settings)
+    try:
+        await ensure_schema_current(database.engine)
+    except SchemaNotCurrent:
+        await database.dispose()
+        raise
+    except (OperationalError, InterfaceError, OSError, TimeoutError) as error:
+        logger.warning(
+            "database %s does not answer at start-up (%s); serving without it until it does",
+            database.engine.url.render_as_string(hide_password=True),
+            error.__class__.__name__,
+        )
+    return database

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from churn_mlops import __version__
 from churn_mlops.cache import PredictionCache
+from churn_mlops.db.schema import open_database
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.schemas import EXAMPLE_FEATURES, PredictRequest
@@ -28,7 +29,9 @@ from churn_mlops.serving.fastpath import FastPredictEndpoint
 from churn_mlops.serving.middleware import ProcessTimeMiddleware
 from churn_mlops.serving.pipeline import PredictionPipeline
 from churn_mlops.serving.routes.cache import build_cache_router
+from churn_mlops.serving.routes.customers import build_customers_router
 from churn_mlops.serving.routes.predict import build_prediction_router
+from churn_mlops.serving.routes.predictions import build_history_router
 from churn_mlops.serving.routes.status import build_status_router
 from churn_mlops.settings import Settings
 
@@ -92,6 +95,8 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         # sklearn's OpenMP pool makes small predictions many times slower and several workers
         # on few cores oversubscribe them (scikit-learn issue #30662).
         threadpool_limits(limits=settings.model_threads)
+        # First: a schema that is not current stops the worker before anything else loads.
+        app.state.database = await open_database(settings)
         loaded = artifact or ModelArtifact.load(settings.model_dir)
         pipeline = build_pipeline(loaded, settings, bodies)
         pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
@@ -106,6 +111,9 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
             app.state.pipeline = None
             await pipeline.close()
             app.state.artifact = None
+            if app.state.database is not None:
+                await app.state.database.dispose()
+                app.state.database = None
 
     app = ChurnAPI(
         title="churn-mlops",
@@ -116,6 +124,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     app.state.settings = settings
     app.state.artifact = None
     app.state.pipeline = None
+    app.state.database = None
     bodies = PredictionBodies(settings.max_batch_rows)
     if settings.fast_predict_enabled:
         app.fast_predict = ProcessTimeMiddleware(
@@ -126,6 +135,8 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     app.include_router(build_prediction_router(bodies))
     app.include_router(build_status_router())
     app.include_router(build_cache_router())
+    app.include_router(build_customers_router())
+    app.include_router(build_history_router())
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(ProcessTimeMiddleware, slow_request_ms=settings.slow_request_ms)
     _document_raw_bodies(app)

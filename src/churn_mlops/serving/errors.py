@@ -43,6 +43,16 @@ class ModelNotReady(ServiceError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+class NotFound(ServiceError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class DatabaseUnavailable(ServiceError):
+    """The database is not configured or does not answer; predictions are unaffected."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
 def field_path(location: Iterable[Any]) -> str:
     """`("body", 3, "features", "tenure")` as `[3].features.tenure`."""
     path = ""

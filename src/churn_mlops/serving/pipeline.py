@@ -59,6 +59,19 @@ class PredictionPipeline:
             )
         return orjson.dumps(self._answer(customer_id, probability, cached))
 
+    async def predict_features(self, customer_id: str | None, features: dict[str, Any]) -> bytes:
+        """One customer whose features are already valid (stored ones): the same encoder,
+        cache and batcher as `predict_one`, without a body to decode."""
+        row = self.decoder.encoder.encode_row(features)
+        cache = self.cache
+        if cache is None:
+            probability, cached = await self._score_one(row), False
+        else:
+            probability, cached = await cache.get_or_compute(
+                cache.keys.key_for_row(row), lambda: self._score_one(row)
+            )
+        return orjson.dumps(self._answer(customer_id, probability, cached))
+
     async def predict_many(self, body: bytes) -> bytes:
         customer_ids, rows = self.decoder.batch(body)
         cache = self.cache

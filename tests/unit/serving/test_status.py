@@ -22,6 +22,7 @@ def test_ready_reports_the_loaded_model(client: TestClient, artifact: ModelArtif
         "status": "ready",
         "model_version": artifact.version,
         "redis": "disabled",
+        "database": "disabled",
     }
 
 
@@ -30,7 +31,12 @@ def test_ready_is_503_until_the_model_is_loaded(settings: Settings) -> None:
     client = TestClient(create_app(settings))
     response = client.get("/health/ready")
     assert response.status_code == 503
-    assert response.json() == {"status": "starting", "model_version": None, "redis": "disabled"}
+    assert response.json() == {
+        "status": "starting",
+        "model_version": None,
+        "redis": "disabled",
+        "database": "disabled",
+    }
     prediction = client.post("/predict", json={"features": EXAMPLE_FEATURES})
     assert prediction.status_code == 503
     assert prediction.json()["detail"] == "The model is still loading; retry in a moment."

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from churn_mlops.cache import BreakerState, PredictionCache
+from churn_mlops.db.engine import Database
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.schemas import LiveStatus, ModelInfo, Problem, ReadyStatus
 from churn_mlops.serving.errors import ModelNotReady
@@ -18,6 +19,13 @@ def redis_health(cache: PredictionCache | None) -> Literal["disabled", "ok", "de
     if cache is None or not cache.l2_enabled:
         return "disabled"
     return "ok" if cache.stats().l2.breaker_state == BreakerState.CLOSED else "degraded"
+
+
+async def database_health(database: Database | None) -> Literal["disabled", "ok", "degraded"]:
+    """The database as readiness sees it: its outage degrades the customer endpoints only."""
+    if database is None:
+        return "disabled"
+    return "ok" if await database.ping(limit_seconds=0.5) else "degraded"
 
 
 def build_status_router() -> APIRouter:
@@ -45,6 +53,7 @@ def build_status_router() -> APIRouter:
             status="ready",
             model_version=artifact.version,
             redis=redis_health(request.app.state.pipeline.cache),
+            database=await database_health(request.app.state.database),
         )
 
     @router.get(

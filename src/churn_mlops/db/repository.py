@@ -1,0 +1,176 @@
+"""Queries of customers and their prediction history; every method issues a fixed number of
+statements, whatever the number of rows (no N+1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from churn_mlops.db.models import Customer, Prediction
+from churn_mlops.model.features import FEATURE_NAMES
+
+
+class CustomerNotFound(LookupError):
+    """No customer has this external id."""
+
+    def __init__(self, external_id: str) -> None:
+        super().__init__(f"no customer with id {external_id!r}")
+        self.external_id = external_id
+
+
+def customer_features(customer: Customer) -> dict[str, Any]:
+    """The 19 model features of a stored customer, by name."""
+    return {name: getattr(customer, name) for name in FEATURE_NAMES}
+
+
+@dataclass(frozen=True)
+class CustomerWithPredictions:
+    customer: Customer
+    predictions: list[Prediction]
+
+
+@dataclass(frozen=True)
+class CustomerWithLatest:
+    customer: Customer
+    latest: Prediction | None
+
+
+class CustomerRepository:
+    """Customers and their predictions, through one session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, external_id: str, features: dict[str, Any]) -> Customer:
+        customer = Customer(external_id=external_id, **features)
+        self.session.add(customer)
+        await self.session.flush()
+        return customer
+
+    async def get(self, external_id: str) -> Customer:
+        """The customer with this external id (one query); CustomerNotFound if none."""
+        customer = await self.session.scalar(
+            select(Customer).where(Customer.external_id == external_id)
+        )
+        if customer is None:
+            raise CustomerNotFound(external_id)
+        return customer
+
+    async def update_features(self, external_id: str, features: dict[str, Any]) -> Customer:
+        customer = await self.get(external_id)
+        for name, value in features.items():
+            if name not in FEATURE_NAMES:
+                raise ValueError(f"{name} is not a customer feature")
+            setattr(customer, name, value)
+        await self.session.flush()
+        return customer
+
+    async def delete(self, external_id: str) -> None:
+        await self.session.delete(await self.get(external_id))
+        await self.session.flush()
+
+    async def with_recent_predictions(
+        self, external_id: str, limit: int
+    ) -> CustomerWithPredictions:
+        """The customer and its `limit` newest predictions: two queries, the second one an
+        index range scan of ix_predictions_customer_id_created_at."""
+        customer = await self.get(external_id)
+        predictions = await self.session.scalars(
+            select(Prediction)
+            .where(Prediction.customer_id == customer.id)
+            .order_by(Prediction.created_at.desc())
+            .limit(limit)
+        )
+        return CustomerWithPredictions(customer, list(predictions))
+
+    async def page(self, after: int | None, limit: int) -> list[CustomerWithLatest]:
+        """Customers with id > `after` in id order, each with its latest prediction: one query.
+
+        The latest prediction is a correlated subquery per customer of the page (`ORDER BY
+        created_at DESC LIMIT 1` on the customer's index range), joined by primary key: on
+        PostgreSQL and SQLite alike, one index probe per customer of the page, never a scan of
+        the history.
+        """
+        newest = aliased(Prediction)
+        latest_id = (
+            select(newest.id)
+            .where(newest.customer_id == Customer.id)
+            .order_by(newest.created_at.desc())
+            .limit(1)
+            .correlate(Customer)
+            .scalar_subquery()
+        )
+        statement = (
+            select(Customer, Prediction)
+            .outerjoin(Prediction, Prediction.id == latest_id)
+            .order_by(Customer.id)
+            .limit(limit)
+        )
+        if after is not None:
+            statement = statement.where(Customer.id > after)
+        rows = await self.session.execute(statement)
+        return [CustomerWithLatest(customer, latest) for customer, latest in rows.tuples()]
+
+    async def latest_predictions_one_by_one(
+        self, customers: Sequence[Customer]
+    ) -> list[CustomerWithLatest]:
+        """The N+1 way the seed listed customers (one query per customer); kept only as the
+        baseline of `churn-mlops bench --suite db`."""
+        result = []
+        for customer in customers:
+            latest = await self.session.scalar(
+                select(Prediction)
+                .where(Prediction.customer_id == customer.id)
+                .order_by(Prediction.created_at.desc())
+                .limit(1)
+            )
+            result.append(CustomerWithLatest(customer, latest))
+        return result
+
+    async def customers_after(self, after: int | None, limit: int) -> list[Customer]:
+        statement = select(Customer).order_by(Customer.id).limit(limit)
+        if after is not None:
+            statement = statement.where(Customer.id > after)
+        return list(await self.session.scalars(statement))
+
+
+class PredictionRepository:
+    """The prediction history."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, prediction: Prediction) -> Prediction:
+        self.session.add(prediction)
+        await self.session.flush()
+        return prediction
+
+    async def recent(
+        self,
+        *,
+        customer_external_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Prediction]:
+        """Predictions newest first, of one customer and/or since a time: one query.
+
+        A customer's history reads ix_predictions_customer_id_created_at; `since` alone reads
+        ix_predictions_created_at backwards. An unknown customer is CustomerNotFound.
+        """
+        statement = select(Prediction).order_by(Prediction.created_at.desc()).limit(limit)
+        if customer_external_id is not None:
+            customer_id = await self.session.scalar(
+                select(Customer.id).where(Customer.external_id == customer_external_id)
+            )
+            if customer_id is None:
+                raise CustomerNotFound(customer_external_id)
+            statement = statement.where(Prediction.customer_id == customer_id)
+        if since is not None:
+            statement = statement.where(Prediction.created_at >= since)
+        return list(await self.session.scalars(statement))

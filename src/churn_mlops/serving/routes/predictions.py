@@ -1,0 +1,54 @@
+"""`GET /predictions`: the prediction history. Thin: queries live in `churn_mlops.db`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from churn_mlops.db.repository import CustomerNotFound, PredictionRepository
+from churn_mlops.db.schemas import PredictionHistory
+from churn_mlops.schemas import Problem
+from churn_mlops.serving.deps import SessionDep
+from churn_mlops.serving.errors import NotFound
+from churn_mlops.serving.routes.customers import prediction_record
+
+MAX_HISTORY = 1000
+
+
+def build_history_router() -> APIRouter:
+    router = APIRouter(tags=["predictions"])
+
+    @router.get(
+        "/predictions",
+        summary="Recorded predictions, newest first",
+        response_model=PredictionHistory,
+        responses={
+            404: {"model": Problem, "description": "No customer has this id"},
+            422: {"model": Problem, "description": "A query parameter is invalid"},
+            503: {"model": Problem, "description": "The database does not answer"},
+        },
+    )
+    async def list_predictions(
+        session: SessionDep,
+        customer_id: Annotated[
+            str | None,
+            Query(min_length=1, max_length=64, description="A stored customer's external id."),
+        ] = None,
+        since: Annotated[
+            datetime | None,
+            Query(description="Only predictions at or after this time (ISO 8601, with zone)."),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
+    ) -> PredictionHistory:
+        """Predictions of one stored customer and/or since a time, newest first."""
+        try:
+            predictions = await PredictionRepository(session).recent(
+                customer_external_id=customer_id, since=since, limit=limit
+            )
+        except CustomerNotFound as error:
+            raise NotFound(f"No customer has the id {error.external_id!r}.") from None
+        return PredictionHistory(items=[prediction_record(p) for p in predictions])
+
+    return router
