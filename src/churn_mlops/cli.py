@@ -12,7 +12,7 @@ from rich.console import Console
 from churn_mlops.bench.cli import bench_app
 from churn_mlops.console import ensure_model, train_with_progress
 from churn_mlops.data import SHIPPED_DATASET
-from churn_mlops.db.cli import db_app
+from churn_mlops.db.cli import db_app, upgrade_before_serving
 from churn_mlops.settings import Settings
 
 app = typer.Typer(
@@ -64,6 +64,8 @@ def serve(
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     ensure_model(settings.model_dir, settings.data_path or SHIPPED_DATASET, "serve")
+    if settings.database_url:
+        upgrade_before_serving(settings.database_url)
     # Worker processes build their own Settings from the environment: hand them our overrides.
     os.environ["CHURN_MODEL_DIR"] = str(settings.model_dir.resolve())
     console.print(

@@ -178,3 +178,20 @@ async def _counts(database: Any) -> tuple[int, int]:
         customers = await session.scalar(select(func.count()).select_from(Customer))
         predictions = await session.scalar(select(func.count()).select_from(Prediction))
     return int(customers or 0), int(predictions or 0)
+
+
+def upgrade_before_serving(url: str) -> None:
+    """What `churn-mlops serve` runs before its workers start: migrate to head, so a fresh
+    checkout serves with no setup. A database that does not answer is reported, not fatal:
+    predictions never need it (the workers check the schema again when they start)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        schema.upgrade(url)
+    except (OperationalError, InterfaceError, OSError) as error:
+        console.print(
+            f"[yellow]database {_shown(url)} does not answer ({error.__class__.__name__}): "
+            "serving predictions without it[/]"
+        )
+        return
+    console.print(f"Database {_shown(url)} is at {', '.join(schema.head_revisions())}")
