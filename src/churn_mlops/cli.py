@@ -71,20 +71,28 @@ def serve(
     console.print(
         f"Serving on http://{settings.host}:{settings.port} with {settings.workers} workers"
     )
-    uvicorn.run(
-        "churn_mlops.serving.app:create_app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        # Workers import scikit-learn and load the model before answering the health check.
-        timeout_worker_healthcheck=30,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
-        log_level=settings.log_level.lower(),
-    )
+    from churn_mlops.observability.logging import configure_logging
+    from churn_mlops.observability.metrics import shared_metrics_dir
+
+    # Our JSON logs in this process; each worker configures its own (create_app_from_env).
+    configure_logging(settings.log_level, json=settings.log_json)
+    # Before the workers start: they find the directory in PROMETHEUS_MULTIPROC_DIR.
+    with shared_metrics_dir(settings.metrics_multiproc_dir, enabled=settings.metrics_enabled):
+        uvicorn.run(
+            "churn_mlops.serving.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            # Workers import scikit-learn and load the model before answering the health check.
+            timeout_worker_healthcheck=30,
+            timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+            log_level=settings.log_level.lower(),
+            log_config=None,
+        )
 
 
 if __name__ == "__main__":

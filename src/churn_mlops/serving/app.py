@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import FastAPI
@@ -16,10 +16,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from churn_mlops import __version__
-from churn_mlops.cache import PredictionCache
+from churn_mlops.cache import CacheStats, PredictionCache
 from churn_mlops.db.schema import open_database
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
+from churn_mlops.observability.logging import RequestIds, configure_logging
+from churn_mlops.observability.metrics import (
+    PredictionLogStats,
+    ServiceMetrics,
+    multiprocess_dir,
+)
 from churn_mlops.schemas import EXAMPLE_FEATURES, PredictRequest
 from churn_mlops.serving.batcher import MicroBatcher, ModelRunner
 from churn_mlops.serving.bodies import PredictionBodies
@@ -30,6 +36,7 @@ from churn_mlops.serving.middleware import ProcessTimeMiddleware
 from churn_mlops.serving.pipeline import PredictionPipeline
 from churn_mlops.serving.routes.cache import build_cache_router
 from churn_mlops.serving.routes.customers import build_customers_router
+from churn_mlops.serving.routes.metrics import build_metrics_router
 from churn_mlops.serving.routes.predict import build_prediction_router
 from churn_mlops.serving.routes.predictions import build_history_router
 from churn_mlops.serving.routes.status import build_status_router
@@ -57,11 +64,17 @@ class ChurnAPI(FastAPI):
 
 
 def build_pipeline(
-    artifact: ModelArtifact, settings: Settings, bodies: PredictionBodies
+    artifact: ModelArtifact,
+    settings: Settings,
+    bodies: PredictionBodies,
+    metrics: ServiceMetrics | None = None,
 ) -> PredictionPipeline:
     predictor = ChurnPredictor(artifact)
     decoder = RequestDecoder(predictor.encoder, bodies)
-    runner = ModelRunner(predictor.probabilities, offload_min_rows=settings.offload_min_rows)
+    score = (
+        predictor.probabilities if metrics is None else metrics.model.timed(predictor.probabilities)
+    )
+    runner = ModelRunner(score, offload_min_rows=settings.offload_min_rows)
     batcher = None
     if settings.batcher_enabled:
         batcher = MicroBatcher(
@@ -70,6 +83,7 @@ def build_pipeline(
             max_wait=settings.batch_max_wait_ms / 1000.0,
             max_queue=settings.batch_max_queue,
             max_queue_delay=settings.batch_max_queue_delay_ms / 1000.0,
+            observe_queue_wait=metrics.model.queue_wait.observe if metrics else None,
         )
     cache = None
     if settings.cache_enabled:
@@ -98,13 +112,15 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         # First: a schema that is not current stops the worker before anything else loads.
         app.state.database = await open_database(settings)
         loaded = artifact or ModelArtifact.load(settings.model_dir)
-        pipeline = build_pipeline(loaded, settings, bodies)
+        pipeline = build_pipeline(loaded, settings, bodies, metrics)
         pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
         # Everything allocated so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which would otherwise rescan it while requests wait.
         gc.freeze()
         app.state.artifact, app.state.pipeline = loaded, pipeline
         logger.info("serving model %s from %s", loaded.version, settings.model_dir)
+        if metrics is not None:
+            metrics.start(settings.metrics_refresh_seconds)
         try:
             yield
         finally:
@@ -114,6 +130,8 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
             if app.state.database is not None:
                 await app.state.database.dispose()
                 app.state.database = None
+            if metrics is not None:
+                await metrics.close()
 
     app = ChurnAPI(
         title="churn-mlops",
@@ -126,9 +144,17 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     app.state.pipeline = None
     app.state.database = None
     bodies = PredictionBodies(settings.max_batch_rows)
+    metrics = ServiceMetrics(multiprocess_dir()) if settings.metrics_enabled else None
+    app.state.metrics = metrics
+    recorder = metrics.recorder if metrics is not None else None
+    request_ids = RequestIds()
     if settings.fast_predict_enabled:
         app.fast_predict = ProcessTimeMiddleware(
-            FastPredictEndpoint(), slow_request_ms=settings.slow_request_ms
+            FastPredictEndpoint(),
+            slow_request_ms=settings.slow_request_ms,
+            recorder=recorder,
+            route="/predict",
+            request_ids=request_ids,
         )
 
     install_error_handlers(app)
@@ -137,8 +163,16 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     app.include_router(build_cache_router())
     app.include_router(build_customers_router())
     app.include_router(build_history_router())
+    if metrics is not None:
+        app.include_router(build_metrics_router(metrics))
+        _watch_components(metrics, app)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
-    app.add_middleware(ProcessTimeMiddleware, slow_request_ms=settings.slow_request_ms)
+    app.add_middleware(
+        ProcessTimeMiddleware,
+        slow_request_ms=settings.slow_request_ms,
+        recorder=recorder,
+        request_ids=request_ids,
+    )
     _document_raw_bodies(app)
     return app
 
@@ -146,10 +180,45 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
 def create_app_from_env() -> FastAPI:
     """Entry point for uvicorn workers: settings come from `CHURN_*` variables."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, json=settings.log_json)
     return create_app(settings)
+
+
+def _watch_components(metrics: ServiceMetrics, app: FastAPI) -> None:
+    """Point the metrics at the state the components keep; read from the app state at each
+    refresh, so a component built later by the lifespan (or never) is picked up (or reads 0)."""
+
+    def pipeline() -> PredictionPipeline | None:
+        current: PredictionPipeline | None = app.state.pipeline
+        return current
+
+    def cache_stats() -> CacheStats | None:
+        current = pipeline()
+        return None if current is None or current.cache is None else current.cache.stats()
+
+    def batcher_stat(read: Callable[[MicroBatcher], int]) -> Callable[[], int | None]:
+        def value() -> int | None:
+            current = pipeline()
+            return None if current is None or current.batcher is None else read(current.batcher)
+
+        return value
+
+    def pool_in_use() -> int | None:
+        database = getattr(app.state, "database", None)
+        pool = getattr(getattr(database, "engine", None), "pool", None)
+        checkedout = getattr(pool, "checkedout", None)
+        return None if checkedout is None else int(checkedout())
+
+    def prediction_log_stats() -> PredictionLogStats | None:
+        writer = getattr(app.state, "prediction_log", None)
+        return None if writer is None else cast(PredictionLogStats, writer.stats())
+
+    metrics.watch_cache(cache_stats)
+    metrics.watch_batcher(
+        shed=batcher_stat(lambda b: b.stats.shed), queued=batcher_stat(lambda b: b.queued)
+    )
+    metrics.watch_db_pool(pool_in_use)
+    metrics.watch_prediction_log(prediction_log_stats)
 
 
 def _document_raw_bodies(app: FastAPI) -> None:

@@ -87,8 +87,11 @@ class MicroBatcher:
         max_queue: int = 256,
         max_queue_delay: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        observe_queue_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.runner = runner
+        # Called once a flush with the wait of its oldest request (metrics), not per request.
+        self._observe_queue_wait = observe_queue_wait
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.max_queue = max_queue
@@ -141,6 +144,8 @@ class MicroBatcher:
     def _flush(self) -> None:
         self._flush_handle = None
         pending, self._pending = self._pending, []
+        if pending and self._observe_queue_wait is not None:
+            self._observe_queue_wait(self._clock() - self._oldest_submit)
         live = [(row, future) for row, future in pending if not future.done()]
         self.stats.cancelled += len(pending) - len(live)
         for start in range(0, len(live), self.max_batch_size):
