@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from churn_mlops import __version__
 from churn_mlops.cache import CacheStats, PredictionCache
+from churn_mlops.db.prediction_log import PredictionRecorder, build_prediction_log
 from churn_mlops.db.schema import open_database
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
@@ -68,6 +69,7 @@ def build_pipeline(
     settings: Settings,
     bodies: PredictionBodies,
     metrics: ServiceMetrics | None = None,
+    recorder: PredictionRecorder | None = None,
 ) -> PredictionPipeline:
     predictor = ChurnPredictor(artifact)
     decoder = RequestDecoder(predictor.encoder, bodies)
@@ -98,7 +100,7 @@ def build_pipeline(
             l2_read_timeout=read_timeout,
             l2_write_timeout=4 * read_timeout,
         )
-    return PredictionPipeline(predictor, decoder, runner, batcher, cache)
+    return PredictionPipeline(predictor, decoder, runner, batcher, cache, recorder)
 
 
 def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> ChurnAPI:
@@ -111,8 +113,11 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         threadpool_limits(limits=settings.model_threads)
         # First: a schema that is not current stops the worker before anything else loads.
         app.state.database = await open_database(settings)
+        prediction_log = None
+        if settings.prediction_log_enabled and app.state.database is not None:
+            prediction_log = build_prediction_log(settings, app.state.database.engine)
         loaded = artifact or ModelArtifact.load(settings.model_dir)
-        pipeline = build_pipeline(loaded, settings, bodies, metrics)
+        pipeline = build_pipeline(loaded, settings, bodies, metrics, prediction_log)
         pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
         # Everything allocated so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which would otherwise rescan it while requests wait.
@@ -121,11 +126,20 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         logger.info("serving model %s from %s", loaded.version, settings.model_dir)
         if metrics is not None:
             metrics.start(settings.metrics_refresh_seconds)
+        if prediction_log is not None:
+            # Replays what an earlier run spilled; a database that is down only delays that.
+            await prediction_log.start()
+        app.state.prediction_log = prediction_log
         try:
             yield
         finally:
             app.state.pipeline = None
             await pipeline.close()
+            # After the pipeline, whose drain answers (and records) the queued predictions;
+            # before the database goes: the last rows are written, or spilled.
+            if prediction_log is not None:
+                await prediction_log.close()
+                app.state.prediction_log = None
             app.state.artifact = None
             if app.state.database is not None:
                 await app.state.database.dispose()
@@ -143,6 +157,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     app.state.artifact = None
     app.state.pipeline = None
     app.state.database = None
+    app.state.prediction_log = None
     bodies = PredictionBodies(settings.max_batch_rows)
     metrics = ServiceMetrics(multiprocess_dir()) if settings.metrics_enabled else None
     app.state.metrics = metrics

@@ -3,12 +3,14 @@ decode and encode once, look up the cache, batch, score, serialise once."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 import orjson
 
 from churn_mlops.cache import PredictionCache
+from churn_mlops.db.prediction_log import PredictionRecorder
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.serving.batcher import MicroBatcher, ModelRunner
@@ -25,12 +27,16 @@ class PredictionPipeline:
         runner: ModelRunner,
         batcher: MicroBatcher | None,
         cache: PredictionCache | None,
+        recorder: PredictionRecorder | None = None,
     ) -> None:
         self.predictor = predictor
         self.decoder = decoder
         self.runner = runner
         self.batcher = batcher
         self.cache = cache
+        self.recorder = recorder
+        """Told about every answered prediction (the prediction log), after the answer is
+        serialised; None records nothing."""
         self._threshold = predictor.threshold
         self._version = predictor.version
 
@@ -49,6 +55,7 @@ class PredictionPipeline:
         return float(self.runner.score(row)[0])
 
     async def predict_one(self, body: bytes) -> bytes:
+        start = time.perf_counter()
         customer_id, row = self.decoder.single(body)
         cache = self.cache
         if cache is None:
@@ -57,11 +64,18 @@ class PredictionPipeline:
             probability, cached = await cache.get_or_compute(
                 cache.keys.key_for_row(row), lambda: self._score_one(row)
             )
-        return orjson.dumps(self._answer(customer_id, probability, cached))
+        answer = orjson.dumps(self._answer(customer_id, probability, cached))
+        recorder = self.recorder
+        if recorder is not None:
+            latency_ms = (time.perf_counter() - start) * 1000.0
+            will_churn = probability >= self._threshold
+            recorder.record(customer_id, probability, will_churn, cached, latency_ms, self._version)
+        return answer
 
     async def predict_features(self, customer_id: str | None, features: dict[str, Any]) -> bytes:
         """One customer whose features are already valid (stored ones): the same encoder,
         cache and batcher as `predict_one`, without a body to decode."""
+        start = time.perf_counter()
         row = self.decoder.encoder.encode_row(features)
         cache = self.cache
         if cache is None:
@@ -70,9 +84,16 @@ class PredictionPipeline:
             probability, cached = await cache.get_or_compute(
                 cache.keys.key_for_row(row), lambda: self._score_one(row)
             )
-        return orjson.dumps(self._answer(customer_id, probability, cached))
+        answer = orjson.dumps(self._answer(customer_id, probability, cached))
+        recorder = self.recorder
+        if recorder is not None:
+            latency_ms = (time.perf_counter() - start) * 1000.0
+            will_churn = probability >= self._threshold
+            recorder.record(customer_id, probability, will_churn, cached, latency_ms, self._version)
+        return answer
 
     async def predict_many(self, body: bytes) -> bytes:
+        start = time.perf_counter()
         customer_ids, rows = self.decoder.batch(body)
         cache = self.cache
         if cache is None:
@@ -89,7 +110,7 @@ class PredictionPipeline:
                 cache.keys.keys_for_rows(rows), compute_missing
             )
         threshold, version = self._threshold, self._version
-        return orjson.dumps(
+        answer = orjson.dumps(
             {
                 "predictions": [
                     {
@@ -105,6 +126,16 @@ class PredictionPipeline:
                 ]
             }
         )
+        if self.recorder is not None:
+            self.recorder.record_many(
+                customer_ids,
+                probabilities,
+                [probability >= threshold for probability in probabilities],
+                cached,
+                (time.perf_counter() - start) * 1000.0,
+                version,
+            )
+        return answer
 
     def warm_up(self, body: bytes) -> None:
         """Pay first-call costs (allocations, compiled code) before the first request."""
