@@ -13,6 +13,7 @@ from churn_mlops.bench.cli import bench_app
 from churn_mlops.console import ensure_model, train_with_progress
 from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.db.cli import db_app, upgrade_before_serving
+from churn_mlops.security.cli import keys_app, users_app
 from churn_mlops.settings import Settings
 
 app = typer.Typer(
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 
@@ -66,6 +69,7 @@ def serve(
     ensure_model(settings.model_dir, settings.data_path or SHIPPED_DATASET, "serve")
     if settings.database_url:
         upgrade_before_serving(settings.database_url)
+    _announce_dev_key(settings)
     # Worker processes build their own Settings from the environment: hand them our overrides.
     os.environ["CHURN_MODEL_DIR"] = str(settings.model_dir.resolve())
     console.print(
@@ -93,6 +97,25 @@ def serve(
             log_level=settings.log_level.lower(),
             log_config=None,
         )
+
+
+def _announce_dev_key(settings: Settings) -> None:
+    """In development, make sure a development API key exists and say where it is."""
+    from churn_mlops.security.dev_key import development_key
+
+    try:
+        found = development_key(settings)
+    except Exception as error:  # the database may not answer: predictions still serve
+        console.print(f"[yellow]no development API key ({error.__class__.__name__})[/]")
+        return
+    if found is None:
+        return
+    key, created = found
+    state = "Created a development API key" if created else "Development API key"
+    console.print(
+        f"{state} (scopes predict, read, admin) in {settings.dev_api_key_file}; call with "
+        f'-H "X-API-Key: $(cat {settings.dev_api_key_file})":\n{key}'
+    )
 
 
 if __name__ == "__main__":

@@ -15,12 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from churn_mlops.security.api_keys import key_id_of, key_matches
+from churn_mlops.security.api_keys import (
+    generate_api_key,
+    hash_api_key,
+    key_id_of,
+    key_matches,
+)
 from churn_mlops.security.errors import CredentialStoreUnavailable, NotAuthenticated
 from churn_mlops.security.principal import Principal
 from churn_mlops.security.tokens import TokenService
@@ -210,3 +215,32 @@ class Authenticator:
                 await self.flush_last_used()
         finally:
             await asyncio.shield(self.flush_last_used())
+
+
+class MemoryKeySource:
+    """API keys held in memory: for an app embedded without a database, and for tests."""
+
+    def __init__(self, pepper: bytes) -> None:
+        self._pepper = pepper
+        self._keys: dict[str, StoredKey] = {}
+        self.last_used: dict[str, datetime] = {}
+
+    def add(self, name: str, scopes: Iterable[str]) -> str:
+        """A new key with these scopes; the plaintext key."""
+        new = generate_api_key()
+        self._keys[new.key_id] = StoredKey(
+            new.key_id, name, hash_api_key(self._pepper, new.key), frozenset(scopes), False
+        )
+        return new.key
+
+    def revoke(self, key_id: str) -> None:
+        stored = self._keys[key_id]
+        self._keys[key_id] = StoredKey(
+            stored.key_id, stored.name, stored.key_hash, stored.scopes, True
+        )
+
+    async def find_key(self, key_id: str) -> StoredKey | None:
+        return self._keys.get(key_id)
+
+    async def record_last_used(self, used: Mapping[str, datetime]) -> None:
+        self.last_used.update(used)

@@ -7,11 +7,14 @@ and the docs' Authorize button show them on every protected route.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
+from churn_mlops.schemas import Problem
 from churn_mlops.security.authenticator import Authenticator
 from churn_mlops.security.errors import InsufficientScope
 from churn_mlops.security.principal import ANONYMOUS, Principal
@@ -73,3 +76,43 @@ class ScopeRequirement:
 def require_scope(scope: str) -> Any:
     """`Depends` for a route or router needing `scope`: `dependencies=[require_scope("read")]`."""
     return Depends(ScopeRequirement(scope))
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description}
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem("Missing or invalid credentials (see WWW-Authenticate)"),
+    403: _problem("The credentials lack the scope this route needs"),
+    429: _problem("Too many requests for these credentials: see Retry-After"),
+}
+"""The refusals of a protected route, for its `responses=` (so the OpenAPI lists them)."""
+
+
+def route_scope(route: Any) -> str | None:
+    """The scope a route requires, from its dependencies (and theirs); None if none.
+
+    `route` is an APIRoute, or a `fastapi.routing.iter_route_contexts` item for a route as
+    included in an app (with the include's dependencies)."""
+    dependant = getattr(route, "dependant", None)
+    pending = list(dependant.dependencies) if dependant is not None else []
+    while pending:
+        dependency = pending.pop()
+        if isinstance(dependency.call, ScopeRequirement):
+            return dependency.call.scope
+        pending.extend(dependency.dependencies)
+    return None
+
+
+def secure_routes(
+    router: APIRouter, scope: str, *, overrides: Mapping[str, str] | None = None
+) -> APIRouter:
+    """Require `scope` (or `overrides[path]`) on each of the router's routes that requires none
+    yet, and document the refusals; call before `include_router`."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route_scope(route) is None:
+            needed = (overrides or {}).get(route.path, scope)
+            route.dependencies.append(require_scope(needed))
+            route.responses = {**AUTH_RESPONSES, **route.responses}
+    return router

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from churn_mlops.security.authenticator import Authenticator
+from churn_mlops.security.authenticator import Authenticator, KeySource
 from churn_mlops.security.passwords import PasswordVerifier
 from churn_mlops.security.ratelimit import RateLimiter
 from churn_mlops.security.store import CredentialStore
@@ -69,11 +69,19 @@ class SecurityServices:
             )
         return cls(settings, tokens, authenticator, limiter)
 
-    def start(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        """Attach the database and start writing API keys' last use in the background."""
-        self.store = CredentialStore(sessions, pepper(self.settings))
+    def use_keys(self, keys: KeySource) -> None:
+        """Verify API keys against `keys` rather than the database (an app without one)."""
         if self.authenticator is not None:
-            self.authenticator.keys = self.store
+            self.authenticator.keys = keys
+
+    def start(self, sessions: async_sessionmaker[AsyncSession] | None) -> None:
+        """Attach the database (if any; without one only keys given to `use_keys` and no users
+        are known) and start writing API keys' last use in the background."""
+        if sessions is not None:
+            self.store = CredentialStore(sessions, pepper(self.settings))
+        if self.authenticator is not None:
+            if self.authenticator.keys is None:
+                self.authenticator.keys = self.store
             self._writer = asyncio.get_running_loop().create_task(
                 self.authenticator.write_last_used(LAST_USED_INTERVAL_SECONDS),
                 name="api-key-last-used",

@@ -28,13 +28,19 @@ from churn_mlops.observability.metrics import (
     multiprocess_dir,
 )
 from churn_mlops.schemas import EXAMPLE_FEATURES, PredictRequest
+from churn_mlops.security.dependencies import require_scope, secure_routes
+from churn_mlops.security.guard import RequestGuard
+from churn_mlops.security.limits import RequestSizeLimit
+from churn_mlops.security.principal import Scope as AuthScope
+from churn_mlops.security.services import SecurityServices
 from churn_mlops.serving.batcher import MicroBatcher, ModelRunner
 from churn_mlops.serving.bodies import PredictionBodies
 from churn_mlops.serving.decoding import RequestDecoder
-from churn_mlops.serving.errors import install_error_handlers
+from churn_mlops.serving.errors import install_error_handlers, problem_bytes
 from churn_mlops.serving.fastpath import FastPredictEndpoint
 from churn_mlops.serving.middleware import ProcessTimeMiddleware
 from churn_mlops.serving.pipeline import PredictionPipeline
+from churn_mlops.serving.routes.auth import build_auth_router
 from churn_mlops.serving.routes.cache import build_cache_router
 from churn_mlops.serving.routes.customers import build_customers_router
 from churn_mlops.serving.routes.metrics import build_metrics_router
@@ -126,6 +132,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         logger.info("serving model %s from %s", loaded.version, settings.model_dir)
         if metrics is not None:
             metrics.start(settings.metrics_refresh_seconds)
+        security.start(app.state.database.sessions if app.state.database else None)
         if prediction_log is not None:
             # Replays what an earlier run spilled; a database that is down only delays that.
             await prediction_log.start()
@@ -134,6 +141,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
             yield
         finally:
             app.state.pipeline = None
+            await security.stop()
             await pipeline.close()
             # After the pipeline, whose drain answers (and records) the queued predictions;
             # before the database goes: the last rows are written, or spilled.
@@ -158,14 +166,24 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     app.state.pipeline = None
     app.state.database = None
     app.state.prediction_log = None
-    bodies = PredictionBodies(settings.max_batch_rows)
+    bodies = PredictionBodies(settings.max_batch_rows, settings.max_json_depth)
+    security = SecurityServices.from_settings(settings)
+    app.state.security = security
+    app.state.authenticator, app.state.rate_limiter = security.authenticator, security.limiter
     metrics = ServiceMetrics(multiprocess_dir()) if settings.metrics_enabled else None
     app.state.metrics = metrics
     recorder = metrics.recorder if metrics is not None else None
     request_ids = RequestIds()
     if settings.fast_predict_enabled:
         app.fast_predict = ProcessTimeMiddleware(
-            FastPredictEndpoint(),
+            FastPredictEndpoint(
+                RequestGuard(
+                    security.authenticator,
+                    security.limiter,
+                    AuthScope.PREDICT,
+                    settings.max_request_bytes,
+                )
+            ),
             slow_request_ms=settings.slow_request_ms,
             recorder=recorder,
             route="/predict",
@@ -174,13 +192,25 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
 
     install_error_handlers(app)
     app.include_router(build_prediction_router(bodies))
+    app.include_router(build_auth_router())
     app.include_router(build_status_router())
     app.include_router(build_cache_router())
-    app.include_router(build_customers_router())
-    app.include_router(build_history_router())
+    app.include_router(
+        secure_routes(
+            build_customers_router(),
+            AuthScope.READ,
+            overrides={"/customers/{customer_id}/predict": AuthScope.PREDICT},
+        )
+    )
+    app.include_router(secure_routes(build_history_router(), AuthScope.READ))
     if metrics is not None:
-        app.include_router(build_metrics_router(metrics))
+        app.include_router(
+            build_metrics_router(metrics),
+            dependencies=[require_scope(AuthScope.READ)] if settings.metrics_require_auth else [],
+        )
         _watch_components(metrics, app)
+    # Innermost: a body past the limit is refused before any route reads it.
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes, render=problem_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(
         ProcessTimeMiddleware,

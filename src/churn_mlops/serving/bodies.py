@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from churn_mlops.schemas import PredictRequest
+from churn_mlops.security.limits import json_depth_exceeds, too_deep
 from churn_mlops.serving.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -25,20 +26,27 @@ REQUEST_SCHEMA_REF = "#/components/schemas/PredictRequest"
 class PredictionBodies:
     """Parsers for `/predict` and `/predict/batch` bodies, built once per app."""
 
-    def __init__(self, max_batch_rows: int) -> None:
+    def __init__(self, max_batch_rows: int, max_json_depth: int = 32) -> None:
         self.max_batch_rows = max_batch_rows
+        self.max_json_depth = max_json_depth
         self._single = TypeAdapter(PredictRequest)
         self._batch = TypeAdapter(
             Annotated[list[PredictRequest], Field(min_length=1, max_length=max_batch_rows)]
         )
 
+    # These parse what the fast decoder refused (which a body of valid shape, at most three
+    # levels deep, never is), so the depth check costs nothing on the usual path.
     def single(self, body: bytes) -> PredictRequest:
+        if json_depth_exceeds(body, self.max_json_depth):
+            raise too_deep(self.max_json_depth)
         try:
             return self._single.validate_json(body)
         except ValidationError as error:
             raise _invalid(error) from None
 
     def batch(self, body: bytes) -> list[PredictRequest]:
+        if json_depth_exceeds(body, self.max_json_depth):
+            raise too_deep(self.max_json_depth)
         try:
             return self._batch.validate_json(body)
         except ValidationError as error:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from churn_mlops.schemas import FieldError, Problem
+from churn_mlops.security.errors import SecurityError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger("churn_mlops.errors")
@@ -86,7 +87,7 @@ def problem_body(status: int, detail: str, errors: Sequence[FieldError] | None =
     return orjson.dumps(problem.model_dump(exclude_none=True))
 
 
-def problem_bytes(error: ServiceError) -> bytes:
+def problem_bytes(error: ServiceError | SecurityError) -> bytes:
     return problem_body(error.status, error.detail, error.errors)
 
 
@@ -112,7 +113,7 @@ def invalid_request_detail(errors: Sequence[FieldError]) -> str:
 
 
 async def _service_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, ServiceError)  # noqa: S101 - registered for this type only
+    assert isinstance(error, ServiceError | SecurityError)  # noqa: S101 - registered for these
     return problem_response(error.status, error.detail, error.errors, error.headers)
 
 
@@ -136,6 +137,7 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error the app can raise to one problem+json format."""
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(SecurityError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

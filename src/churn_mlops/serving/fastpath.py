@@ -12,6 +12,9 @@ import logging
 
 from starlette.types import Message, Receive, Scope, Send
 
+from churn_mlops.security.errors import SecurityError
+from churn_mlops.security.guard import RequestGuard
+from churn_mlops.security.limits import too_large
 from churn_mlops.serving.errors import ModelNotReady, ServiceError, problem_bytes
 from churn_mlops.serving.pipeline import PredictionPipeline
 
@@ -21,29 +24,44 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _PROBLEM_HEADERS = [(b"content-type", b"application/problem+json")]
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body; a single chunk, the usual case, is not copied."""
+async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes:
+    """The whole request body; a single chunk, the usual case, is not copied. Past `max_bytes`
+    received (whatever Content-Length said) it raises RequestTooLarge."""
     message = await receive()
     body: bytes = message.get("body", b"")
+    if max_bytes is not None and len(body) > max_bytes:
+        raise too_large(max_bytes)
     if not message.get("more_body", False):
         return body
     chunks = [body]
+    received = len(body)
     while message.get("more_body", False):
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if max_bytes is not None and received > max_bytes:
+            raise too_large(max_bytes)
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
 class FastPredictEndpoint:
-    """Answers `POST /predict` from the pipeline the lifespan put in the app state."""
+    """Answers `POST /predict` from the pipeline the lifespan put in the app state, after the
+    guard admitted the request (credentials, scope, rate limit, declared size)."""
+
+    def __init__(self, guard: RequestGuard | None = None) -> None:
+        self.guard = guard
+        self.max_bytes = guard.max_bytes if guard is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            if self.guard is not None:
+                await self.guard.admit(scope)
             pipeline: PredictionPipeline | None = scope["app"].state.pipeline
             if pipeline is None:
                 raise ModelNotReady("The model is still loading; retry in a moment.")
-            body = await pipeline.predict_one(await read_body(receive))
-        except ServiceError as error:
+            body = await pipeline.predict_one(await read_body(receive, self.max_bytes))
+        except (ServiceError, SecurityError) as error:
             await _send(send, error.status, problem_bytes(error), _problem_headers(error))
             return
         except Exception:
@@ -54,7 +72,7 @@ class FastPredictEndpoint:
         await _send(send, 200, body, _JSON_HEADERS)
 
 
-def _problem_headers(error: ServiceError) -> list[tuple[bytes, bytes]]:
+def _problem_headers(error: ServiceError | SecurityError) -> list[tuple[bytes, bytes]]:
     if not error.headers:
         return _PROBLEM_HEADERS
     extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]

@@ -9,14 +9,17 @@ from fastapi.testclient import TestClient
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
+from tests.fixtures.security import api_client, security_settings
 
 
 @pytest.fixture
 def settings(artifact_dir: Path) -> Settings:
-    return Settings(model_dir=artifact_dir, max_batch_rows=50, environment="test")
+    return Settings(
+        model_dir=artifact_dir, max_batch_rows=50, environment="test", **security_settings()
+    )
 
 
 @pytest.fixture
 def client(settings: Settings, artifact: ModelArtifact) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, artifact)) as test_client:
+    with api_client(create_app(settings, artifact)) as test_client:
         yield test_client

@@ -14,6 +14,7 @@ from churn_mlops.schemas import EXAMPLE_FEATURES
 from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
 from tests.fixtures.requests import prediction_bodies
+from tests.fixtures.security import api_client
 from tests.unit.serving.test_concurrency import running
 
 BODY = {"customer_id": "8879-ZKJOF", "features": EXAMPLE_FEATURES}
@@ -61,7 +62,7 @@ def test_cache_off_answers_uncached_and_says_so(
     artifact_dir: Path, artifact: ModelArtifact
 ) -> None:
     settings = Settings(model_dir=artifact_dir, cache_enabled=False)
-    with TestClient(create_app(settings, artifact)) as client:
+    with api_client(create_app(settings, artifact)) as client:
         answers = [client.post("/predict", json=BODY).json() for _ in range(2)]
         assert [a["cached"] for a in answers] == [False, False]
         assert client.get("/cache/stats").json() == {"enabled": False}

@@ -7,6 +7,7 @@ from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.schemas import EXAMPLE_FEATURES
 from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
+from tests.fixtures.security import api_client
 
 
 def test_live_answers_ok(client: TestClient) -> None:
@@ -28,7 +29,7 @@ def test_ready_reports_the_loaded_model(client: TestClient, artifact: ModelArtif
 
 def test_ready_is_503_until_the_model_is_loaded(settings: Settings) -> None:
     # No `with`: the lifespan that loads the model has not run.
-    client = TestClient(create_app(settings))
+    client = api_client(create_app(settings))
     response = client.get("/health/ready")
     assert response.status_code == 503
     assert response.json() == {

@@ -13,17 +13,21 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from churn_mlops.schemas import BatchPredictResponse, PredictResponse, Problem
+from churn_mlops.security.dependencies import AUTH_RESPONSES, require_scope
+from churn_mlops.security.principal import Scope
 from churn_mlops.serving.bodies import PredictionBodies
 from churn_mlops.serving.deps import PipelineDep
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    413: {"model": Problem, "description": "The body is too large or nested too deep"},
     422: {"model": Problem, "description": "A field is missing, of the wrong type or out of range"},
     503: {"model": Problem, "description": "Not ready yet, or overloaded: see Retry-After"},
 }
 
 
 def build_prediction_router(bodies: PredictionBodies) -> APIRouter:
-    router = APIRouter(tags=["predictions"])
+    router = APIRouter(tags=["predictions"], dependencies=[require_scope(Scope.PREDICT)])
 
     @router.post(
         "/predict",
@@ -43,7 +47,10 @@ def build_prediction_router(bodies: PredictionBodies) -> APIRouter:
         response_model=BatchPredictResponse,
         responses={
             **_REFUSALS,
-            413: {"model": Problem, "description": "More rows than the batch limit"},
+            413: {
+                "model": Problem,
+                "description": "More rows than the batch limit, a body too large or too deep",
+            },
         },
         openapi_extra=bodies.openapi_batch(),
     )

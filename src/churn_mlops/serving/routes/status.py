@@ -11,6 +11,8 @@ from churn_mlops.cache import BreakerState, PredictionCache
 from churn_mlops.db.engine import Database
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.schemas import LiveStatus, ModelInfo, Problem, ReadyStatus
+from churn_mlops.security.dependencies import AUTH_RESPONSES, require_scope
+from churn_mlops.security.principal import Scope
 from churn_mlops.serving.errors import ModelNotReady
 
 
@@ -60,7 +62,11 @@ def build_status_router() -> APIRouter:
         "/model",
         tags=["model"],
         summary="The served model",
-        responses={503: {"model": Problem, "description": "The model is not loaded yet"}},
+        dependencies=[require_scope(Scope.READ)],
+        responses={
+            **AUTH_RESPONSES,
+            503: {"model": Problem, "description": "The model is not loaded yet"},
+        },
     )
     async def model(request: Request) -> ModelInfo:
         """Version, features, decision threshold, hold-out metrics and provenance."""
