@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from churn_mlops.observability.metrics import exported_names
+from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
 
-# The metric names `GET /metrics` exports. A stand-in until the metrics endpoint exists: replace
-# it with a scrape of the real endpoint (the app in-process), so that the Prometheus Adapter rule
-# and the HPA can only name series the service really exports.
-EXPORTED_METRICS: frozenset[str] = frozenset({"churn_http_requests_total"})
+
+@functools.cache
+def exported_metrics() -> frozenset[str]:
+    """The metric (and sample) names `GET /metrics` of the real app exports after a request.
+
+    The app runs in-process without its lifespan, so no model is needed: `/predict` answers 503
+    (still starting), which is a counted request like any other. `EXPORTED_METRICS` is this set,
+    so that the Prometheus Adapter rule and the HPA can only name series the service exports.
+    """
+    settings = Settings(environment="test", auth_enabled=False, database_url="")
+    client = TestClient(create_app(settings))
+    client.post("/predict", content=b"{}")
+    response = client.get("/metrics")
+    response.raise_for_status()
+    return exported_names(response.content)
+
+
+def __getattr__(name: str) -> Any:
+    # `EXPORTED_METRICS` is computed on first use, not when this module is imported.
+    if name == "EXPORTED_METRICS":
+        return exported_metrics()
+    raise AttributeError(name)
+
 
 # The server's graceful-shutdown budget when Settings has no `graceful_shutdown_seconds` field yet
 # (CHURN_GRACEFUL_SHUTDOWN_SECONDS); from then on its default is used.
@@ -16,6 +42,8 @@ GRACEFUL_SHUTDOWN_SECONDS_FALLBACK = 20.0
 # Environment variables the deployment sets that are not settings, and who reads them.
 NON_SETTING_ENV: dict[str, str] = {
     "NUMBA_CACHE_DIR": "numba: where it caches the compiled model kernels",
+    "PROMETHEUS_MULTIPROC_DIR": "prometheus-client: where the workers share their metric files "
+    "(churn-mlops serve sets it from CHURN_METRICS_MULTIPROC_DIR)",
 }
 
 
