@@ -35,6 +35,8 @@ services:
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 tools:
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	@# promtool (from Debian's prometheus) checks deploy/prometheus/alerts.yml in the tests.
+	@command -v promtool >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: install
 	$(BIN)/ruff check src tests
