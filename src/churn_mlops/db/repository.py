@@ -115,7 +115,7 @@ class CustomerRepository:
         if after is not None:
             statement = statement.where(Customer.id > after)
         rows = await self.session.execute(statement)
-        return [CustomerWithLatest(customer, latest) for customer, latest in rows.tuples()]
+        return [CustomerWithLatest(customer, latest) for customer, latest in rows]
 
     async def latest_predictions_one_by_one(
         self, customers: Sequence[Customer]

@@ -4,8 +4,8 @@ sampled from it, and synthetic prediction history for benchmarks.
 Synthetic customers are whole dataset rows drawn at random (so the features stay consistent
 with each other: no streaming add-on without internet), with tenure and charges jittered and
 `total_charges` recomputed from them. Their ids are `SYN-000000000`, `SYN-000000001`, ...; each
-chunk of ids is generated from its own seeded generator, so the same id always gets the same
-features, and asking for N customers again only adds the ones that are missing.
+chunk is drawn from a generator seeded with (seed, its first id), so a run is reproducible, and
+asking for N customers again only adds the ones that are missing.
 
 PostgreSQL loads through `COPY` (asyncpg's `copy_records_to_table`); SQLite through executemany
 of large batches in one transaction.
