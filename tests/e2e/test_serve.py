@@ -19,6 +19,7 @@ from churn_mlops.bench.servers import free_port
 from churn_mlops.data import SHIPPED_DATASET, TelcoDataset, load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
 from tests.fixtures.requests import prediction_bodies
+from tests.fixtures.security import SECURITY_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -69,6 +70,24 @@ def cli_trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, str]]:
+    """A database with an API key made by `churn-mlops keys create`: the servers' environment,
+    and the headers that authenticate a request."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('e2e-db') / 'churn.db'}"
+    env = {"CHURN_ENVIRONMENT": "test", "CHURN_DATABASE_URL": url, **SECURITY_ENV}
+    result = subprocess.run(
+        [CLI, "keys", "create", "--name", "e2e", "--scope", "predict,read"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return env, {"X-API-Key": result.stdout.strip().splitlines()[-1]}
+
+
 def _start_serve(
     model_dir: Path, workers: int, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -92,8 +111,10 @@ def _start_serve(
 
 
 @pytest.fixture(scope="module")
-def server(cli_trained_model: Path) -> Iterator[str]:
-    process, base_url = _start_serve(cli_trained_model, workers=2, env={})
+def server(
+    cli_trained_model: Path, credentials: tuple[dict[str, str], dict[str, str]]
+) -> Iterator[str]:
+    process, base_url = _start_serve(cli_trained_model, workers=2, env=credentials[0])
     try:
         yield base_url
     finally:
@@ -105,21 +126,30 @@ def server(cli_trained_model: Path) -> Iterator[str]:
             process.wait(timeout=5)
 
 
-def test_served_model_is_the_cli_trained_one(server: str, cli_trained_model: Path) -> None:
+@pytest.fixture(scope="module")
+def auth(credentials: tuple[dict[str, str], dict[str, str]]) -> dict[str, str]:
+    return credentials[1]
+
+
+def test_served_model_is_the_cli_trained_one(
+    server: str, cli_trained_model: Path, auth: dict[str, str]
+) -> None:
     artifact = ModelArtifact.load(cli_trained_model)
-    response = httpx.get(f"{server}/model", timeout=5)
+    response = httpx.get(f"{server}/model", headers=auth, timeout=5)
     assert response.status_code == 200
     assert response.json()["version"] == artifact.version
 
 
-def test_predict_over_http_matches_the_model(server: str, cli_trained_model: Path) -> None:
+def test_predict_over_http_matches_the_model(
+    server: str, cli_trained_model: Path, auth: dict[str, str]
+) -> None:
     artifact = ModelArtifact.load(cli_trained_model)
     dataset: TelcoDataset = load_telco_csv()
     bodies = prediction_bodies(dataset, 10, start=300)
     expected = artifact.estimator.predict_proba(
         artifact.encoder.encode_columns(dataset.subset(range(300, 310)).columns)
     )[:, 1]
-    with httpx.Client(base_url=server, timeout=5) as http:
+    with httpx.Client(base_url=server, headers=auth, timeout=5) as http:
         for body, probability in zip(bodies, expected, strict=True):
             response = http.post("/predict", json=body)
             assert response.status_code == 200
@@ -132,8 +162,15 @@ def test_predict_over_http_matches_the_model(server: str, cli_trained_model: Pat
     assert served == pytest.approx(expected.tolist(), abs=1e-5)
 
 
-def test_bad_input_over_http_is_a_problem_document(server: str) -> None:
-    response = httpx.post(f"{server}/predict", content=b"not json", timeout=5)
+def test_predict_without_a_key_over_http_is_refused(server: str) -> None:
+    response = httpx.post(f"{server}/predict", json={"features": {}}, timeout=5)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="churn-mlops"'
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_bad_input_over_http_is_a_problem_document(server: str, auth: dict[str, str]) -> None:
+    response = httpx.post(f"{server}/predict", content=b"not json", headers=auth, timeout=5)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == "body"
@@ -155,15 +192,23 @@ def test_serve_refuses_a_corrupt_artifact(cli_trained_model: Path, tmp_path: Pat
 
 
 def test_sigterm_answers_every_queued_prediction_before_exiting(
-    cli_trained_model: Path, dataset_bodies: list[dict[str, object]]
+    cli_trained_model: Path,
+    dataset_bodies: list[dict[str, object]],
+    credentials: tuple[dict[str, str], dict[str, str]],
 ) -> None:
     # Requests wait 1.5 s in the micro-batcher, so SIGTERM arrives while they are queued.
-    env = {"CHURN_BATCH_MAX_WAIT_MS": "1500", "CHURN_CACHE_ENABLED": "false"}
+    env = {**credentials[0], "CHURN_BATCH_MAX_WAIT_MS": "1500", "CHURN_CACHE_ENABLED": "false"}
     process, base_url = _start_serve(cli_trained_model, workers=1, env=env)
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             pending = [
-                pool.submit(httpx.post, f"{base_url}/predict", json=body, timeout=30)
+                pool.submit(
+                    httpx.post,
+                    f"{base_url}/predict",
+                    json=body,
+                    headers=credentials[1],
+                    timeout=30,
+                )
                 for body in dataset_bodies[:8]
             ]
             time.sleep(0.5)
