@@ -1,0 +1,161 @@
+"""`GET /metrics` of a real `churn-mlops serve --workers 2`: every scrape, whichever worker
+answers it, sums the requests of both workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from churn_mlops.bench.servers import free_port
+from churn_mlops.data import TelcoDataset
+from churn_mlops.observability.metrics import exported_names
+from tests.fixtures.requests import prediction_bodies
+from tests.unit.observability.test_dashboards import alert_rules, dashboard_exprs, used_metrics
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+CLI = str(Path(sys.executable).with_name("churn-mlops"))
+REQUESTS = 120
+
+
+class Server:
+    def __init__(self, base_url: str, metrics_dir: Path) -> None:
+        self.base_url = base_url
+        self.metrics_dir = metrics_dir
+
+
+@pytest.fixture(scope="module")
+def server(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("metrics-e2e")
+    port = free_port()
+    env = {
+        **os.environ,
+        "CHURN_ENVIRONMENT": "test",
+        "CHURN_AUTH_ENABLED": "false",
+        "CHURN_DATABASE_URL": f"sqlite:///{work / 'churn.db'}",
+        "CHURN_PREDICTION_LOG_SPILL_PATH": str(work / "spill.jsonl"),
+        "CHURN_METRICS_MULTIPROC_DIR": str(work / "metrics"),
+        "CHURN_METRICS_REFRESH_SECONDS": "0.2",
+    }
+    (work / "metrics").mkdir()
+    (work / "metrics" / "counter_1.db").write_bytes(b"left by an earlier run")
+    with (work / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [CLI, "serve", "--port", str(port), "--workers", "2", "--model-dir", str(artifact_dir)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (work / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("server did not become ready")
+        yield Server(base_url, work / "metrics")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def worker_of(response: httpx.Response) -> str:
+    """Request ids start with a random prefix of the worker process that answered."""
+    return response.headers["x-request-id"].rsplit("-", 1)[0]
+
+
+def scrape(base_url: str) -> tuple[str, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
+    # A new connection each time, so that scrapes land on either worker.
+    response = httpx.get(f"{base_url}/metrics", timeout=5, headers={"Connection": "close"})
+    assert response.status_code == 200
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    return worker_of(response), samples
+
+
+PREDICT_OK = frozenset({("route", "/predict"), ("method", "POST"), ("status", "200")})
+
+
+@pytest.fixture(scope="module")
+def traffic(server: Server, dataset: TelcoDataset) -> set[str]:
+    """Send REQUESTS predictions over new connections from 8 threads; the workers that answered."""
+    bodies = prediction_bodies(dataset, REQUESTS, start=500)
+
+    def send(body: dict[str, object]) -> str:
+        response = httpx.post(
+            f"{server.base_url}/predict", json=body, timeout=10, headers={"Connection": "close"}
+        )
+        assert response.status_code == 200, response.text
+        return worker_of(response)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return set(pool.map(send, bodies))
+
+
+def test_scrapes_of_either_worker_sum_both_workers(server: Server, traffic: set[str]) -> None:
+    assert len(traffic) == 2, "both workers should have answered predictions"
+    deadline = time.monotonic() + 20
+    totals: dict[str, float] = {}
+    # Until every scrape shows all requests (a refresh is at most 0.2 s away in each worker) and
+    # both workers have answered a scrape.
+    while time.monotonic() < deadline and (len(totals) < 2 or set(totals.values()) != {REQUESTS}):
+        worker, samples = scrape(server.base_url)
+        totals[worker] = samples.get(("churn_http_requests_total", PREDICT_OK), 0.0)
+        time.sleep(0.1)
+    assert totals.keys() == traffic
+    assert set(totals.values()) == {REQUESTS}
+    _, samples = scrape(server.base_url)
+    assert samples[("churn_http_request_duration_seconds_count", PREDICT_OK)] == REQUESTS
+    assert samples[("churn_http_requests_in_flight", frozenset())] == 0
+    misses = samples[("churn_cache_misses_total", frozenset({("level", "l1")}))]
+    hits = samples[("churn_cache_hits_total", frozenset({("level", "l1")}))]
+    assert misses + hits == REQUESTS
+
+
+def test_prediction_log_rows_of_both_workers_are_counted(server: Server, traffic: set[str]) -> None:
+    deadline = time.monotonic() + 20
+    flushed = 0.0
+    while time.monotonic() < deadline and flushed < REQUESTS:
+        flushed = scrape(server.base_url)[1].get(
+            ("churn_prediction_log_rows_flushed_total", frozenset()), 0.0
+        )
+        time.sleep(0.2)
+    assert flushed == REQUESTS
+
+
+def test_metrics_dir_was_emptied_at_start(server: Server, traffic: set[str]) -> None:
+    assert not (server.metrics_dir / "counter_1.db").exists()
+    pids = {path.stem.rsplit("_", 1)[1] for path in server.metrics_dir.glob("counter_*.db")}
+    assert len(pids) == 2
+
+
+def test_dashboard_and_alerts_metrics_are_exported_by_the_server(
+    server: Server, traffic: set[str]
+) -> None:
+    response = httpx.get(f"{server.base_url}/metrics", timeout=5)
+    exported = exported_names(response.content)
+    used = used_metrics(dashboard_exprs()) | used_metrics([r["expr"] for r in alert_rules()])
+    assert sorted(used - exported) == []
