@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     cache_l2_ttl_seconds: float = Field(default=3600.0, gt=0)
     """How long a prediction stays in Redis."""
 
+    cache_l2_read_policy: Literal["adaptive", "always"] = "adaptive"
+    """When an L1 miss reads Redis: `adaptive` only while the measured L2 hit rate times the
+    measured model time exceeds the measured read time (one miss in 32 still reads, to notice a
+    change); `always` on every miss. Computed answers are written to Redis either way."""
+
     cache_redis_timeout_ms: float = Field(default=5.0, gt=0)
     """Budget of one Redis read; a slow or hanging Redis costs a prediction at most this (writes
     get four times as much and never delay a response)."""

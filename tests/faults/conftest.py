@@ -43,6 +43,8 @@ async def make_cache(key_prefix: str) -> AsyncIterator[CacheFactory]:
             "l2_write_timeout": WRITE_TIMEOUT,
             "breaker_failure_threshold": 3,
             "breaker_cooldown_seconds": COOLDOWN,
+            # These tests are about faults: every miss reads Redis, whatever the reads pay.
+            "l2_read_policy": "always",
         }
         settings.update(options)
         cache = PredictionCache(model_version, **settings)

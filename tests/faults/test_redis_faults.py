@@ -4,6 +4,7 @@ answered correctly and within a bound set by the Redis timeout, and the cache re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,23 +25,23 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 LATENCY_BOUND = 1.0
 
 
-def _keys(cache: PredictionCache, count: int) -> list[str]:
+def _keys(cache: PredictionCache, count: int) -> list[bytes]:
     rows = np.arange(count * 19, dtype=np.float32).reshape(count, 19)
     return cache.keys.keys_for_rows(rows)
 
 
-def _answer(key: str) -> float:
-    return int(key[-6:], 16) / 0xFFFFFF
+def _answer(key: bytes) -> float:
+    return int.from_bytes(hashlib.blake2b(key, digest_size=3).digest(), "big") / 0xFFFFFF
 
 
-def _compute(key: str) -> Callable[[], Awaitable[float]]:
+def _compute(key: bytes) -> Callable[[], Awaitable[float]]:
     async def compute() -> float:
         return _answer(key)
 
     return compute
 
 
-async def _timed_lookup(cache: PredictionCache, key: str) -> tuple[float, float]:
+async def _timed_lookup(cache: PredictionCache, key: bytes) -> tuple[float, float]:
     start = time.perf_counter()
     value, _ = await cache.get_or_compute(key, _compute(key))
     return value, time.perf_counter() - start
@@ -183,4 +184,4 @@ async def test_close_is_prompt_with_a_hanging_redis(
     start = time.perf_counter()
     await cache.close()
     assert time.perf_counter() - start < LATENCY_BOUND
-    assert raw_redis.exists(*keys) == 0
+    assert raw_redis.exists(*(cache.keys.redis_key(key) for key in keys)) == 0

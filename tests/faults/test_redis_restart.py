@@ -4,6 +4,7 @@ every lookup is answered correctly throughout, and L2 serves hits again after th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from functools import partial
@@ -32,15 +33,15 @@ async def server(tmp_path: Path) -> AsyncIterator[RedisServerProcess]:
     await process.stop()
 
 
-def _answer(key: str) -> float:
-    return int(key[-6:], 16) / 0xFFFFFF
+def _answer(key: bytes) -> float:
+    return int.from_bytes(hashlib.blake2b(key, digest_size=3).digest(), "big") / 0xFFFFFF
 
 
-async def _compute(key: str) -> float:
+async def _compute(key: bytes) -> float:
     return _answer(key)
 
 
-async def _until_l2_hit(writer: PredictionCache, reader: PredictionCache, key: str) -> None:
+async def _until_l2_hit(writer: PredictionCache, reader: PredictionCache, key: bytes) -> None:
     """Write `key` through one worker until another reads it from L2 (at most ~10 s)."""
     for _ in range(200):
         writer.put(key, _answer(key))
@@ -63,7 +64,7 @@ async def test_cache_answers_through_a_redis_restart_and_recovers(
 
     stop = asyncio.Event()
     answered = 0
-    wrong: list[str] = []
+    wrong: list[bytes] = []
     slowest = 0.0
 
     async def load(worker: PredictionCache, offset: int) -> None:

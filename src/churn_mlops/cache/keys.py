@@ -1,13 +1,22 @@
-"""Cache keys: a namespace, the model version and a digest of the encoded feature row.
+"""Cache keys: the encoded row's bytes in a worker, a versioned digest of them in Redis.
 
-A key is `{prefix}:{model_version}:{digest}`, the digest being 32 hex characters of BLAKE2b
-(16 bytes) over the row's float32 bytes. Hashing the encoded row rather than the request JSON
-means that two requests describing the same customer (fields in another order, `1` or `1.0`,
-another `customer_id`) share one entry, and it costs no second serialisation. BLAKE2b rather than
-a non-cryptographic hash: nobody can craft two customers whose answers collide.
+A cache key is the row's float32 bytes (C order), as the decoder produced them: the L1 key,
+looked up on every request, costs one `tobytes()` (45 ns on one (1, 19) row) and no hashing of
+ours (the dict hashes 76 bytes). The L1 belongs to one `PredictionCache`, which belongs to one
+model version, so its keys need no version. Bytes rather than the request JSON: two requests
+describing the same customer (fields in another order, `1` or `1.0`, another `customer_id`)
+share one entry, and it costs no second serialisation.
 
-Rows are canonicalised first, so that equal rows hash alike: every NaN (a missing
-`total_charges`, an unseen category) becomes one bit pattern (0x7fc00000), and -0.0 becomes 0.0.
+The Redis key, derived only when Redis is read or written, is `{prefix}:{model_version}:{digest}`,
+the digest being 32 hex characters of BLAKE2b (16 bytes) over the *canonical* row bytes: every
+NaN (a missing `total_charges`, an unseen category) becomes one bit pattern (0x7fc00000), and
+-0.0 becomes 0.0, so that rows every worker and pod scores alike share one Redis entry. BLAKE2b
+rather than a non-cryptographic hash: nobody can craft two customers whose answers collide in a
+shared Redis. In L1, rows that differ only in such bits are separate entries with one answer.
+
+Measured with `python -m timeit` on one random (1, 19) row, 2 busy cores: 45 ns per L1 key
+(`key_for_row`), against 1.4 us for the earlier canonical check + BLAKE2b + hex + namespace
+key that every request paid before (docs/performance.md, "Prediction cache").
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import numpy as np
 from churn_mlops.model.features import FloatMatrix
 
 DIGEST_SIZE = 16
-"""Bytes of BLAKE2b digest in a key (shown as twice as many hex characters)."""
+"""Bytes of BLAKE2b digest in a Redis key (shown as twice as many hex characters)."""
 
 DIGEST_CHARS = 2 * DIGEST_SIZE
 
@@ -52,6 +61,17 @@ def canonical_rows(rows: FloatMatrix) -> FloatMatrix:
     return canonical
 
 
+def canonical_bytes(key: bytes) -> bytes:
+    """The bytes of the canonical form of the float32 row whose bytes are `key`."""
+    high = key[_HIGH_BYTE::4]
+    # Only NaN, infinity or |x| >= 2**127 (high byte 0x7f/0xff) and -0.0 or negatives below
+    # 2**-125 (0x80) can need canonicalising; an encoded row has none, so its bytes are
+    # usually canonical already (0.5 us for this check, 8.9 us through `canonical_rows`).
+    if b"\x7f" not in high and b"\xff" not in high and b"\x80" not in high:
+        return key
+    return canonical_rows(np.frombuffer(key, dtype=np.float32)).tobytes()
+
+
 class PredictionKeys:
     """Derives the cache keys of one model version's predictions.
 
@@ -75,37 +95,40 @@ class PredictionKeys:
         self.match_pattern = _GLOB_SPECIAL.sub(r"\\\1", self.namespace) + "?" * DIGEST_CHARS
         self._blake2b = hashlib.blake2b
 
-    def key_for_row(self, row: FloatMatrix) -> str:
-        """The key of one encoded row, shape (1, n_features) or (n_features,)."""
-        if row.dtype is _FLOAT32 and row.flags.c_contiguous and row.size == row.shape[-1]:
-            data = row.tobytes()
-            high = data[_HIGH_BYTE::4]
-            # Only NaN, infinity or |x| >= 2**127 (high byte 0x7f/0xff) and -0.0 or negatives
-            # below 2**-125 (0x80) can need canonicalising; an encoded row has none, so its bytes
-            # are already canonical. `python -m timeit` on one random (1, 19) row, 2 busy cores:
-            # 2.2 us per key with this shortcut, 8.9 us through `canonical_rows`.
-            if b"\x7f" not in high and b"\xff" not in high and b"\x80" not in high:
-                return self.namespace + self._blake2b(data, digest_size=DIGEST_SIZE).hexdigest()
-        canonical = canonical_rows(row)
-        if canonical.shape[0] != 1:
-            raise ValueError(f"expected one row, got {canonical.shape[0]}")
-        return self.namespace + self._blake2b(canonical.data, digest_size=DIGEST_SIZE).hexdigest()
+    def key_for_row(self, row: FloatMatrix) -> bytes:
+        """The cache key of one encoded row, shape (1, n_features) or (n_features,)."""
+        # tobytes() writes C order whatever the array's layout, so no contiguity check.
+        data = row.tobytes() if row.dtype is _FLOAT32 else row.astype(np.float32).tobytes()
+        if not data or row.ndim > 2 or len(data) != _FLOAT32.itemsize * row.shape[-1]:
+            raise ValueError(f"expected one non-empty row, not shape {row.shape}")
+        return data
 
-    def keys_for_rows(self, rows: FloatMatrix) -> list[str]:
-        """The keys of every row of an encoded (n, n_features) matrix, in row order."""
-        canonical = canonical_rows(rows)
-        data = canonical.tobytes()
-        width = canonical.shape[1] * canonical.itemsize
-        namespace, blake2b = self.namespace, self._blake2b
-        return [
-            namespace + blake2b(data[start : start + width], digest_size=DIGEST_SIZE).hexdigest()
-            for start in range(0, len(data), width)
-        ]
+    def keys_for_rows(self, rows: FloatMatrix) -> list[bytes]:
+        """The cache keys of every row of an encoded (n, n_features) matrix, in row order."""
+        matrix = np.ascontiguousarray(rows, dtype=np.float32)
+        if matrix.ndim == 1:
+            matrix = matrix.reshape(1, -1)
+        if matrix.ndim != 2 or matrix.shape[1] == 0:
+            raise ValueError(f"rows must be a non-empty 1-D or 2-D array, not shape {matrix.shape}")
+        data = matrix.tobytes()
+        width = matrix.shape[1] * matrix.itemsize
+        return [data[start : start + width] for start in range(0, len(data), width)]
 
-    def digest_of(self, key: str) -> str:
-        """The digest part of a key made by this object."""
-        return key[len(self.namespace) :]
+    def redis_key(self, key: bytes) -> str:
+        """The Redis key of a cache key: namespace, model version, digest of the canonical row."""
+        digest = self._blake2b(canonical_bytes(key), digest_size=DIGEST_SIZE).hexdigest()
+        return self.namespace + digest
 
-    def owns(self, key: str) -> bool:
-        """Whether `key` belongs to this model version's namespace."""
-        return len(key) == len(self.namespace) + DIGEST_CHARS and key.startswith(self.namespace)
+    def redis_key_for_row(self, row: FloatMatrix) -> str:
+        """The Redis key of one encoded row."""
+        return self.redis_key(self.key_for_row(row))
+
+    def digest_of(self, redis_key: str) -> str:
+        """The digest part of a Redis key made by this object."""
+        return redis_key[len(self.namespace) :]
+
+    def owns(self, redis_key: str) -> bool:
+        """Whether `redis_key` belongs to this model version's namespace."""
+        return len(redis_key) == len(self.namespace) + DIGEST_CHARS and redis_key.startswith(
+            self.namespace
+        )

@@ -1,17 +1,25 @@
 """The prediction cache: L1 in the worker, L2 in Redis, then the model, each answer computed once.
 
-Lookup order is L1, L2, model. An L2 hit is promoted to L1; a computed answer goes to L1 at once
-and to L2 from a background task, so no response waits for a Redis write.
+Keys are the encoded rows' float32 bytes (`keys.py`); the versioned Redis key is derived only
+when Redis is read or written. Lookup order is L1, L2, model. The L1 lookup is synchronous
+(`lookup`), so a hit costs no coroutine, future or task: the service answers it before any
+await. An L2 hit is promoted to L1; a computed answer goes to L1 at once and to L2 from a
+background task, so no response waits for a Redis write. L2 is read on an L1 miss only where
+the read pays for its wait (`read_policy.py`).
 
 Single-flight: while a key is being looked up in L2 or computed, later lookups of the same key in
 this worker wait for that one instead of starting their own (200 identical cold requests cost one
 model row). A failure of that computation reaches every waiter and caches nothing. The shared
-work runs in a task owned by the cache and is awaited through `asyncio.shield`, so a waiter that
-goes away (a client disconnect cancels its request) cancels neither the work nor the others.
+work is a future the cache owns (the micro-batcher's future, or a task wrapping `compute()`),
+awaited through `asyncio.shield`, so a waiter that goes away (a client disconnect cancels its
+request) cancels neither the work nor the others; a done-callback, not the waiter, stores the
+answer.
 
-Coalescing: the single-key misses of one event-loop turn share one L2 round trip (MGET) and their
-computations start together, so a micro-batcher behind `compute` sees them in the same turn;
-the L2 writes of one turn go out as one command.
+A miss that does not read L2 starts its computation in the caller's turn, directly: no task of
+the cache and no extra event-loop turn stand between the request and the micro-batcher.
+Misses that read L2 are coalesced: those of one event-loop turn share one round trip (MGET),
+then their computations start together, so the micro-batcher still sees them in one turn. The
+L2 writes of one turn go out as one command.
 """
 
 from __future__ import annotations
@@ -21,12 +29,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Literal
 
 from churn_mlops.cache.breaker import BreakerState
 from churn_mlops.cache.codec import ValueCodec, is_cacheable
 from churn_mlops.cache.keys import PredictionKeys
 from churn_mlops.cache.memory import LruTtlCache
+from churn_mlops.cache.read_policy import L2ReadPolicy, ReadPolicyName
 from churn_mlops.cache.redis_store import RedisStore
 
 logger = logging.getLogger("churn_mlops.cache")
@@ -35,9 +45,30 @@ Level = Literal["l1", "l2"]
 Lookup = tuple[float, bool]
 """A probability, and whether it came from a cache (L1 or L2) rather than the model."""
 ComputeOne = Callable[[], Awaitable[float]]
+"""Starts computing one answer; an asyncio.Future (the micro-batcher's) is used as it is, any
+other awaitable is wrapped in a task of the cache."""
 ComputeMissing = Callable[[list[int]], Awaitable[Sequence[float]]]
-_ComputeEntries = Callable[[list[int]], Awaitable[Sequence[float | BaseException]]]
-_Entry = tuple[str, asyncio.Future[Lookup]]
+_Entry = tuple[bytes, asyncio.Future[Lookup]]
+
+
+class _Flight:
+    """A computation started without an L2 read: its owner awaits `work` directly (no shield:
+    it costs 3 to 4 us a miss, `asyncio.shield` plus a callback, measured in a uvloop loop);
+    later identical misses wait for `shared`, made when the first of them arrives."""
+
+    __slots__ = ("compute", "shared", "started", "work")
+
+    def __init__(self, work: asyncio.Future[float], compute: ComputeOne, started: float) -> None:
+        self.work = work
+        self.compute = compute
+        self.started = started
+        self.shared: asyncio.Future[float] | None = None
+
+    def joined(self) -> asyncio.Future[float]:
+        shared = self.shared
+        if shared is None:
+            shared = self.shared = asyncio.get_running_loop().create_future()
+        return shared
 
 
 @dataclass(frozen=True)
@@ -77,6 +108,20 @@ class L2Stats:
     timeouts: int
     errors: int
     saturated: int
+    read_policy: ReadPolicyName
+    """`adaptive`: read L2 on an L1 miss only where the read pays; `always`: on every miss."""
+    reads_pay: bool
+    """Whether, by the latest measurements, an L2 read saves more time than it costs."""
+    skipped_reads: int
+    """L1 misses computed without reading L2, because reads did not pay."""
+    probe_reads: int
+    """L2 reads made while reads did not pay, to measure again."""
+    recent_hit_rate: float
+    """Share of keys read from L2 that were there, over about the last 64."""
+    read_ms: float
+    """Smoothed wall time of one L2 read."""
+    compute_ms: float
+    """Smoothed wall time of one computed miss (batcher wait and model call)."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +154,9 @@ class PredictionCache:
 
     Arguments (defaults in brackets):
 
-    - `model_version`: the served model's version; part of every key and checked in every
-      value, so a new model never serves the old one's answers.
+    - `model_version`: the served model's version; part of every Redis key and checked in
+      every value, so a new model never serves the old one's answers. (L1 belongs to this
+      object, hence to this version.)
     - `key_prefix` ["churn:pred"]: namespace of the keys in a shared Redis.
     - `l1_size` [100,000]: entries kept in this worker's memory (0 turns L1 off).
     - `l1_ttl_seconds` [300]: how long an entry stays in L1; it also bounds how long other
@@ -120,11 +166,14 @@ class PredictionCache:
     - `l2_read_timeout` [0.005 s], `l2_write_timeout` [0.02 s]: budget of one Redis read or
       write command (see `RedisStore`); a slow or hanging Redis costs a lookup at most this.
     - `l2_keys_per_command` [256], `l2_max_connections` [32]: see `RedisStore`.
+    - `l2_read_policy` ["adaptive"]: read L2 on an L1 miss only where it pays, or "always"
+      (see `L2ReadPolicy`).
     - `breaker_failure_threshold` [5], `breaker_cooldown_seconds` [5]: Redis is left alone after
       this many consecutive failures, and probed again after the cool-down.
     - `max_pending_writes` [10,000]: answers waiting to be written to Redis; beyond it new
       ones are dropped and counted, so a slow Redis cannot make memory grow.
-    - `clock`: monotonic seconds, for L1 expiry and the breaker (tests pass a fake one).
+    - `clock`: monotonic seconds, for L1 expiry, the breaker and the read policy's timings
+      (tests pass a fake one).
     - `store`: an L2 to use instead of building one from `l2_url` (closed with the cache).
     """
 
@@ -141,6 +190,7 @@ class PredictionCache:
         l2_write_timeout: float = 0.02,
         l2_keys_per_command: int = 256,
         l2_max_connections: int = 32,
+        l2_read_policy: ReadPolicyName = "adaptive",
         breaker_failure_threshold: int = 5,
         breaker_cooldown_seconds: float = 5.0,
         max_pending_writes: int = 10_000,
@@ -155,7 +205,8 @@ class PredictionCache:
         self.model_version = model_version
         self.l2_ttl_seconds = l2_ttl_seconds
         self.max_pending_writes = max_pending_writes
-        self._l1: LruTtlCache[str, float] = LruTtlCache(l1_size, l1_ttl_seconds, clock=clock)
+        self._clock = clock
+        self._l1: LruTtlCache[bytes, float] = LruTtlCache(l1_size, l1_ttl_seconds, clock=clock)
         if store is None and l2_url is not None:
             store = RedisStore(
                 l2_url,
@@ -170,12 +221,16 @@ class PredictionCache:
         self._store = store
         self._codec = ValueCodec(model_version)
         self._digest_start = len(self.keys.namespace)
+        self.read_policy = L2ReadPolicy(l2_read_policy)
 
-        self._inflight: dict[str, asyncio.Future[Lookup]] = {}
-        self._queued: list[tuple[str, ComputeOne, asyncio.Future[Lookup]]] = []
+        # Keys being looked up in L2 (then maybe computed): waiters get a Lookup.
+        self._inflight: dict[bytes, asyncio.Future[Lookup]] = {}
+        # Keys being computed without an L2 read: waiters get the bare probability.
+        self._computing: dict[bytes, _Flight] = {}
+        self._queued: list[tuple[bytes, ComputeOne, asyncio.Future[Lookup]]] = []
         self._queued_handle: asyncio.Handle | None = None
-        self._resolving: set[asyncio.Task[None]] = set()
-        self._write_buffer: list[tuple[str, float]] = []
+        self._resolving: set[asyncio.Future[Any]] = set()
+        self._write_buffer: list[tuple[bytes, float]] = []
         self._write_handle: asyncio.Handle | None = None
         self._writing: set[asyncio.Task[None]] = set()
         self._pending_writes = 0
@@ -198,7 +253,12 @@ class PredictionCache:
 
     # Lookups without computing
 
-    async def get(self, key: str) -> tuple[float, Level] | None:
+    def lookup(self, key: bytes) -> float | None:
+        """The probability of `key` in L1 (counted as a hit or a miss), or None; synchronous,
+        so a hit is answered without any await. After a None, `resolve` finds the answer."""
+        return self._l1.get(key)
+
+    async def get(self, key: bytes) -> tuple[float, Level] | None:
         """The cached probability of `key` and the level that had it, or None."""
         value = self._l1.get(key)
         if value is not None:
@@ -211,7 +271,7 @@ class PredictionCache:
         self._l1.set(key, found)
         return found, "l2"
 
-    async def get_many(self, keys: Sequence[str]) -> list[tuple[float, Level] | None]:
+    async def get_many(self, keys: Sequence[bytes]) -> list[tuple[float, Level] | None]:
         """`get` for many keys, with one L2 round trip for all the L1 misses."""
         results: list[tuple[float, Level] | None] = [None] * len(keys)
         missing: list[int] = []
@@ -231,13 +291,13 @@ class PredictionCache:
 
     # Writes
 
-    def put(self, key: str, value: float) -> None:
+    def put(self, key: bytes, value: float) -> None:
         """Cache a computed probability: in L1 now, in L2 from a background task."""
         self.put_many([(key, value)])
 
-    def put_many(self, items: Iterable[tuple[str, float]]) -> None:
+    def put_many(self, items: Iterable[tuple[bytes, float]]) -> None:
         """`put` for many (key, probability) pairs; their L2 writes share one command."""
-        stored: list[tuple[str, float]] = []
+        stored: list[tuple[bytes, float]] = []
         for key, value in items:
             if is_cacheable(value):
                 self._l1.set(key, value)
@@ -248,43 +308,71 @@ class PredictionCache:
 
     # Lookups that compute what is missing, once
 
-    async def get_or_compute(self, key: str, compute: ComputeOne) -> Lookup:
+    async def get_or_compute(self, key: bytes, compute: ComputeOne) -> Lookup:
         """The probability of `key` from L1, L2 or `compute()`, and whether a cache had it.
 
         Concurrent calls for the same key share one L2 lookup and at most one `compute()`; the
-        exception of a failed `compute()` is raised in every one of them. `compute` runs in a
-        task of the cache (not in the caller's), in the event-loop turn after the L2 reply.
+        exception of a failed `compute()` is raised in every one of them (one raised by the
+        call `compute()` itself, before it returns an awaitable, only in the caller).
         """
         value = self._l1.get(key)
         if value is not None:
             return value, True
+        return await self.resolve(key, compute)
+
+    async def resolve(self, key: bytes, compute: ComputeOne) -> Lookup:
+        """`get_or_compute` after `lookup(key)` returned None: joins the lookup or computation
+        of `key` in flight, or reads L2 (where it pays) and computes what is still missing."""
+        flight = self._computing.get(key)
+        if flight is not None:
+            self._joined += 1
+            return await asyncio.shield(flight.joined()), False
         future = self._inflight.get(key)
-        if future is None:
+        if future is not None:
+            self._joined += 1
+            return await asyncio.shield(future)
+        if self._store is not None and not self._closed and self.read_policy.should_read():
             loop = asyncio.get_running_loop()
             future = loop.create_future()
             self._inflight[key] = future
             self._queued.append((key, compute, future))
             if self._queued_handle is None:
                 self._queued_handle = loop.call_soon(self._resolve_queued)
-        else:
-            self._joined += 1
-        return await asyncio.shield(future)
+            return await asyncio.shield(future)
+        # No L2 read: start the computation now, in this turn, shared with later identical misses.
+        # If this caller is cancelled, so is `work` (a task cancels what it awaits): the batcher
+        # drops the row, and `_finish_flight` starts it again for the waiters that remain.
+        started = self._clock() if self._store is not None else 0.0
+        flight = self._start_flight(key, compute, started)
+        work = flight.work
+        try:
+            value = await work
+        except BaseException:
+            if work.done():
+                self._finish_flight(key, flight)
+            else:  # this caller was cancelled and the work ignored it: finish when it ends
+                self._resolving.add(work)
+                work.add_done_callback(partial(self._finish_ownerless_flight, key, flight))
+            raise
+        # Inline rather than a done-callback: no extra callback handle per miss.
+        self._finish_flight(key, flight)
+        return float(value), False
 
     async def get_or_compute_many(
-        self, keys: Sequence[str], compute_missing: ComputeMissing
+        self, keys: Sequence[bytes], compute_missing: ComputeMissing
     ) -> tuple[list[float], list[bool]]:
         """Probabilities of `keys` in order, and for each whether a cache had it.
 
         Hits are served; keys already in flight (from any caller) are waited for; the remaining
-        ones, deduplicated, are looked up in L2 in one round trip and the rest computed by ONE
-        call `compute_missing(indices)`, where `indices` are positions in `keys` (one per
-        distinct missing key), which must return one probability per index, in order. If it
-        raises, so does this call (and every caller waiting for one of those keys).
+        ones, deduplicated, are looked up in L2 in one round trip (where reads pay) and the rest
+        computed by ONE call `compute_missing(indices)`, where `indices` are positions in `keys`
+        (one per distinct missing key), which must return one probability per index, in order.
+        If it raises, so does this call (and every caller waiting for one of those keys).
         """
         count = len(keys)
         values = [0.0] * count
         cached = [True] * count
-        waiting: dict[str, list[int]] = {}
+        waiting: dict[bytes, list[int]] = {}
         l1_get = self._l1.get
         for index, key in enumerate(keys):
             value = l1_get(key)
@@ -300,32 +388,38 @@ class PredictionCache:
             return values, cached
 
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Lookup]] = []
+        futures: list[asyncio.Future[Lookup] | asyncio.Future[float]] = []
         owned: list[_Entry] = []
         owned_indices: list[int] = []
         for key, indices in waiting.items():
-            future = self._inflight.get(key)
-            if future is None:
-                future = loop.create_future()
+            flight = self._computing.get(key)
+            joined: asyncio.Future[Lookup] | asyncio.Future[float] | None = (
+                flight.joined() if flight is not None else self._inflight.get(key)
+            )
+            if joined is None:
+                future: asyncio.Future[Lookup] = loop.create_future()
                 self._inflight[key] = future
                 owned.append((key, future))
                 owned_indices.append(indices[0])
                 self._joined += len(indices) - 1
+                futures.append(future)
             else:
                 self._joined += len(indices)
-            futures.append(future)
+                futures.append(joined)
 
         if owned:
 
             async def compute_owned(positions: list[int]) -> Sequence[float]:
                 return await compute_missing([owned_indices[position] for position in positions])
 
-            await asyncio.shield(self._spawn(self._resolve(owned, compute_owned)))
+            read_l2 = self._store is not None and self.read_policy.should_read()
+            await asyncio.shield(self._spawn(self._resolve(owned, compute_owned, read_l2)))
 
-        for future, indices in zip(futures, waiting.values(), strict=True):
-            if not future.done():
-                await asyncio.shield(future)
-            value, hit = future.result()
+        for waited, indices in zip(futures, waiting.values(), strict=True):
+            if not waited.done():
+                await asyncio.shield(waited)
+            result = waited.result()
+            value, hit = result if isinstance(result, tuple) else (result, False)
             for index in indices:
                 values[index] = value
                 cached[index] = hit
@@ -369,6 +463,7 @@ class PredictionCache:
         lookups = l1.hits + l1.misses
         store = self._store.stats() if self._store is not None else None
         breaker = store.breaker if store is not None else None
+        policy = self.read_policy
         return CacheStats(
             model_version=self.model_version,
             hit_rate=(l1.hits + self._l2_hits) / lookups if lookups else 0.0,
@@ -404,12 +499,20 @@ class PredictionCache:
                 timeouts=store.timeouts if store is not None else 0,
                 errors=store.errors if store is not None else 0,
                 saturated=store.saturated if store is not None else 0,
+                read_policy=policy.name,
+                reads_pay=policy.pays,
+                skipped_reads=policy.skipped,
+                probe_reads=policy.probes,
+                recent_hit_rate=policy.hit_rate,
+                read_ms=policy.read_seconds * 1000.0,
+                compute_ms=policy.compute_seconds * 1000.0,
             ),
         )
 
     async def close(self, grace_seconds: float = 1.0) -> None:
-        """Start what is queued, give lookups and L2 writes in flight `grace_seconds`,
-        cancel the rest and close the Redis connections. Later writes go to L1 only."""
+        """Start what is queued, give lookups, computations and L2 writes in flight
+        `grace_seconds`, cancel the rest and close the Redis connections. Later writes go to
+        L1 only."""
         if self._closed:
             return
         if self._queued_handle is not None:
@@ -432,46 +535,154 @@ class PredictionCache:
 
     # Internals
 
+    def _start_flight(self, key: bytes, compute: ComputeOne, started: float) -> _Flight:
+        awaitable = compute()
+        work = (
+            awaitable if isinstance(awaitable, asyncio.Future) else asyncio.ensure_future(awaitable)
+        )
+        flight = _Flight(work, compute, started)
+        self._computing[key] = flight
+        return flight
+
+    def _finish_flight(self, key: bytes, flight: _Flight) -> None:
+        """Cache the result of a finished computation and hand it to the waiters that joined;
+        run by its owner after its await, or as a done-callback when it has no owner."""
+        work, shared = flight.work, flight.shared
+        if work.cancelled():
+            if shared is not None and not shared.done() and not self._closed:
+                # The owner went away, others wait: the computation is theirs now.
+                try:
+                    restarted = self._start_flight(key, flight.compute, flight.started)
+                except Exception as error:
+                    shared.set_exception(error)
+                    shared.exception()
+                else:
+                    restarted.shared = shared
+                    self._resolving.add(restarted.work)
+                    restarted.work.add_done_callback(
+                        partial(self._finish_ownerless_flight, key, restarted)
+                    )
+                    return
+            elif shared is not None:
+                shared.cancel()
+            if self._computing.get(key) is flight:
+                del self._computing[key]
+            return
+        if self._computing.get(key) is flight:
+            del self._computing[key]
+        failure = work.exception()
+        if failure is not None:  # every waiter gets it; nothing is cached
+            if shared is not None and not shared.done():
+                shared.set_exception(failure)
+                shared.exception()
+            return
+        if self._store is not None:
+            self.read_policy.record_compute(self._clock() - flight.started)
+        value = self._store_computed(key, work.result())
+        if shared is not None and not shared.done():
+            shared.set_result(value)
+
+    def _finish_ownerless_flight(
+        self, key: bytes, flight: _Flight, work: asyncio.Future[float]
+    ) -> None:
+        self._resolving.discard(work)
+        self._finish_flight(key, flight)
+
+    def _store_computed(self, key: bytes, result: float) -> float:
+        value = float(result)
+        self._computed += 1
+        if is_cacheable(value):
+            self._l1.set(key, value)
+            self._enqueue_writes([(key, value)])
+        else:
+            self._uncacheable += 1
+        return value
+
     def _resolve_queued(self) -> None:
         self._queued_handle = None
         queued, self._queued = self._queued, []
-        entries: list[_Entry] = [(key, future) for key, _, future in queued]
-        computes = [compute for _, compute, _ in queued]
+        if queued:
+            self._spawn(self._read_then_compute(queued))
 
-        async def compute_each(positions: list[int]) -> Sequence[float | BaseException]:
-            return await asyncio.gather(
-                *(_run(computes[position]) for position in positions), return_exceptions=True
+    async def _read_then_compute(
+        self, queued: list[tuple[bytes, ComputeOne, asyncio.Future[Lookup]]]
+    ) -> None:
+        """Answer queued single-key misses from one L2 read; start computing the rest."""
+        try:
+            found = await self._l2_lookup([key for key, _, _ in queued])
+        except BaseException as error:  # cancelled by close(): nothing else raises here
+            for key, _, future in queued:
+                _fail(future, error)
+                self._leave(key, future)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for (key, compute, future), value in zip(queued, found, strict=True):
+            if value is not None:
+                self._l1.set(key, value)
+                self._settle(key, future, (value, True))
+                continue
+            try:
+                work = asyncio.ensure_future(compute())
+            except Exception as error:
+                _fail(future, error)
+                self._leave(key, future)
+                continue
+            self._resolving.add(work)
+            work.add_done_callback(
+                partial(self._on_computed_after_read, key, future, self._clock())
             )
 
-        self._spawn(self._resolve(entries, compute_each))
+    def _on_computed_after_read(
+        self,
+        key: bytes,
+        future: asyncio.Future[Lookup],
+        started: float,
+        work: asyncio.Future[float],
+    ) -> None:
+        self._resolving.discard(work)
+        if work.cancelled():
+            _fail(future, asyncio.CancelledError())
+            self._leave(key, future)
+            return
+        error = work.exception()
+        if error is not None:
+            _fail(future, error)
+            self._leave(key, future)
+            return
+        self.read_policy.record_compute(self._clock() - started)
+        self._settle(key, future, (self._store_computed(key, work.result()), False))
 
-    async def _resolve(self, entries: list[_Entry], compute: _ComputeEntries) -> None:
-        """Answer every entry's future from L2 or `compute`, then leave the in-flight map.
-        Never raises but for its own cancellation: errors go to the futures."""
+    async def _resolve(
+        self,
+        entries: list[_Entry],
+        compute: Callable[[list[int]], Awaitable[Sequence[float]]],
+        read_l2: bool,
+    ) -> None:
+        """Answer every entry's future from L2 (if `read_l2`) or one `compute` call, then leave
+        the in-flight map. Never raises but for its own cancellation: errors go to the futures."""
         try:
-            found = await self._l2_lookup([key for key, _ in entries])
-            missing: list[int] = []
-            for position, value in enumerate(found):
-                if value is None:
-                    missing.append(position)
-                else:
-                    key, future = entries[position]
-                    self._l1.set(key, value)
-                    self._settle(key, future, (value, True))
-            if not missing:
-                return
+            missing: list[int] = list(range(len(entries)))
+            if read_l2:
+                found = await self._l2_lookup([key for key, _ in entries])
+                missing = []
+                for position, value in enumerate(found):
+                    if value is None:
+                        missing.append(position)
+                    else:
+                        key, future = entries[position]
+                        self._l1.set(key, value)
+                        self._settle(key, future, (value, True))
+                if not missing:
+                    return
             results = await compute(missing)
             if len(results) != len(missing):
                 raise ValueError(
                     f"the computation returned {len(results)} results for {len(missing)} rows"
                 )
-            stored: list[tuple[str, float]] = []
+            stored: list[tuple[bytes, float]] = []
             for position, result in zip(missing, results, strict=True):
                 key, future = entries[position]
-                if isinstance(result, BaseException):
-                    _fail(future, result)
-                    self._leave(key, future)
-                    continue
                 value = float(result)
                 self._computed += 1
                 if is_cacheable(value):
@@ -488,38 +699,44 @@ class PredictionCache:
             if not isinstance(error, Exception):
                 raise
 
-    def _settle(self, key: str, future: asyncio.Future[Lookup], result: Lookup) -> None:
+    def _settle(self, key: bytes, future: asyncio.Future[Lookup], result: Lookup) -> None:
         self._leave(key, future)
         if not future.done():
             future.set_result(result)
 
-    def _leave(self, key: str, future: asyncio.Future[Lookup]) -> None:
+    def _leave(self, key: bytes, future: asyncio.Future[Lookup]) -> None:
         if self._inflight.get(key) is future:
             del self._inflight[key]
 
-    async def _l2_lookup(self, keys: list[str]) -> list[float | None]:
+    async def _l2_lookup(self, keys: list[bytes]) -> list[float | None]:
         store = self._store
         if store is None:
             return [None] * len(keys)
-        raw = await store.get_many(keys)
+        redis_key = self.keys.redis_key
+        names = [redis_key(key) for key in keys]
+        started = self._clock()
+        raw = await store.get_many(names)
         if raw is None:
             self._l2_unavailable += len(keys)
             self._l2_misses += len(keys)
             return [None] * len(keys)
+        elapsed = self._clock() - started
         decode, start = self._codec.decode, self._digest_start
         found: list[float | None] = []
-        for key, item in zip(keys, raw, strict=True):
-            value = None if item is None else decode(item, key[start:])
+        hits = 0
+        for name, item in zip(names, raw, strict=True):
+            value = None if item is None else decode(item, name[start:])
             if value is not None:
-                self._l2_hits += 1
-            else:
-                self._l2_misses += 1
-                if item is not None:
-                    self._l2_corrupt += 1
+                hits += 1
+            elif item is not None:
+                self._l2_corrupt += 1
             found.append(value)
+        self._l2_hits += hits
+        self._l2_misses += len(keys) - hits
+        self.read_policy.record_read(len(keys), hits, elapsed)
         return found
 
-    def _enqueue_writes(self, items: list[tuple[str, float]]) -> None:
+    def _enqueue_writes(self, items: list[tuple[bytes, float]]) -> None:
         if self._store is None or self._closed or not items:
             return
         room = max(0, self.max_pending_writes - self._pending_writes)
@@ -541,12 +758,15 @@ class PredictionCache:
             self._writing.add(task)
             task.add_done_callback(self._writing.discard)
 
-    async def _write(self, items: list[tuple[str, float]]) -> None:
+    async def _write(self, items: list[tuple[bytes, float]]) -> None:
         store = self._store
         assert store is not None  # noqa: S101 (writes are only queued with an L2)
         try:
-            encode, start = self._codec.encode, self._digest_start
-            payload = [(key, encode(value, key[start:])) for key, value in items]
+            encode, start, redis_key = self._codec.encode, self._digest_start, self.keys.redis_key
+            payload = []
+            for key, value in items:
+                name = redis_key(key)
+                payload.append((name, encode(value, name[start:])))
             if await store.set_many(payload, self.l2_ttl_seconds):
                 self._written += len(items)
             else:
@@ -559,10 +779,6 @@ class PredictionCache:
         self._resolving.add(task)
         task.add_done_callback(self._resolving.discard)
         return task
-
-
-async def _run(compute: ComputeOne) -> float:
-    return await compute()
 
 
 def _fail(future: asyncio.Future[Lookup], error: BaseException) -> None:

@@ -105,6 +105,7 @@ def build_pipeline(
             l2_ttl_seconds=settings.cache_l2_ttl_seconds,
             l2_read_timeout=read_timeout,
             l2_write_timeout=4 * read_timeout,
+            l2_read_policy=settings.cache_l2_read_policy,
         )
     return PredictionPipeline(predictor, decoder, runner, batcher, cache, recorder)
 

@@ -4,6 +4,8 @@ decode and encode once, look up the cache, batch, score, serialise once."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,13 @@ class PredictionPipeline:
             return await self.batcher.predict(row)
         return float(self.runner.score(row)[0])
 
+    def _start_one(self, row: FloatMatrix) -> Awaitable[float]:
+        """Start scoring one row: the batcher's future (the cache shares it with identical
+        misses without a task of its own), or a coroutine when there is no batcher."""
+        if self.batcher is not None:
+            return self.batcher.submit(row)
+        return self._score_one(row)
+
     async def predict_one(self, body: bytes) -> bytes:
         start = time.perf_counter()
         customer_id, row = self.decoder.single(body)
@@ -61,9 +70,13 @@ class PredictionPipeline:
         if cache is None:
             probability, cached = await self._score_one(row), False
         else:
-            probability, cached = await cache.get_or_compute(
-                cache.keys.key_for_row(row), lambda: self._score_one(row)
-            )
+            # An L1 hit is answered here, synchronously: no coroutine, future or task.
+            key = cache.keys.key_for_row(row)
+            hit = cache.lookup(key)
+            if hit is not None:
+                probability, cached = hit, True
+            else:
+                probability, cached = await cache.resolve(key, partial(self._start_one, row))
         answer = orjson.dumps(self._answer(customer_id, probability, cached))
         recorder = self.recorder
         if recorder is not None:

@@ -39,7 +39,8 @@ async def test_computed_answer_reaches_redis_and_another_worker_reads_it(
     key = first.keys.key_for_row(_row(1))
     assert await first.get_or_compute(key, lambda: _value(0.375)) == (0.375, False)
     await first.wait_for_writes()
-    assert orjson.loads(raw_redis.get(key)) == {"p": 0.375, "v": "v1", "k": key[-32:]}
+    name = first.keys.redis_key(key)
+    assert orjson.loads(raw_redis.get(name)) == {"p": 0.375, "v": "v1", "k": name[-32:]}
     assert await second.get_or_compute(key, lambda: _value(0.9)) == (0.375, True)
     assert first.stats().l2.written == 1
 
@@ -62,9 +63,10 @@ async def test_l2_entry_expires_after_its_ttl(
     key = writer.keys.key_for_row(_row(1))
     writer.put(key, 0.25)
     await writer.wait_for_writes()
-    assert 0 < raw_redis.pttl(key) <= 1000
+    name = writer.keys.redis_key(key)
+    assert 0 < raw_redis.pttl(name) <= 1000
     for _ in range(50):  # Redis expires keys lazily or in its 100 ms cycle
-        if not raw_redis.exists(key):
+        if not raw_redis.exists(name):
             break
         await asyncio.sleep(0.1)
     assert await reader.get(key) is None
@@ -73,7 +75,7 @@ async def test_l2_entry_expires_after_its_ttl(
 async def test_model_versions_never_share_answers(make_cache: CacheFactory) -> None:
     old, new = make_cache("v1"), make_cache("v2")
     old_key, new_key = old.keys.key_for_row(_row(1)), new.keys.key_for_row(_row(1))
-    assert old_key != new_key
+    assert old.keys.redis_key(old_key) != new.keys.redis_key(new_key)
     await old.get_or_compute(old_key, lambda: _value(0.1))
     await old.wait_for_writes()
     assert await new.get_or_compute(new_key, lambda: _value(0.2)) == (0.2, False)
@@ -99,7 +101,8 @@ async def test_corrupt_or_foreign_value_is_a_counted_miss_then_overwritten(
 ) -> None:
     cache = make_cache()
     key = cache.keys.key_for_row(_row(1))
-    raw_redis.set(key, planted.replace(b"%s", key[-32:].encode()))
+    name = cache.keys.redis_key(key)
+    raw_redis.set(name, planted.replace(b"%s", name[-32:].encode()))
     assert await cache.get(key) is None
     assert cache.stats().l2.corrupt == 1
     assert await cache.get_or_compute(key, lambda: _value(0.5)) == (0.5, False)
@@ -114,7 +117,7 @@ async def test_value_stored_under_another_key_is_a_counted_miss(
     first, second = cache.keys.key_for_row(_row(1)), cache.keys.key_for_row(_row(2))
     cache.put(first, 0.5)
     await cache.wait_for_writes()
-    raw_redis.set(second, raw_redis.get(first))
+    raw_redis.set(cache.keys.redis_key(second), raw_redis.get(cache.keys.redis_key(first)))
     reader = make_cache()
     assert await reader.get(second) is None
     assert reader.stats().l2.corrupt == 1
@@ -186,13 +189,13 @@ async def test_clear_removes_only_this_versions_keys(
     other.put(other.keys.key_for_row(_row(1)), 0.5)
     await current.wait_for_writes()
     await other.wait_for_writes()
-    nested_key = nested.keys.key_for_row(_row(1))
+    nested_key = nested.keys.redis_key_for_row(_row(1))
     raw_redis.set(nested_key, b"not ours")
     result = await current.clear()
     assert (result.l1_removed, result.l2_removed) == (30, 30)
     assert await current.get(current.keys.key_for_row(_row(1))) is None
     remaining = sorted(k.decode() for k in raw_redis.scan_iter(match=f"{key_prefix}:*"))
-    assert remaining == sorted([other.keys.key_for_row(_row(1)), nested_key])
+    assert remaining == sorted([other.keys.redis_key_for_row(_row(1)), nested_key])
 
 
 async def test_an_answer_survives_in_l2_after_l1_evicts_it(make_cache: CacheFactory) -> None:
@@ -203,3 +206,49 @@ async def test_an_answer_survives_in_l2_after_l1_evicts_it(make_cache: CacheFact
     await cache.wait_for_writes()
     assert await cache.get(first) == (0.1, "l2")
     assert cache.stats().l1.evictions >= 1
+
+
+async def test_misses_skip_redis_reads_that_do_not_pay_but_still_write_and_probe(
+    make_cache: CacheFactory,
+) -> None:
+    cache = make_cache()  # adaptive reads; a computed miss costs a loop turn, a read far more
+    keys = [cache.keys.key_for_row(_row(v)) for v in range(200)]
+    for i, key in enumerate(keys):
+        assert await cache.get_or_compute(key, partial(_value, i / 1000)) == (i / 1000, False)
+    await cache.wait_for_writes()
+    stats = cache.stats().l2
+    assert stats.read_policy == "adaptive"
+    assert stats.reads_pay is False
+    assert stats.skipped_reads >= 150
+    assert stats.probe_reads >= 1
+    assert stats.misses == 200 - stats.skipped_reads  # every key not skipped was looked up
+    assert stats.written == 200  # skipped reads still write: other workers benefit
+    assert await make_cache().get_many(keys[:3]) == [(i / 1000, "l2") for i in range(3)]
+
+
+async def test_misses_read_redis_when_the_model_is_slower_than_a_read(
+    make_cache: CacheFactory,
+) -> None:
+    writer, reader = make_cache(), make_cache()
+    keys = [writer.keys.key_for_row(_row(v)) for v in range(40)]
+    writer.put_many((key, 0.25) for key in keys[::2])
+    await writer.wait_for_writes()
+
+    async def slow_model() -> float:
+        await asyncio.sleep(0.05)
+        return 0.75
+
+    answers = [await reader.get_or_compute(key, slow_model) for key in keys]
+    assert answers == [(0.25, True), (0.75, False)] * 20
+    stats = reader.stats()
+    assert (stats.l2.skipped_reads, stats.l2.hits, stats.computed) == (0, 20, 20)
+    assert stats.l2.reads_pay is True
+
+
+async def test_always_policy_reads_redis_on_every_miss(make_cache: CacheFactory) -> None:
+    cache = make_cache(l2_read_policy="always")
+    keys = [cache.keys.key_for_row(_row(v)) for v in range(100)]
+    for key in keys:
+        await cache.get_or_compute(key, partial(_value, 0.5))
+    stats = cache.stats().l2
+    assert (stats.read_policy, stats.skipped_reads, stats.misses) == ("always", 0, 100)

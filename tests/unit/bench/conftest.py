@@ -131,6 +131,13 @@ def worker_stats(
             timeouts=5 if skipped else 0,
             errors=0,
             saturated=0,
+            read_policy="adaptive",
+            reads_pay=True,
+            skipped_reads=0,
+            probe_reads=0,
+            recent_hit_rate=1.0,
+            read_ms=0.0,
+            compute_ms=0.0,
         ),
     )
     return {"enabled": True, **stats.as_dict()}

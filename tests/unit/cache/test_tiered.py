@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from functools import partial
 
@@ -15,24 +16,24 @@ from tests.unit.cache.conftest import FakeClock
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
 
-def _key(cache: PredictionCache, value: float) -> str:
+def _key(cache: PredictionCache, value: float) -> bytes:
     return cache.keys.key_for_row(np.full((1, 19), value, dtype=np.float32))
 
 
 class CountingModel:
     """Answers key k with a probability that depends on k; counts calls and rows."""
 
-    def __init__(self, keys: Sequence[str], gate: asyncio.Event | None = None) -> None:
+    def __init__(self, keys: Sequence[bytes], gate: asyncio.Event | None = None) -> None:
         self.keys = list(keys)
         self.gate = gate
         self.calls: list[list[int]] = []
         self.single_calls = 0
 
     @staticmethod
-    def answer(key: str) -> float:
-        return int(key[-6:], 16) / 0xFFFFFF
+    def answer(key: bytes) -> float:
+        return int.from_bytes(hashlib.blake2b(key, digest_size=3).digest(), "big") / 0xFFFFFF
 
-    async def one(self, key: str) -> float:
+    async def one(self, key: bytes) -> float:
         self.single_calls += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -126,14 +127,78 @@ async def test_a_cancelled_waiter_cancels_neither_the_computation_nor_the_others
         asyncio.create_task(cache.get_or_compute(key, lambda: model.one(key))) for _ in range(5)
     ]
     await asyncio.sleep(0.01)
+    others[0].cancel()
+    gate.set()
+    results = await asyncio.gather(*others[1:])
+    assert results == [(model.answer(key), False)] * 4
+    assert await leader == (model.answer(key), False)
+    assert model.single_calls == 1
+    assert others[0].cancelled()
+    assert await cache.get(key) == (model.answer(key), "l1")
+
+
+async def test_a_cancelled_leader_hands_its_computation_to_the_waiters_left() -> None:
+    cache = PredictionCache("v1")
+    key = _key(cache, 1.0)
+    gate = asyncio.Event()
+    model = CountingModel([key], gate)
+    leader = asyncio.create_task(cache.get_or_compute(key, lambda: model.one(key)))
+    others = [
+        asyncio.create_task(cache.get_or_compute(key, lambda: model.one(key))) for _ in range(5)
+    ]
+    await asyncio.sleep(0.01)
     leader.cancel()
     others[0].cancel()
     gate.set()
     results = await asyncio.gather(*others[1:])
     assert results == [(model.answer(key), False)] * 4
-    assert model.single_calls == 1
     assert leader.cancelled()
+    assert others[0].cancelled()
+    # The leader's computation was cancelled with it (mid-way: the coroutine had started), and
+    # started once more for the four waiters left.
+    assert model.single_calls == 2
+    assert cache.stats().computed == 1
     assert await cache.get(key) == (model.answer(key), "l1")
+
+
+async def test_a_cancelled_leader_costs_no_extra_row_when_compute_is_a_batcher_future() -> None:
+    cache = PredictionCache("v1")
+    key = _key(cache, 1.0)
+    loop = asyncio.get_running_loop()
+    submitted: list[asyncio.Future[float]] = []
+
+    def submit() -> asyncio.Future[float]:  # what MicroBatcher.submit does: queue, return
+        future: asyncio.Future[float] = loop.create_future()
+        submitted.append(future)
+        return future
+
+    leader = asyncio.create_task(cache.get_or_compute(key, submit))
+    others = [asyncio.create_task(cache.get_or_compute(key, submit)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    leader.cancel()
+    await asyncio.sleep(0.01)
+    # The batcher skips a cancelled future when it flushes: only the live one reaches the model.
+    live = [future for future in submitted if not future.cancelled()]
+    assert len(submitted) == 2
+    assert len(live) == 1
+    live[0].set_result(0.375)
+    assert await asyncio.gather(*others) == [(0.375, False)] * 3
+    assert leader.cancelled()
+    assert await cache.get(key) == (0.375, "l1")
+
+
+async def test_a_leader_cancelled_after_its_result_came_still_caches_it() -> None:
+    cache = PredictionCache("v1")
+    key = _key(cache, 1.0)
+    future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    leader = asyncio.create_task(cache.get_or_compute(key, lambda: future))
+    await asyncio.sleep(0)
+    future.set_result(0.625)
+    leader.cancel()  # the result is in, the leader has not run yet
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert await cache.get(key) == (0.625, "l1")
+    assert cache.stats().computed == 1
 
 
 async def test_batch_serves_hits_and_computes_distinct_misses_in_one_call() -> None:
