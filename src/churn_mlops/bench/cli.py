@@ -495,7 +495,8 @@ def bench(
         str,
         typer.Option(
             help="default: baseline, service and ceilings; cache: the service with its cache "
-            "off, L1 only and L1 + L2 on the hit path and a mixed workload; all: both."
+            "off, L1 only and L1 + L2 on the hit path and a mixed workload; all: both; "
+            "db: the customer endpoints on PostgreSQL, and our listing against the seed's N+1."
         ),
     ] = "default",
     cache_connections: Annotated[
@@ -514,6 +515,16 @@ def bench(
             "deleted after the run (no FLUSHDB)."
         ),
     ] = DEFAULT_REDIS_URL,
+    db_url: Annotated[
+        str, typer.Option(help="--suite db: PostgreSQL database to seed (created if missing).")
+    ] = "postgresql://postgres@127.0.0.1:5432/churn_bench",
+    db_customers: Annotated[
+        int, typer.Option(min=1, help="--suite db: synthetic customers it holds.")
+    ] = 1_000_000,
+    db_predictions: Annotated[
+        int, typer.Option(min=0, help="--suite db: predictions it holds.")
+    ] = 5_000_000,
+    db_connections: Annotated[int, typer.Option(min=1, help="--suite db: wrk connections.")] = 32,
 ) -> None:
     """Compare the naive baseline, the service and two ceilings under the same wrk load.
 
@@ -524,6 +535,21 @@ def bench(
     workload at --hit-ratio. Results go to results.json, report.md and latency.png.
     """
     if ctx.invoked_subcommand is not None:
+        return
+    if suite == "db":
+        from churn_mlops.bench.db_suite import run_db_suite_from_cli
+
+        run_db_suite_from_cli(
+            model_dir=model_dir,
+            out=out,
+            duration=duration,
+            warmup=warmup,
+            rounds=rounds,
+            url=db_url,
+            customers=db_customers,
+            predictions=db_predictions,
+            connections=db_connections,
+        )
         return
     options = _parse_run_options(connections, only, duration, warmup, suite, cache_connections)
     duration_s, warmup_s = options.duration_s, options.warmup_s

@@ -95,12 +95,20 @@ def seed(
     Idempotent: the dataset is upserted; synthetic customers and predictions are topped up to
     the numbers asked for. The schema must be current (`churn-mlops db upgrade`).
     """
-    asyncio.run(_seed(_url(url), dataset, synthetic, predictions, batch_size, seed_value))
+    asyncio.run(
+        seed_with_progress(_url(url), dataset, synthetic, predictions, batch_size, seed_value)
+    )
 
 
-async def _seed(
-    url: str, dataset: bool, synthetic: int, predictions: int, batch_size: int, seed_value: int
-) -> None:
+async def seed_with_progress(
+    url: str,
+    dataset: bool,
+    synthetic: int,
+    predictions: int,
+    batch_size: int = 50_000,
+    seed_value: int = 42,
+) -> tuple[int, int]:
+    """What `churn-mlops db seed` does, with its progress bars; (customers, predictions) after."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -165,6 +173,7 @@ async def _seed(
                 console.print(f"predictions: {done.written:,} added, {done.total:,} in all")
         counts = await _counts(database)
         console.print(f"{_shown(url)}: {counts[0]:,} customers, {counts[1]:,} predictions")
+        return counts
     finally:
         await database.dispose()
 

@@ -65,6 +65,12 @@ class SeedResult:
     total: int
 
 
+async def _without_statement_timeout(connection: AsyncConnection) -> None:
+    """Bulk loads run past the service's statement timeout: lift it for this transaction."""
+    if connection.dialect.name == "postgresql":
+        await connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+
+
 def _customers_table() -> Table:
     return Customer.__table__  # type: ignore[return-value]
 
@@ -97,6 +103,7 @@ async def seed_dataset(
         for external_id, features in zip(dataset.customer_ids, dataset.feature_rows(), strict=True)
     ]
     async with database.engine.begin() as connection:
+        await _without_statement_timeout(connection)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             await _upsert(connection, chunk)
@@ -220,6 +227,7 @@ async def seed_synthetic_customers(
     sampler = CustomerSampler(dataset, seed)
     table = _customers_table()
     async with database.engine.begin() as connection:
+        await _without_statement_timeout(connection)
         existing = await _synthetic_count(connection)
         progress(min(existing, count))
         for first, size in _chunks(existing, count, batch_size):
@@ -275,6 +283,7 @@ async def seed_synthetic_predictions(
     """Make sure at least `count` predictions exist, adding random ones of existing customers."""
     table, customers = _predictions_table(), _customers_table()
     async with database.engine.begin() as connection:
+        await _without_statement_timeout(connection)
         existing = int(await connection.scalar(select(func.count()).select_from(table)) or 0)
         progress(min(existing, count))
         missing = max(count - existing, 0)

@@ -9,7 +9,12 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from churn_mlops.db.models import Customer, Prediction
-from churn_mlops.db.repository import CustomerNotFound, CustomerRepository, customer_features
+from churn_mlops.db.repository import (
+    CustomerNotFound,
+    CustomerRepository,
+    CustomerWithLatest,
+    customer_features,
+)
 from churn_mlops.db.schemas import (
     CustomerDetail,
     CustomerPage,
@@ -61,6 +66,12 @@ def _customer_fields(customer: Customer) -> dict[str, Any]:
     }
 
 
+def customer_summary(row: CustomerWithLatest) -> CustomerSummary:
+    """A listed customer with its latest prediction, as `GET /customers` answers it."""
+    latest = None if row.latest is None else prediction_record(row.latest)
+    return CustomerSummary(**_customer_fields(row.customer), latest_prediction=latest)
+
+
 def _not_found(error: CustomerNotFound) -> NotFound:
     return NotFound(f"No customer has the id {error.external_id!r}.")
 
@@ -84,13 +95,7 @@ def build_customers_router() -> APIRouter:
         """Customers in id order, each with its latest prediction; keyset pagination, so every
         page costs one index seek however deep it is (an offset would scan the skipped rows)."""
         rows = await CustomerRepository(session).page(after, limit)
-        items = [
-            CustomerSummary(
-                **_customer_fields(row.customer),
-                latest_prediction=None if row.latest is None else prediction_record(row.latest),
-            )
-            for row in rows
-        ]
+        items = [customer_summary(row) for row in rows]
         next_after = rows[-1].customer.id if len(rows) == limit else None
         return CustomerPage(items=items, next_after=next_after)
 

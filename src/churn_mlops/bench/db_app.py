@@ -1,0 +1,49 @@
+"""The app `churn-mlops bench --suite db` loads: the service itself, plus the seed's N+1
+customer listing at `GET /bench/customers-n-plus-one` as the reference.
+
+The reference answers exactly what `GET /customers` answers (same page, same response model,
+same session and pool), but fetches each customer's latest prediction with a query of its own:
+1 + N statements per page instead of one. Do not optimise it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query
+
+from churn_mlops.db.repository import CustomerRepository
+from churn_mlops.db.schemas import CustomerPage
+from churn_mlops.serving.app import create_app
+from churn_mlops.serving.deps import SessionDep
+from churn_mlops.serving.routes.customers import MAX_PAGE, customer_summary
+from churn_mlops.settings import Settings
+
+N_PLUS_ONE_PATH = "/bench/customers-n-plus-one"
+
+
+def build_n_plus_one_router() -> APIRouter:
+    router = APIRouter(tags=["bench"])
+
+    @router.get(N_PLUS_ONE_PATH, response_model=CustomerPage, summary="The seed's N+1 listing")
+    async def list_customers_n_plus_one(
+        session: SessionDep,
+        after: Annotated[int | None, Query(ge=0)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    ) -> CustomerPage:
+        """`GET /customers`, with one query per customer for its latest prediction."""
+        repository = CustomerRepository(session)
+        customers = await repository.customers_after(after, limit)
+        rows = await repository.latest_predictions_one_by_one(customers)
+        items = [customer_summary(row) for row in rows]
+        next_after = customers[-1].id if len(customers) == limit else None
+        return CustomerPage(items=items, next_after=next_after)
+
+    return router
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory: the service from `CHURN_*` variables, with the reference listing."""
+    app = create_app(Settings())
+    app.include_router(build_n_plus_one_router())
+    return app
