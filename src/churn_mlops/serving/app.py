@@ -27,8 +27,10 @@ from churn_mlops.observability.metrics import (
     ServiceMetrics,
     multiprocess_dir,
 )
+from churn_mlops.observability.profiling import Authorize, Refusal, RequestProfiler
 from churn_mlops.schemas import EXAMPLE_FEATURES, PredictRequest
 from churn_mlops.security.dependencies import require_scope, secure_routes
+from churn_mlops.security.errors import SecurityError
 from churn_mlops.security.guard import RequestGuard
 from churn_mlops.security.limits import RequestSizeLimit
 from churn_mlops.security.principal import Scope as AuthScope
@@ -36,7 +38,7 @@ from churn_mlops.security.services import SecurityServices
 from churn_mlops.serving.batcher import MicroBatcher, ModelRunner
 from churn_mlops.serving.bodies import PredictionBodies
 from churn_mlops.serving.decoding import RequestDecoder
-from churn_mlops.serving.errors import install_error_handlers, problem_bytes
+from churn_mlops.serving.errors import install_error_handlers, problem_body, problem_bytes
 from churn_mlops.serving.fastpath import FastPredictEndpoint
 from churn_mlops.serving.middleware import ProcessTimeMiddleware
 from churn_mlops.serving.pipeline import PredictionPipeline
@@ -219,8 +221,39 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         recorder=recorder,
         request_ids=request_ids,
     )
+    if settings.profiling_enabled:
+        # Outermost, on both paths: `?profile=1` profiles everything the request goes through.
+        authorize = _profiling_authorizer(settings, security)
+        if app.fast_predict is not None:
+            app.fast_predict = RequestProfiler(app.fast_predict, authorize)
+        app.add_middleware(RequestProfiler, authorize=authorize)
     _document_raw_bodies(app)
     return app
+
+
+def _profiling_authorizer(settings: Settings, security: SecurityServices) -> Authorize:
+    """`?profile=1` is for the admin scope; with authentication off, only when
+    `CHURN_PROFILING_WITHOUT_AUTH` says so (refused in production by the settings)."""
+    guard = RequestGuard(security.authenticator, None, AuthScope.ADMIN, settings.max_request_bytes)
+    problem = [(b"content-type", b"application/problem+json")]
+
+    async def authorize(scope: Scope) -> Refusal | None:
+        if security.authenticator is None:
+            if settings.profiling_without_auth:
+                return None
+            detail = (
+                "Profiling needs the admin scope, and authentication is off: set "
+                "CHURN_PROFILING_WITHOUT_AUTH=true to allow it on this machine."
+            )
+            return 403, problem, problem_body(403, detail)
+        try:
+            await guard.admit(scope)
+        except SecurityError as error:
+            extra = [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
+            return error.status, problem + extra, problem_bytes(error)
+        return None
+
+    return authorize
 
 
 def create_app_from_env() -> FastAPI:
