@@ -40,7 +40,9 @@ from churn_mlops.bench.servers import (
     ServerError,
     ServerSpec,
     bench_servers,
+    churn_service,
     group_members,
+    provision_credentials,
     start_server,
     wait_until_idle,
 )
@@ -238,18 +240,47 @@ def test_wrk_mix_interleaves_warm_bodies_with_fresh_ones_numbered_per_thread(
     assert result.cached == 0  # the recording server answers no `"cached":true`
 
 
+def test_wrk_sends_the_services_api_key_only_when_given(
+    wrk: Wrk, tmp_path: Path, artifact_dir: Path, dataset: TelcoDataset
+) -> None:
+    bodies = write_bodies(
+        tmp_path / "bodies.jsonl", (orjson.dumps(b) for b in prediction_bodies(dataset, 50))
+    )
+    spec = churn_service(artifact_dir, workers=1, credentials=provision_credentials(tmp_path))
+    with start_server(spec, tmp_path / "logs") as server:
+        refused = wrk.run(server.port, "/predict", bodies, connections=2, duration_s=1)
+        wait_until_idle(server)
+        admitted = wrk.run(
+            server.port, "/predict", bodies, connections=2, duration_s=1, api_key=spec.api_key
+        )
+    assert refused.statuses == {401: refused.requests}
+    assert admitted.statuses == {200: admitted.requests}
+
+
 def test_wrk_counts_the_answers_the_l1_cache_served(
     wrk: Wrk, tmp_path: Path, artifact_dir: Path, dataset: TelcoDataset
 ) -> None:
     warm = write_bodies(tmp_path / "warm.jsonl", warm_bodies(dataset, 100))
     fresh = write_fresh_templates(tmp_path / "fresh.tsv", fresh_templates(dataset))
-    spec = cache_servers(artifact_dir, workers=1)["cache-l1"]
+    credentials = provision_credentials(tmp_path)
+    spec = cache_servers(artifact_dir, workers=1, credentials=credentials)["cache-l1"]
+    assert spec.api_key == credentials.api_key
     with start_server(spec, tmp_path / "logs") as server:
-        hit = wrk.run(server.port, "/predict", warm, connections=4, duration_s=1)
+        hit = wrk.run(
+            server.port, "/predict", warm, connections=4, duration_s=1, api_key=spec.api_key
+        )
         wait_until_idle(server)
         (after_hit,) = worker_cache_stats(server)
         mix = Mix("fw", fresh, first_fresh=0)
-        mixed = wrk.run(server.port, "/predict", warm, connections=4, duration_s=1, mix=mix)
+        mixed = wrk.run(
+            server.port,
+            "/predict",
+            warm,
+            connections=4,
+            duration_s=1,
+            mix=mix,
+            api_key=spec.api_key,
+        )
         wait_until_idle(server)
         (stats,) = worker_cache_stats(server)
     # The one worker computed each of the 100 warm customers once and served it from then on;

@@ -16,7 +16,13 @@ from typing import Any
 
 import redis
 
-from churn_mlops.bench.servers import HOST, RunningServer, ServerSpec, churn_service
+from churn_mlops.bench.servers import (
+    HOST,
+    BenchCredentials,
+    RunningServer,
+    ServerSpec,
+    churn_service,
+)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 L2_TTL_SECONDS = 600
@@ -40,6 +46,7 @@ def cache_servers(
     service_env: Mapping[str, str] | None = None,
     redis_url: str | None = None,
     key_prefix: str | None = None,
+    credentials: BenchCredentials | None = None,
 ) -> dict[str, ServerSpec]:
     """`cache-l1`, and `cache-l2` when given a Redis URL and a key prefix."""
     # Explicit values: a CHURN_REDIS_URL in the bench's own environment must not give the L1-only
@@ -50,7 +57,11 @@ def cache_servers(
         "CHURN_CACHE_ENABLED": "true",
         "CHURN_REDIS_URL": "",
     }
-    specs = {"cache-l1": churn_service(model_dir, workers=workers, env=l1_env, name="cache-l1")}
+    specs = {
+        "cache-l1": churn_service(
+            model_dir, workers=workers, env=l1_env, name="cache-l1", credentials=credentials
+        )
+    }
     if redis_url and key_prefix:
         l2_env = {
             **l1_env,
@@ -58,7 +69,9 @@ def cache_servers(
             "CHURN_CACHE_KEY_PREFIX": key_prefix,
             "CHURN_CACHE_L2_TTL_SECONDS": str(L2_TTL_SECONDS),
         }
-        specs["cache-l2"] = churn_service(model_dir, workers=workers, env=l2_env, name="cache-l2")
+        specs["cache-l2"] = churn_service(
+            model_dir, workers=workers, env=l2_env, name="cache-l2", credentials=credentials
+        )
     return specs
 
 
@@ -125,7 +138,7 @@ def worker_cache_stats(server: RunningServer, *, attempts: int = 40) -> list[dic
     """
     seen: list[dict[str, Any]] = []
     for _ in range(attempts):
-        stats = _get_json(server.port, "/cache/stats")
+        stats = _get_json(server.port, "/cache/stats", server.spec.api_key)
         if stats not in seen:
             seen.append(stats)
             if len(seen) == server.spec.workers:
@@ -133,10 +146,10 @@ def worker_cache_stats(server: RunningServer, *, attempts: int = 40) -> list[dic
     return seen
 
 
-def _get_json(port: int, path: str) -> dict[str, Any]:
+def _get_json(port: int, path: str, api_key: str | None = None) -> dict[str, Any]:
     connection = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers={"X-API-Key": api_key} if api_key else {})
         document: dict[str, Any] = json.loads(connection.getresponse().read())
         return document
     finally:

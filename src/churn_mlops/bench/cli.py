@@ -64,11 +64,13 @@ from churn_mlops.bench.report import (
     write_results,
 )
 from churn_mlops.bench.servers import (
+    BenchCredentials,
     RunningServer,
     ServerError,
     ServerSpec,
     bench_servers,
     log_tail,
+    provision_credentials,
     start_server,
     wait_until_idle,
 )
@@ -231,6 +233,7 @@ def _load(
         timeout_s=run.timeout_s,
         duration_s=duration_s,
         mix=mix,
+        api_key=server.spec.api_key,
     )
     if cache is not None:
         cache.used(result)
@@ -304,6 +307,7 @@ def _warm_caches(
                 threads=WRK_THREADS,
                 duration_s=seconds,
                 timeout_s=5,
+                api_key=server.spec.api_key,
             )
         _settle(server, "warming")
         _snapshot(server, "after warming", cache)
@@ -398,6 +402,16 @@ def _parse_run_options(
         raise typer.BadParameter("runs last at least 1s", param_hint="--duration")
     suites = list(SUITES) if suite == "all" else [suite]
     return RunOptions(levels, selected, duration_s, warmup_s, suites, cache_levels)
+
+
+def _credentials(work: Path) -> BenchCredentials:
+    """The API key our service's servers get (in a database of the bench's own)."""
+    try:
+        with console.status("creating the bench's API key (churn-mlops keys create)"):
+            return provision_credentials(work)
+    except ServerError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from None
 
 
 def _start(stack: ExitStack, spec: ServerSpec, log_dir: Path) -> RunningServer:
@@ -587,18 +601,20 @@ def bench(
     if {"naive", "service", *CACHE_SERVER_NAMES} & set(needed):
         served = (model_dir or Settings().model_dir).resolve()
         artifact = ensure_model(served, Settings().data_path or SHIPPED_DATASET, "bench")
-    specs = bench_servers(served, workers=WORKERS, service_env=env)
-    if served is not None:
-        specs |= cache_servers(
-            served,
-            workers=WORKERS,
-            service_env=env,
-            redis_url=redis_url if key_prefix else None,
-            key_prefix=key_prefix,
-        )
 
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as work_name:
         work = Path(work_name)
+        credentials = _credentials(work) if served is not None else None
+        specs = bench_servers(served, workers=WORKERS, service_env=env, credentials=credentials)
+        if served is not None:
+            specs |= cache_servers(
+                served,
+                workers=WORKERS,
+                service_env=env,
+                redis_url=redis_url if key_prefix else None,
+                key_prefix=key_prefix,
+                credentials=credentials,
+            )
         try:
             wrk = Wrk(work)
         except LoadError as error:

@@ -9,6 +9,7 @@ a kept-alive connection, in microseconds, without correction for coordinated omi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -42,6 +43,11 @@ end
 -- schedule, the fresh templates file ("prefix TAB cents TAB suffix" lines) and the first number.
 function init(args)
   headers = {["Content-Type"] = "application/json"}
+  -- The service's API key comes through the environment, never the command line.
+  local api_key = os.getenv("CHURN_BENCH_API_KEY")
+  if api_key and #api_key > 0 then
+    headers["X-API-Key"] = api_key
+  end
   requests = {}
   for line in io.lines(args[1]) do
     if #line > 0 then
@@ -302,9 +308,11 @@ class Wrk:
         threads: int = 2,
         timeout_s: int = 2,
         mix: Mix | None = None,
+        api_key: str | None = None,
     ) -> LoadResult:
         """POST the bodies in turn to `http://127.0.0.1:port/path` for `duration_s` seconds;
-        with a mix, interleaved with fresh bodies as its schedule says."""
+        with a mix, interleaved with fresh bodies as its schedule says; with `api_key`, every
+        request sends it as `X-API-Key`."""
         if duration_s < 1:
             raise ValueError("wrk runs for at least one second")
         threads = max(1, min(threads, connections))
@@ -338,6 +346,7 @@ class Wrk:
                 # answers, the bound only a wedged run.
                 timeout=duration_s + timeout_s + 30,
                 check=False,
+                env={**os.environ, "CHURN_BENCH_API_KEY": api_key or ""},
             )
         except subprocess.TimeoutExpired:
             raise LoadError(f"wrk did not finish: {' '.join(command)}") from None

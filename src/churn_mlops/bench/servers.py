@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -40,6 +41,57 @@ class ServerSpec:
     """Polled with GET until it answers below 500."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Added to the bench's own environment (e.g. `CHURN_CACHE_ENABLED=false`)."""
+    api_key: str | None = None
+    """Sent as `X-API-Key` with every request to this server (our service; the others ignore it)."""
+
+
+@dataclass(frozen=True)
+class BenchCredentials:
+    """A database of the bench's own holding one API key, and the secrets to verify it."""
+
+    env: Mapping[str, str]
+    """CHURN_DATABASE_URL, CHURN_API_KEY_PEPPER, CHURN_JWT_SECRET (random for each bench), a
+    CHURN_DEV_API_KEY_FILE in the bench's work directory, and rate limits no load reaches;
+    never written to a report."""
+    api_key: str
+
+
+def provision_credentials(work_dir: Path, scopes: str = "predict,read,admin") -> BenchCredentials:
+    """Create an API key with `churn-mlops keys create`, as an operator would, in a SQLite
+    database under `work_dir`."""
+    env = {
+        "CHURN_DATABASE_URL": f"sqlite:///{work_dir.resolve() / 'bench-credentials.db'}",
+        "CHURN_API_KEY_PEPPER": secrets.token_urlsafe(48),
+        "CHURN_JWT_SECRET": secrets.token_urlsafe(48),
+        # `serve` in development creates a key of its own: keep it out of the checkout's var/.
+        "CHURN_DEV_API_KEY_FILE": str(work_dir.resolve() / "dev-api-key"),
+        # The bench's one key sends far more than a caller's default share: the limiter still
+        # runs on every request (its cost is measured) but never refuses one.
+        "CHURN_RATE_LIMIT_PER_SECOND": "1000000000",
+        "CHURN_RATE_LIMIT_BURST": "1000000000",
+    }
+    result = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [
+            sys.executable,
+            "-m",
+            "churn_mlops.cli",
+            "keys",
+            "create",
+            "--name",
+            "bench",
+            "--scope",
+            scopes,
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        raise ServerError(f"could not create the bench's API key:\n{result.stderr[-2000:]}")
+    return BenchCredentials(env, lines[-1])
 
 
 def uvicorn_server(
@@ -76,8 +128,10 @@ def churn_service(
     workers: int = 2,
     env: Mapping[str, str] | None = None,
     name: str = "service",
+    credentials: BenchCredentials | None = None,
 ) -> ServerSpec:
-    """Our service, started the way users start it: `churn-mlops serve`."""
+    """Our service, started the way users start it: `churn-mlops serve`; with `credentials`,
+    its database holds their key and every request sends it."""
     argv = (
         sys.executable,
         "-m",
@@ -91,13 +145,23 @@ def churn_service(
         str(model_dir),
     )
     # `serve` hands its log level to uvicorn, and the readiness check counts uvicorn's INFO lines.
+    secured = dict(credentials.env) if credentials else {}
     return ServerSpec(
-        name, argv, workers, "/health/ready", {**(env or {}), "CHURN_LOG_LEVEL": "INFO"}
+        name,
+        argv,
+        workers,
+        "/health/ready",
+        {**(env or {}), **secured, "CHURN_LOG_LEVEL": "INFO"},
+        credentials.api_key if credentials else None,
     )
 
 
 def bench_servers(
-    model_dir: Path | None, *, workers: int = 2, service_env: Mapping[str, str] | None = None
+    model_dir: Path | None,
+    *,
+    workers: int = 2,
+    service_env: Mapping[str, str] | None = None,
+    credentials: BenchCredentials | None = None,
 ) -> dict[str, ServerSpec]:
     """The servers `churn-mlops bench` compares, by the names `--only` takes.
 
@@ -123,7 +187,9 @@ def bench_servers(
             ready_path="/health",
             env={"CHURN_MODEL_DIR": str(model_dir)},
         )
-        servers["service"] = churn_service(model_dir, workers=workers, env=service_env)
+        servers["service"] = churn_service(
+            model_dir, workers=workers, env=service_env, credentials=credentials
+        )
     return servers
 
 
