@@ -13,6 +13,7 @@ from churn_mlops.bench.cli import bench_app
 from churn_mlops.console import ensure_model, train_with_progress
 from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.db.cli import db_app, upgrade_before_serving
+from churn_mlops.observability.cli import ProfiledPipeline, profile_command
 from churn_mlops.security.cli import keys_app, users_app
 from churn_mlops.settings import Settings
 
@@ -116,6 +117,19 @@ def _announce_dev_key(settings: Settings) -> None:
         f"{state} (scopes predict, read, admin) in {settings.dev_api_key_file}; call with "
         f'-H "X-API-Key: $(cat {settings.dev_api_key_file})":\n{key}'
     )
+
+
+def _pipeline_for_profiling(settings: Settings) -> ProfiledPipeline:
+    """The serving pipeline, built as the app's lifespan builds it (no HTTP, no database)."""
+    from churn_mlops.model.artifact import ModelArtifact
+    from churn_mlops.serving.app import build_pipeline
+    from churn_mlops.serving.bodies import PredictionBodies
+
+    bodies = PredictionBodies(settings.max_batch_rows, settings.max_json_depth)
+    return build_pipeline(ModelArtifact.load(settings.model_dir), settings, bodies)
+
+
+app.command("profile")(profile_command(_pipeline_for_profiling))
 
 
 if __name__ == "__main__":
