@@ -41,8 +41,9 @@ class InsufficientScope(SecurityError):
     status = 403
 
     def __init__(self, scope: str) -> None:
+        scope = str(scope)
         super().__init__(
-            f"These credentials lack the {scope!r} scope this request needs.",
+            f"These credentials lack the '{scope}' scope this request needs.",
             {
                 "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", '
                 f'scope="{scope}"'
