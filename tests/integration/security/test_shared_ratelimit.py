@@ -1,0 +1,73 @@
+"""The shared token bucket against the machine's Redis, and its fail-open when Redis is gone."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from churn_mlops.bench.servers import free_port
+from churn_mlops.security.errors import RateLimited
+from churn_mlops.security.ratelimit import RateLimiter
+from tests.fixtures.redis_server import keys_removed_after, require_redis
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return require_redis()
+
+
+@pytest.fixture
+def prefix(redis_url: str):  # type: ignore[no-untyped-def]
+    name = f"test-rl-{uuid.uuid4().hex[:12]}"
+    with keys_removed_after(redis_url, name):
+        yield name
+
+
+def _limiter(url: str, prefix: str, burst: int = 3) -> RateLimiter:
+    # 0.001 tokens a second: nothing refills during the test.
+    return RateLimiter(0.001, burst, redis_url=url, key_prefix=prefix, timeout=0.5)
+
+
+async def test_two_workers_share_one_bucket_per_principal(redis_url: str, prefix: str) -> None:
+    first, second = _limiter(redis_url, prefix), _limiter(redis_url, prefix)
+    try:
+        await first.check("key:a")
+        await second.check("key:a")
+        await first.check("key:a")
+        with pytest.raises(RateLimited) as refused:
+            await second.check("key:a")
+        await second.check("key:b")  # another principal, another bucket
+        assert refused.value.retry_after >= 1
+        assert first.stats.failures == second.stats.failures == 0
+    finally:
+        await first.close()
+        await second.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert sorted(client.scan_iter(match=f"{prefix}:*")) == [
+            f"{prefix}:key:a".encode(),
+            f"{prefix}:key:b".encode(),
+        ]
+        assert 0 < client.pttl(f"{prefix}:key:a") <= 3_001_000
+    finally:
+        client.close()
+
+
+async def test_unreachable_redis_fails_open_to_the_local_bucket() -> None:
+    limiter = RateLimiter(
+        0.001, 2, redis_url=f"redis://127.0.0.1:{free_port()}/0", timeout=0.2, backoff_seconds=60
+    )
+    try:
+        await limiter.check("key:a")  # Redis refused: the local bucket decided
+        await limiter.check("key:a")  # within the back-off: Redis is not asked
+        with pytest.raises(RateLimited):
+            await limiter.check("key:a")
+    finally:
+        await limiter.close()
+    assert limiter.stats.failures == 1
+    assert limiter.stats.skipped == 2
+    assert limiter.stats.last_error is not None
