@@ -46,16 +46,25 @@ class CapturingSession:
     def __init__(self) -> None:
         self.statements: list[Select[Any]] = []
 
-    async def scalars(self, statement: Select[Any]) -> list[object]:
-        self.statements.append(statement)
+    def _keep(self, statement: Select[Any], parameters: dict[str, Any] | None) -> None:
+        self.statements.append(statement.params(parameters or {}))
+
+    async def scalars(
+        self, statement: Select[Any], parameters: dict[str, Any] | None = None
+    ) -> list[object]:
+        self._keep(statement, parameters)
         return []
 
-    async def scalar(self, statement: Select[Any]) -> object:
-        self.statements.append(statement)
+    async def scalar(
+        self, statement: Select[Any], parameters: dict[str, Any] | None = None
+    ) -> object:
+        self._keep(statement, parameters)
         return 1
 
-    async def execute(self, statement: Select[Any]) -> list[object]:
-        self.statements.append(statement)
+    async def execute(
+        self, statement: Select[Any], parameters: dict[str, Any] | None = None
+    ) -> list[object]:
+        self._keep(statement, parameters)
         return []
 
 
