@@ -226,6 +226,27 @@ def _predict_table(summaries: Sequence[Summary], meta: BenchMeta) -> list[str]:
     return ["", "## POST /predict", "", *_table(header.split("|"), rows)] if rows else []
 
 
+# The course chapter's cost target ("Performance Metrics" table).
+COST_TARGET_USD_PER_MILLION = 1.0
+
+
+def _cost_summary(summaries: Sequence[Summary], meta: BenchMeta) -> list[str]:
+    """The cost per million requests of the service's best /predict run, from its RPS per core."""
+    runs = [s for s in summaries if s.scenario == "predict" and s.server == "service" and s.rps > 0]
+    if not runs:
+        return []
+    best = max(runs, key=lambda s: s.rps)
+    cost = cost_per_million(best.rps, meta.cores, meta.price_per_core_hour)
+    verdict = "met" if cost is not None and cost < COST_TARGET_USD_PER_MILLION else "missed"
+    return [
+        "",
+        f"Cost: the service's best `/predict` run ({best.connections} connections) answered "
+        f"{best.rps:,.0f} requests/s on {meta.cores} cores, {best.rps / meta.cores:,.0f} per "
+        f"core; at {meta.price_per_core_hour} USD per core-hour that is **{cost:.4f} USD per "
+        f"million requests** (target < {COST_TARGET_USD_PER_MILLION:g} USD: {verdict}).",
+    ]
+
+
 def _batch_table(summaries: Sequence[Summary]) -> list[str]:
     rows = [
         [
@@ -438,6 +459,7 @@ def markdown(
         "",
         setup,
         *_predict_table(summaries, meta),
+        *_cost_summary(summaries, meta),
         *_batch_table(summaries),
         *_overload_table(summaries),
         *_cache_table(summaries, meta, cache_stats),

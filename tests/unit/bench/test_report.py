@@ -40,6 +40,27 @@ def test_markdown_shows_no_latencies_for_a_run_without_answers(meta: BenchMeta) 
     assert row + missed in report
 
 
+def test_markdown_states_the_cost_per_million_of_the_best_service_run(meta: BenchMeta) -> None:
+    runs = [
+        Measurement(Run("predict", "service", 1), load_result(1_000, 1.0, duration_s=1.0)),
+        Measurement(Run("predict", "service", 32), load_result(36_000, 1.0, duration_s=1.0)),
+        Measurement(Run("predict", "naive", 32), load_result(90_000, 1.0, duration_s=1.0)),
+    ]
+    report = markdown(summarise(runs), replace(meta, price_per_core_hour=0.5))
+    # 36,000 requests/s on 2 cores for a million requests: 27.8 s of 2 cores at 0.5 USD an hour.
+    assert (
+        "Cost: the service's best `/predict` run (32 connections) answered 36,000 requests/s on "
+        "2 cores, 18,000 per core; at 0.5 USD per core-hour that is **0.0077 USD per million "
+        "requests** (target < 1 USD: met)."
+    ) in report
+
+
+def test_markdown_cost_target_is_missed_by_a_slow_service(meta: BenchMeta) -> None:
+    runs = [Measurement(Run("predict", "service", 1), load_result(100, 1.0, duration_s=1.0))]
+    report = markdown(summarise(runs), replace(meta, price_per_core_hour=40.0))
+    assert "**222.2222 USD per million requests** (target < 1 USD: missed)." in report
+
+
 def test_summarise_takes_medians_over_rounds_and_sums_counts() -> None:
     rounds = [
         Measurement(Run("predict", "service", 8, round=0), load_result(1_000, 3.0)),
