@@ -118,3 +118,22 @@ def test_alert_rules_pass_promtool_check() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+ALERT_TESTS = Path(__file__).with_name("alerts_test.yml")
+
+
+@pytest.mark.timeout(60)
+def test_alert_rules_fire_on_bad_series_and_stay_quiet_on_healthy_ones() -> None:
+    # promtool's rule unit tests: synthetic series in, expected alerts (with their annotations)
+    # out at given times, so a threshold, a `for` or a label matcher that drifts fails here.
+    result = subprocess.run(
+        [_promtool(), "test", "rules", ALERT_TESTS.name],
+        cwd=ALERT_TESTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
