@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -111,3 +112,33 @@ def test_metrics_disabled_removes_the_endpoint(
     with TestClient(app) as client:
         assert client.get("/metrics").status_code == 404
         assert app.state.metrics is None
+
+
+class _Pool:
+    def checkedout(self) -> int:
+        return 3
+
+
+class _LogWriter:
+    def stats(self) -> SimpleNamespace:
+        return SimpleNamespace(
+            queue_depth=7, rows_flushed=40, rows_spilled=2, rows_replayed=1, retries=5
+        )
+
+
+def test_metrics_read_the_db_pool_and_prediction_log_the_app_holds(client: TestClient) -> None:
+    state = client.app.state  # type: ignore[attr-defined]
+    saved = state.database, state.prediction_log
+    state.database = SimpleNamespace(engine=SimpleNamespace(pool=_Pool()))
+    state.prediction_log = _LogWriter()
+    try:
+        samples = scrape(client)
+    finally:
+        state.database, state.prediction_log = saved
+    none: frozenset[tuple[str, str]] = frozenset()
+    assert samples[("churn_db_pool_connections_in_use", none)] == 3
+    assert samples[("churn_prediction_log_queue_depth", none)] == 7
+    assert samples[("churn_prediction_log_rows_flushed_total", none)] == 40
+    assert samples[("churn_prediction_log_rows_spilled_total", none)] == 2
+    assert samples[("churn_prediction_log_rows_replayed_total", none)] == 1
+    assert samples[("churn_prediction_log_retries_total", none)] == 5
