@@ -522,7 +522,10 @@ class ServiceMetrics:
     async def _refresh_every(self, interval_seconds: float) -> None:
         while True:
             await asyncio.sleep(interval_seconds)
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # keep refreshing: the next scrape may still work
+                logger.exception("metrics refresh failed")
 
     async def close(self) -> None:
         """Last refresh, then this worker's gauges leave the live sums."""
