@@ -15,6 +15,18 @@ def _bool_to_int(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
 
 
+def _integral_float_to_int(value: Any) -> Any:
+    # JSON Schema's "integer" includes 41.0; strings and 41.5 are still refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _zero_one_or_boolean(schema: dict[str, Any]) -> None:
+    """The documented schema of `senior_citizen`: what the validator accepts, booleans too."""
+    schema.pop("enum", None)
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "integer", "enum": [0, 1]}, {"type": "boolean"}]
+
+
 YesNo = Literal["No", "Yes"]
 InternetAddOn = Literal["No", "No internet service", "Yes"]
 # The upper bound keeps every charge finite in the model's float32 rows.
@@ -55,11 +67,16 @@ class CustomerFeatures(BaseModel):
 
     gender: Literal["Female", "Male"]
     senior_citizen: Annotated[Literal[0, 1], BeforeValidator(_bool_to_int)] = Field(
-        description="1 for a senior citizen; true/false are accepted too."
+        description="1 for a senior citizen; true/false are accepted too.",
+        json_schema_extra=_zero_one_or_boolean,
     )
     partner: YesNo
     dependents: YesNo
-    tenure: Annotated[int, Field(ge=0, le=120, strict=True, description="Months as a customer.")]
+    tenure: Annotated[
+        int,
+        Field(ge=0, le=120, strict=True, description="Months as a customer."),
+        BeforeValidator(_integral_float_to_int),
+    ]
     phone_service: YesNo
     multiple_lines: Literal["No", "No phone service", "Yes"]
     internet_service: Literal["DSL", "Fiber optic", "No"]

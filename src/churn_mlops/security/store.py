@@ -46,14 +46,19 @@ class UserRecord:
     disabled: bool
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; every time stored here is UTC.
+    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
+
+
 def _info(row: ApiKey) -> KeyInfo:
     return KeyInfo(
         row.key_id,
         row.name,
         tuple(sorted(row.scopes)),
-        row.created_at,
-        row.last_used_at,
-        row.revoked_at,
+        _aware(row.created_at) or row.created_at,
+        _aware(row.last_used_at),
+        _aware(row.revoked_at),
     )
 
 

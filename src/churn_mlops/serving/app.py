@@ -38,7 +38,12 @@ from churn_mlops.security.services import SecurityServices
 from churn_mlops.serving.batcher import MicroBatcher, ModelRunner
 from churn_mlops.serving.bodies import PredictionBodies
 from churn_mlops.serving.decoding import RequestDecoder
-from churn_mlops.serving.errors import install_error_handlers, problem_body, problem_bytes
+from churn_mlops.serving.errors import (
+    document_problem_responses,
+    install_error_handlers,
+    problem_body,
+    problem_bytes,
+)
 from churn_mlops.serving.fastpath import FastPredictEndpoint
 from churn_mlops.serving.middleware import ProcessTimeMiddleware
 from churn_mlops.serving.pipeline import PredictionPipeline
@@ -317,6 +322,7 @@ def _document_raw_bodies(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(request_schema.pop("$defs", {}))
             components["PredictRequest"] = request_schema
+            document_problem_responses(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -115,6 +115,7 @@ def _problem(description: str) -> dict[str, Any]:
 
 _UNAUTHORIZED = _problem("Missing or invalid credentials (see WWW-Authenticate)")
 _GUARDED: dict[int | str, dict[str, Any]] = {
+    400: _problem("The body is not valid JSON"),
     401: _UNAUTHORIZED,
     403: _problem("The credentials lack the scope"),
     413: _problem("The body is too large or nested too deep"),
@@ -218,7 +219,7 @@ def build_auth_router() -> APIRouter:
         "/auth/keys",
         summary="List API keys",
         response_model=list[ApiKeyInfo],
-        responses={k: v for k, v in _GUARDED.items() if k not in (413, 422)},
+        responses={k: v for k, v in _GUARDED.items() if k not in (400, 413, 422)},
     )
     async def list_keys(request: Request) -> list[dict[str, Any]]:
         """Every key's id, name, scopes and times; never a key or its hash."""
@@ -244,7 +245,7 @@ def build_auth_router() -> APIRouter:
         summary="Revoke an API key",
         response_model=ApiKeyInfo,
         responses={
-            **{k: v for k, v in _GUARDED.items() if k != 413},
+            **{k: v for k, v in _GUARDED.items() if k not in (400, 413)},
             404: _problem("No key of that name or id"),
         },
     )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 
 from churn_mlops.db.repository import CustomerNotFound, PredictionRepository
 from churn_mlops.db.schemas import PredictionHistory
@@ -15,6 +16,13 @@ from churn_mlops.serving.errors import NotFound
 from churn_mlops.serving.routes.customers import prediction_record
 
 MAX_HISTORY = 1000
+
+
+def _date_time_text(value: Any) -> Any:
+    """Refuse a bare number: pydantic would read it as Unix time, the OpenAPI says date-time."""
+    if isinstance(value, str) and value.lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("expected an ISO 8601 date-time, not a number")
+    return value
 
 
 def build_history_router() -> APIRouter:
@@ -38,6 +46,7 @@ def build_history_router() -> APIRouter:
         ] = None,
         since: Annotated[
             datetime | None,
+            BeforeValidator(_date_time_text),
             Query(description="Only predictions at or after this time (ISO 8601, with zone)."),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
