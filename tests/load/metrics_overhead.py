@@ -19,6 +19,7 @@ database and no authentication, so the only difference is the metrics.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from contextlib import ExitStack
@@ -26,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from churn_mlops.bench.load import Wrk, prediction_bodies, write_bodies
-from churn_mlops.bench.servers import churn_service, start_server, wait_until_idle
+from churn_mlops.bench.servers import (
+    churn_service,
+    group_members,
+    start_server,
+    wait_until_idle,
+)
 from churn_mlops.console import ensure_model
 from churn_mlops.data import SHIPPED_DATASET, load_telco_csv
 from churn_mlops.settings import Settings
@@ -137,6 +143,7 @@ def main() -> None:
         ),
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as work_name, ExitStack() as stack:
         work = Path(work_name)
         wrk = Wrk(work)
@@ -151,6 +158,7 @@ def main() -> None:
         for round_number in range(args.rounds):
             order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
             for name in order:
+                before = _cpu_seconds(servers[name].process.pid)
                 result = wrk.run(
                     servers[name].port,
                     "/predict",
@@ -158,25 +166,43 @@ def main() -> None:
                     connections=args.connections,
                     duration_s=args.duration,
                 )
+                # The server's own CPU per answered request: far steadier than RPS on a shared
+                # machine. Read before it drains what wrk left queued, which is not counted.
+                used = _cpu_seconds(servers[name].process.pid) - before
                 wait_until_idle(servers[name])
                 failed = sum(result.errors.values())
+                cpu_us = used / max(result.requests, 1) * 1e6
                 results[name].append((result.rps, result.latency_ms["p99"]))
+                cpu[name].append(cpu_us)
                 print(
                     f"round {round_number + 1} {name:<12} {result.rps:>9,.0f} req/s  "
-                    f"p99 {result.latency_ms['p99']:.2f} ms  errors {failed}",
+                    f"p99 {result.latency_ms['p99']:.2f} ms  errors {failed}  "
+                    f"server CPU {cpu_us:.1f} us/request",
                     flush=True,
                 )
     on = statistics.median(rps for rps, _ in results["metrics on"])
     off = statistics.median(rps for rps, _ in results["metrics off"])
     print()
-    print("| server | median RPS | median p99 ms | runs |")
-    print("|---|---:|---:|---:|")
+    print("| server | median RPS | median p99 ms | median server CPU us/request | runs |")
+    print("|---|---:|---:|---:|---:|")
     for name, runs in results.items():
         p99 = statistics.median(p for _, p in runs)
+        rps = statistics.median(r for r, _ in runs)
         print(
-            f"| {name} | {statistics.median(r for r, _ in runs):,.0f} | {p99:.2f} | {len(runs)} |"
+            f"| {name} | {rps:,.0f} | {p99:.2f} | {statistics.median(cpu[name]):.1f} | "
+            f"{len(runs)} |"
         )
-    print(f"\nmetrics on / off: {on / off:.3f} ({(on / off - 1) * 100:+.1f} %)")
+    cpu_on, cpu_off = statistics.median(cpu["metrics on"]), statistics.median(cpu["metrics off"])
+    print(f"\nRPS metrics on / off: {on / off:.3f} ({(on / off - 1) * 100:+.1f} %)")
+    print(
+        f"server CPU per request, metrics on / off: {cpu_on / cpu_off:.3f} "
+        f"({cpu_on - cpu_off:+.1f} us, {(cpu_on / cpu_off - 1) * 100:+.1f} %)"
+    )
+
+
+def _cpu_seconds(process_group: int) -> float:
+    members = group_members(process_group) or []
+    return sum(ticks for _, _, ticks in members) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
