@@ -510,7 +510,8 @@ def bench(
         typer.Option(
             help="default: baseline, service and ceilings; cache: the service with its cache "
             "off, L1 only and L1 + L2 on the hit path and a mixed workload; all: both; "
-            "db: the customer endpoints on PostgreSQL, and our listing against the seed's N+1."
+            "db: the customer endpoints on PostgreSQL, and our listing against the seed's N+1; "
+            "auth: /predict with authentication on and off, interleaved."
         ),
     ] = "default",
     cache_connections: Annotated[
@@ -539,6 +540,9 @@ def bench(
         int, typer.Option(min=0, help="--suite db: predictions it holds.")
     ] = 5_000_000,
     db_connections: Annotated[int, typer.Option(min=1, help="--suite db: wrk connections.")] = 32,
+    auth_connections: Annotated[
+        str, typer.Option(help="--suite auth: comma-separated wrk connection counts.")
+    ] = "32",
 ) -> None:
     """Compare the naive baseline, the service and two ceilings under the same wrk load.
 
@@ -549,6 +553,18 @@ def bench(
     workload at --hit-ratio. Results go to results.json, report.md and latency.png.
     """
     if ctx.invoked_subcommand is not None:
+        return
+    if suite == "auth":
+        from churn_mlops.bench.auth_suite import run_auth_suite_from_cli
+
+        run_auth_suite_from_cli(
+            model_dir=model_dir,
+            out=out,
+            duration=duration,
+            warmup=warmup,
+            rounds=rounds,
+            connections=auth_connections,
+        )
         return
     if suite == "db":
         from churn_mlops.bench.db_suite import run_db_suite_from_cli
