@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ from churn_mlops.bench.servers import free_port
 from churn_mlops.security.errors import RateLimited
 from churn_mlops.security.ratelimit import RateLimiter
 from tests.fixtures.redis_server import keys_removed_after, require_redis
+from tests.fixtures.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -71,3 +73,25 @@ async def test_unreachable_redis_fails_open_to_the_local_bucket() -> None:
     assert limiter.stats.failures == 1
     assert limiter.stats.skipped == 2
     assert limiter.stats.last_error is not None
+
+
+async def test_hanging_redis_costs_at_most_the_timeout_then_the_local_bucket_decides(
+    redis_url: str, prefix: str
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 6379)
+    await proxy.start()
+    limiter = RateLimiter(
+        0.001, 5, redis_url=proxy.url, key_prefix=prefix, timeout=0.05, backoff_seconds=60
+    )
+    try:
+        await limiter.check("key:a")  # through the proxy: shared
+        await proxy.blackhole()
+        started = time.monotonic()
+        await limiter.check("key:a")  # Redis swallows the call: the local bucket decides
+        waited = time.monotonic() - started
+    finally:
+        await limiter.close()
+        await proxy.close()
+    assert limiter.stats.failures == 1
+    assert limiter.stats.calls == 2
+    assert waited < 1.0  # bounded by the 50 ms budget, with room for a busy machine
