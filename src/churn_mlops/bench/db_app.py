@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query
+from sqlalchemy import select
 
-from churn_mlops.db.repository import CustomerRepository
+from churn_mlops.db.models import Customer, Prediction
+from churn_mlops.db.repository import CustomerWithLatest
 from churn_mlops.db.schemas import CustomerPage
 from churn_mlops.serving.app import create_app
 from churn_mlops.serving.deps import SessionDep
@@ -32,9 +34,19 @@ def build_n_plus_one_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     ) -> CustomerPage:
         """`GET /customers`, with one query per customer for its latest prediction."""
-        repository = CustomerRepository(session)
-        customers = await repository.customers_after(after, limit)
-        rows = await repository.latest_predictions_one_by_one(customers)
+        statement = select(Customer).order_by(Customer.id).limit(limit)
+        if after is not None:
+            statement = statement.where(Customer.id > after)
+        customers = list(await session.scalars(statement))
+        rows = []
+        for customer in customers:  # the N+1: one query per customer
+            latest = await session.scalar(
+                select(Prediction)
+                .where(Prediction.customer_id == customer.id)
+                .order_by(Prediction.created_at.desc())
+                .limit(1)
+            )
+            rows.append(CustomerWithLatest(customer, latest))
         items = [customer_summary(row) for row in rows]
         next_after = customers[-1].id if len(customers) == limit else None
         return CustomerPage(items=items, next_after=next_after)

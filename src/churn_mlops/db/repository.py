@@ -3,7 +3,6 @@ statements, whatever the number of rows (no N+1)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -126,28 +125,6 @@ class CustomerRepository:
             _PAGE, {"after": -1 if after is None else after, "limit": limit}
         )
         return [CustomerWithLatest(customer, latest) for customer, latest in rows]
-
-    async def latest_predictions_one_by_one(
-        self, customers: Sequence[Customer]
-    ) -> list[CustomerWithLatest]:
-        """The N+1 way the seed listed customers (one query per customer); kept only as the
-        baseline of `churn-mlops bench --suite db`."""
-        result = []
-        for customer in customers:
-            latest = await self.session.scalar(
-                select(Prediction)
-                .where(Prediction.customer_id == customer.id)
-                .order_by(Prediction.created_at.desc())
-                .limit(1)
-            )
-            result.append(CustomerWithLatest(customer, latest))
-        return result
-
-    async def customers_after(self, after: int | None, limit: int) -> list[Customer]:
-        statement = select(Customer).order_by(Customer.id).limit(limit)
-        if after is not None:
-            statement = statement.where(Customer.id > after)
-        return list(await self.session.scalars(statement))
 
 
 class PredictionRepository:
