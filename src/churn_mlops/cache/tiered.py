@@ -19,7 +19,7 @@ A miss that does not read L2 starts its computation in the caller's turn, direct
 the cache and no extra event-loop turn stand between the request and the micro-batcher.
 Misses that read L2 are coalesced: those of one event-loop turn share one round trip (MGET),
 then their computations start together, so the micro-batcher still sees them in one turn. The
-L2 writes of one turn go out as one command.
+L2 writes of a few milliseconds (`l2_write_delay`) go out as one command.
 """
 
 from __future__ import annotations
@@ -168,6 +168,10 @@ class PredictionCache:
     - `l2_keys_per_command` [256], `l2_max_connections` [32]: see `RedisStore`.
     - `l2_read_policy` ["adaptive"]: read L2 on an L1 miss only where it pays, or "always"
       (see `L2ReadPolicy`).
+    - `l2_write_delay` [0.005 s]: computed answers are gathered this long (or until
+      `l2_keys_per_command` are waiting) and written in one command. redis-py spends about
+      100 us of the worker's CPU per command, whatever its size: one command per event-loop
+      turn (about 7 keys at 32 connections) cost more CPU than the misses themselves.
     - `breaker_failure_threshold` [5], `breaker_cooldown_seconds` [5]: Redis is left alone after
       this many consecutive failures, and probed again after the cool-down.
     - `max_pending_writes` [10,000]: answers waiting to be written to Redis; beyond it new
@@ -191,6 +195,7 @@ class PredictionCache:
         l2_keys_per_command: int = 256,
         l2_max_connections: int = 32,
         l2_read_policy: ReadPolicyName = "adaptive",
+        l2_write_delay: float = 0.005,
         breaker_failure_threshold: int = 5,
         breaker_cooldown_seconds: float = 5.0,
         max_pending_writes: int = 10_000,
@@ -201,10 +206,14 @@ class PredictionCache:
             raise ValueError("l2_ttl_seconds must be > 0")
         if max_pending_writes < 0:
             raise ValueError("max_pending_writes must be >= 0")
+        if l2_write_delay < 0:
+            raise ValueError("l2_write_delay must be >= 0")
         self.keys = PredictionKeys(key_prefix, model_version)
         self.model_version = model_version
         self.l2_ttl_seconds = l2_ttl_seconds
         self.max_pending_writes = max_pending_writes
+        self.l2_write_delay = l2_write_delay
+        self._write_batch = l2_keys_per_command
         self._clock = clock
         self._l1: LruTtlCache[bytes, float] = LruTtlCache(l1_size, l1_ttl_seconds, clock=clock)
         if store is None and l2_url is not None:
@@ -222,6 +231,10 @@ class PredictionCache:
         self._codec = ValueCodec(model_version)
         self._digest_start = len(self.keys.namespace)
         self.read_policy = L2ReadPolicy(l2_read_policy)
+        self.lookup: Callable[[bytes], float | None] = self._l1.get
+        """The probability of a key in L1 (counted as a hit or a miss), or None; synchronous, so
+        a hit is answered without any await. After a None, `resolve` finds the answer. (L1's
+        own method, not a wrapper: one Python call less on every request.)"""
 
         # Keys being looked up in L2 (then maybe computed): waiters get a Lookup.
         self._inflight: dict[bytes, asyncio.Future[Lookup]] = {}
@@ -231,7 +244,7 @@ class PredictionCache:
         self._queued_handle: asyncio.Handle | None = None
         self._resolving: set[asyncio.Future[Any]] = set()
         self._write_buffer: list[tuple[bytes, float]] = []
-        self._write_handle: asyncio.Handle | None = None
+        self._write_handle: asyncio.TimerHandle | None = None
         self._writing: set[asyncio.Task[None]] = set()
         self._pending_writes = 0
         self._closed = False
@@ -252,11 +265,6 @@ class PredictionCache:
         return self._store is not None
 
     # Lookups without computing
-
-    def lookup(self, key: bytes) -> float | None:
-        """The probability of `key` in L1 (counted as a hit or a miss), or None; synchronous,
-        so a hit is answered without any await. After a None, `resolve` finds the answer."""
-        return self._l1.get(key)
 
     async def get(self, key: bytes) -> tuple[float, Level] | None:
         """The cached probability of `key` and the level that had it, or None."""
@@ -331,7 +339,8 @@ class PredictionCache:
         if future is not None:
             self._joined += 1
             return await asyncio.shield(future)
-        if self._store is not None and not self._closed and self.read_policy.should_read():
+        store = self._store
+        if store is not None and not self._closed and self.read_policy.should_read():
             loop = asyncio.get_running_loop()
             future = loop.create_future()
             self._inflight[key] = future
@@ -342,11 +351,10 @@ class PredictionCache:
         # No L2 read: start the computation now, in this turn, shared with later identical misses.
         # If this caller is cancelled, so is `work` (a task cancels what it awaits): the batcher
         # drops the row, and `_finish_flight` starts it again for the waiters that remain.
-        started = self._clock() if self._store is not None else 0.0
-        flight = self._start_flight(key, compute, started)
+        flight = self._start_flight(key, compute, self._clock() if store is not None else 0.0)
         work = flight.work
         try:
-            value = await work
+            result = await work
         except BaseException:
             if work.done():
                 self._finish_flight(key, flight)
@@ -354,9 +362,23 @@ class PredictionCache:
                 self._resolving.add(work)
                 work.add_done_callback(partial(self._finish_ownerless_flight, key, flight))
             raise
-        # Inline rather than a done-callback: no extra callback handle per miss.
-        self._finish_flight(key, flight)
-        return float(value), False
+        # `_finish_flight` inlined for its common case (about 1 us a miss less, measured).
+        computing = self._computing
+        if computing.get(key) is flight:
+            del computing[key]
+        value = float(result)
+        self._computed += 1
+        if 0.0 <= value <= 1.0:
+            self._l1.set(key, value)
+            if store is not None:
+                self.read_policy.record_compute(self._clock() - flight.started)
+                self._enqueue_writes([(key, value)])
+        else:
+            self._uncacheable += 1
+        shared = flight.shared
+        if shared is not None and not shared.done():
+            shared.set_result(value)
+        return value, False
 
     async def get_or_compute_many(
         self, keys: Sequence[bytes], compute_missing: ComputeMissing
@@ -747,8 +769,14 @@ class PredictionCache:
                 return
         self._write_buffer.extend(items)
         self._pending_writes += len(items)
-        if self._write_handle is None:
-            self._write_handle = asyncio.get_running_loop().call_soon(self._start_writes)
+        if len(self._write_buffer) >= self._write_batch:
+            if self._write_handle is not None:
+                self._write_handle.cancel()
+            self._start_writes()
+        elif self._write_handle is None:
+            self._write_handle = asyncio.get_running_loop().call_later(
+                self.l2_write_delay, self._start_writes
+            )
 
     def _start_writes(self) -> None:
         self._write_handle = None

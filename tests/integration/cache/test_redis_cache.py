@@ -252,3 +252,35 @@ async def test_always_policy_reads_redis_on_every_miss(make_cache: CacheFactory)
         await cache.get_or_compute(key, partial(_value, 0.5))
     stats = cache.stats().l2
     assert (stats.read_policy, stats.skipped_reads, stats.misses) == ("always", 0, 100)
+
+
+async def _until_written(cache: PredictionCache, count: int) -> None:
+    for _ in range(200):
+        if cache.stats().l2.written >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not written: {cache.stats().l2}")
+
+
+async def test_answers_computed_within_the_write_delay_share_one_write(
+    make_cache: CacheFactory,
+) -> None:
+    cache = make_cache(l2_write_delay=0.2, l2_read_policy="always")
+    keys = [cache.keys.key_for_row(_row(v)) for v in range(3)]
+    for i, key in enumerate(keys):  # three event-loop turns, three misses
+        await cache.get_or_compute(key, partial(_value, i / 10))
+        await asyncio.sleep(0)
+    assert (cache.stats().l2.pending_writes, cache.stats().l2.written) == (3, 0)
+    await _until_written(cache, 3)
+    stats = cache.stats().l2
+    assert stats.calls == 4  # one MGET per miss, one write for the three
+    assert await make_cache().get_many(keys) == [(i / 10, "l2") for i in range(3)]
+
+
+async def test_a_full_write_batch_goes_out_without_waiting_for_the_delay(
+    make_cache: CacheFactory,
+) -> None:
+    cache = make_cache(l2_write_delay=60, l2_keys_per_command=4)
+    cache.put_many((cache.keys.key_for_row(_row(v)), 0.5) for v in range(4))
+    await _until_written(cache, 4)
+    assert cache.stats().l2.pending_writes == 0
