@@ -54,10 +54,10 @@ async def test_a_batch_is_one_insert_statement_and_a_repeat_inserts_nothing(
 
     async with database.engine.connect() as connection:
         stored = {
-            row.id: row
+            row.id.hex: row
             for row in (
                 await connection.execute(
-                    select(Prediction).where(Prediction.id.in_([r.id for r in rows]))
+                    select(Prediction).where(Prediction.id.in_([uuid.UUID(r.id) for r in rows]))
                 )
             ).all()
         }

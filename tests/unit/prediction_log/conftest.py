@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ class MemorySink:
     """
 
     def __init__(self) -> None:
-        self.rows: dict[uuid.UUID, LoggedPrediction] = {}
-        self.attempts: list[list[uuid.UUID]] = []
+        self.rows: dict[str, LoggedPrediction] = {}
+        self.attempts: list[list[str]] = []
         self.mode = "ok"
         self.failures = -1  # -1: the mode holds until changed
 
