@@ -135,6 +135,19 @@ def _median(
     )
 
 
+def paired_ratio(runs: Sequence[AuthRun], count: int) -> float:
+    """The median over rounds of auth-on RPS / auth-off RPS, each pair measured back to back:
+    steadier than the ratio of the medians when the machine's load drifts between rounds."""
+    ratios = []
+    for round_ in sorted({r.round for r in runs}):
+        pair = {
+            r.server: r.result.rps for r in runs if r.connections == count and r.round == round_
+        }
+        if len(pair) == 2 and pair["auth-off"] > 0:
+            ratios.append(pair["auth-on"] / pair["auth-off"])
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def render(
     runs: Sequence[AuthRun],
     connections: Sequence[int],
@@ -148,9 +161,9 @@ def render(
         f"{meta['duration_s']} s after {meta['warmup_s']} s of warm-up, {WORKERS} workers each, "
         f"wrk {WRK_THREADS} threads, model {meta['model_version']}):",
         "",
-        "| connections | round | auth on RPS | auth off RPS | on p50 ms | off p50 ms "
+        "| connections | round | auth on RPS | auth off RPS | on / off | on p50 ms | off p50 ms "
         "| on p99 ms | off p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for count in connections:
         for round_ in sorted({r.round for r in runs}):
@@ -162,18 +175,23 @@ def render(
             on, off = pair["auth-on"], pair["auth-off"]
             lines.append(
                 f"| {count} | {round_ + 1} | {on.rps:,.0f} | {off.rps:,.0f} | "
+                f"{on.rps / off.rps:.3f} | "
                 f"{on.latency_ms['p50']:.2f} | {off.latency_ms['p50']:.2f} | "
                 f"{on.latency_ms['p99']:.2f} | {off.latency_ms['p99']:.2f} |"
             )
     lines += [
         "",
-        "| connections | median RPS auth on | median RPS auth off | on / off |",
-        "|---:|---:|---:|---:|",
+        "| connections | median RPS auth on | median RPS auth off | on / off "
+        "| median of the rounds' on / off |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for count in connections:
         rps_on = _median(runs, "auth-on", count, lambda r: r.rps)
         rps_off = _median(runs, "auth-off", count, lambda r: r.rps)
-        lines.append(f"| {count} | {rps_on:,.0f} | {rps_off:,.0f} | {rps_on / rps_off:.3f} |")
+        lines.append(
+            f"| {count} | {rps_on:,.0f} | {rps_off:,.0f} | {rps_on / rps_off:.3f} "
+            f"| {paired_ratio(runs, count):.3f} |"
+        )
     failed = {r.server: r.result.failed for r in runs if r.result.failed}
     lines += [
         "",

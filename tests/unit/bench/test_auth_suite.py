@@ -54,7 +54,8 @@ def test_render_gives_medians_and_their_ratio() -> None:
         "model_version": "v1",
     }
     report = render(runs, [32], {"auth-on": 1.5, "auth-off": 0.5}, meta)
-    assert "| 32 | 1,000 | 1,000 | 1.000 |" in report
-    assert "| 32 | 2 | 1,000 | 950 | 1.00 | 1.00 | 2.00 | 2.00 |" in report
+    # Rounds: 900/1000, 1000/950, 1100/1050: median ratio 1000/950.
+    assert "| 32 | 1,000 | 1,000 | 1.000 | 1.048 |" in report
+    assert "| 32 | 2 | 1,000 | 950 | 1.053 | 1.00 | 1.00 | 2.00 | 2.00 |" in report
     assert "1.50 µs with authentication, 0.50 µs without" in report
     assert "Non-2xx or failed requests: none." in report
