@@ -18,7 +18,7 @@ from churn_mlops.db.repository import CustomerWithLatest
 from churn_mlops.db.schemas import CustomerPage
 from churn_mlops.serving.app import create_app
 from churn_mlops.serving.deps import SessionDep
-from churn_mlops.serving.routes.customers import MAX_PAGE, customer_summary
+from churn_mlops.serving.routes.customers import MAX_ID, MAX_PAGE, customer_summary
 from churn_mlops.settings import Settings
 
 N_PLUS_ONE_PATH = "/bench/customers-n-plus-one"
@@ -30,7 +30,7 @@ def build_n_plus_one_router() -> APIRouter:
     @router.get(N_PLUS_ONE_PATH, response_model=CustomerPage, summary="The seed's N+1 listing")
     async def list_customers_n_plus_one(
         session: SessionDep,
-        after: Annotated[int | None, Query(ge=0)] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     ) -> CustomerPage:
         """`GET /customers`, with one query per customer for its latest prediction."""

@@ -205,6 +205,16 @@ def test_list_customers_pages_through_everyone_once(api: Api) -> None:
     assert all(item["latest_prediction"] is None for item in body["items"])
 
 
+def test_customer_endpoints_refuse_ids_and_cursors_the_database_cannot_take(api: Api) -> None:
+    control = api.client.get("/customers/A%00B")
+    history = api.client.get("/predictions", params={"customer_id": "A\x01B"})
+    cursor = api.client.get("/customers", params={"after": 2**63})
+    assert [r.status_code for r in (control, history, cursor)] == [422, 422, 422]
+    assert control.json()["errors"][0]["field"] == "path.customer_id"
+    assert history.json()["errors"][0]["field"] == "query.customer_id"
+    assert cursor.json()["errors"][0]["field"] == "query.after"
+
+
 def test_predict_customer_scores_the_stored_features_like_predict(api: Api) -> None:
     [customer_id] = api.load(1)
     stored = api.client.post(f"/customers/{customer_id}/predict")
@@ -238,6 +248,11 @@ def test_predictions_filters_by_customer_and_since(api: Api) -> None:
     assert [p["churn_probability"] for p in since] == [0.04, 0.04, 0.03, 0.03]
     unknown = api.client.get("/predictions", params={"customer_id": "NOPE-0000"})
     assert unknown.status_code == 404
+    too_early = api.client.get("/predictions", params={"since": "0001-01-01T00:00:00+01:00"})
+    assert too_early.status_code == 422
+    assert too_early.json()["errors"] == [
+        {"field": "query.since", "reason": "Input is out of range once converted to UTC"}
+    ]
     invalid = api.client.get("/predictions", params={"since": "yesterday"})
     assert invalid.status_code == 422
     assert invalid.json()["errors"][0]["field"] == "query.since"

@@ -27,12 +27,16 @@ from churn_mlops.serving.errors import NotFound
 
 MAX_PAGE = 100
 MAX_RECENT = 100
+# Ids are text of any script, but no control characters (PostgreSQL refuses NUL in text).
+EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+MAX_ID = 2**63 - 1
 
 CustomerId = Annotated[
     str,
     Path(
         min_length=1,
         max_length=64,
+        pattern=EXTERNAL_ID_PATTERN,
         description="The customer's external id, as in the dataset.",
         examples=[EXAMPLE_CUSTOMER_ID],
     ),
@@ -88,7 +92,8 @@ def build_customers_router() -> APIRouter:
     async def list_customers(
         session: SessionDep,
         after: Annotated[
-            int | None, Query(ge=0, description="`next_after` of the previous page.")
+            int | None,
+            Query(ge=0, le=MAX_ID, description="`next_after` of the previous page."),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     ) -> CustomerPage:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -10,10 +10,10 @@ from pydantic import BeforeValidator
 
 from churn_mlops.db.repository import CustomerNotFound, PredictionRepository
 from churn_mlops.db.schemas import PredictionHistory
-from churn_mlops.schemas import Problem
+from churn_mlops.schemas import FieldError, Problem
 from churn_mlops.serving.deps import SessionDep
-from churn_mlops.serving.errors import NotFound
-from churn_mlops.serving.routes.customers import prediction_record
+from churn_mlops.serving.errors import InvalidRequest, NotFound, invalid_request_detail
+from churn_mlops.serving.routes.customers import EXTERNAL_ID_PATTERN, prediction_record
 
 MAX_HISTORY = 1000
 
@@ -42,7 +42,12 @@ def build_history_router() -> APIRouter:
         session: SessionDep,
         customer_id: Annotated[
             str | None,
-            Query(min_length=1, max_length=64, description="A stored customer's external id."),
+            Query(
+                min_length=1,
+                max_length=64,
+                pattern=EXTERNAL_ID_PATTERN,
+                description="A stored customer's external id.",
+            ),
         ] = None,
         since: Annotated[
             datetime | None,
@@ -52,6 +57,13 @@ def build_history_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
     ) -> PredictionHistory:
         """Predictions of one stored customer and/or since a time, newest first."""
+        if since is not None:
+            try:
+                since = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+            except OverflowError:
+                reason = "Input is out of range once converted to UTC"
+                errors = [FieldError(field="query.since", reason=reason)]
+                raise InvalidRequest(invalid_request_detail(errors), errors) from None
         try:
             predictions = await PredictionRepository(session).recent(
                 customer_external_id=customer_id, since=since, limit=limit
