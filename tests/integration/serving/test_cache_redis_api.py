@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from churn_mlops.bench.servers import free_port
+from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.schemas import EXAMPLE_FEATURES
 from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
+from tests.fixtures.requests import prediction_bodies
 from tests.unit.serving.test_concurrency import running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -66,3 +68,31 @@ async def test_delete_cache_clears_redis_for_this_model_only(
         again = (await client.post("/predict", json=BODY)).json()
     assert cleared == {"enabled": True, "l1_removed": 1, "l2_removed": 1}
     assert again["cached"] is False
+
+
+async def test_misses_skip_unpaying_redis_reads_and_another_worker_still_gets_the_answers(
+    artifact_dir: Path,
+    artifact: ModelArtifact,
+    dataset: TelcoDataset,
+    redis_url: str,
+    key_prefix: str,
+) -> None:
+    bodies = prediction_bodies(dataset, 100, start=2000)
+    settings = Settings(model_dir=artifact_dir, redis_url=redis_url, cache_key_prefix=key_prefix)
+    first = create_app(settings, artifact)
+    async with running(first) as first_worker:
+        computed = [(await first_worker.post("/predict", json=b)).json() for b in bodies]
+        await first.state.pipeline.cache.wait_for_writes()
+        first_stats = (await first_worker.get("/cache/stats")).json()["l2"]
+    # New customers never hit Redis, and the forest scores a row faster than Redis answers.
+    assert first_stats["read_policy"] == "adaptive"
+    assert first_stats["skipped_reads"] > 0
+    assert first_stats["misses"] == len(bodies) - first_stats["skipped_reads"]
+    assert first_stats["written"] == len(bodies)
+
+    always = settings.model_copy(update={"cache_l2_read_policy": "always"})
+    async with running(create_app(always, artifact)) as second_worker:
+        shared = [(await second_worker.post("/predict", json=b)).json() for b in bodies]
+        second_stats = (await second_worker.get("/cache/stats")).json()["l2"]
+    assert shared == [{**answer, "cached": True} for answer in computed]
+    assert (second_stats["read_policy"], second_stats["hits"]) == ("always", len(bodies))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -84,3 +85,19 @@ async def test_identical_concurrent_cold_requests_cost_one_model_row(
     assert len({a.json()["churn_probability"] for a in answers}) == 1
     # Coalesced requests shared one computation; none of them was served from the cache.
     assert sum(a.json()["cached"] for a in answers) == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(120)
+async def test_an_l1_hit_returns_from_its_first_step(
+    artifact_dir: Path, artifact: ModelArtifact
+) -> None:
+    app = create_app(Settings(model_dir=artifact_dir), artifact)
+    body = orjson.dumps(BODY)
+    async with running(app):
+        pipeline = app.state.pipeline
+        miss = orjson.loads(await pipeline.predict_one(body))
+        with pytest.raises(StopIteration) as finished:
+            pipeline.predict_one(body).send(None)  # one step: no await may suspend it
+    hit = orjson.loads(finished.value.value)
+    assert (miss["cached"], hit) == (False, {**miss, "cached": True})
