@@ -11,8 +11,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +22,7 @@ from churn_mlops.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 logger = logging.getLogger("churn_mlops.db")
+VERSION_TABLE = "alembic_version"
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -72,7 +73,12 @@ def check(url: str) -> None:
 
 
 def _current(connection: Connection) -> tuple[str, ...]:
-    return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
+    # Read directly rather than through alembic's MigrationContext, which logs two INFO lines
+    # in every worker at every start.
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return ()
+    rows = connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}")  # noqa: S608
+    return tuple(sorted(rows.scalars()))
 
 
 async def current_revision(engine: AsyncEngine) -> tuple[str, ...]:
