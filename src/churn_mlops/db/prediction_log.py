@@ -23,7 +23,12 @@ start a new file), then holds a non-blocking `flock` on the renamed file while i
 rows chunk by chunk, and unlinks it only when every chunk is in the database. A crash mid-replay
 leaves the renamed file, which the next replay (at start-up or after an outage) takes up again;
 rows that already arrived are skipped by their ids. `close()` writes what is left to the
-database if it answers within `shutdown_timeout`, and spills the rest.
+database if it answers within `shutdown_timeout`, and spills the rest; the app closes the
+writer after the pipeline has stopped answering, since a row recorded after `close()` would stay
+in memory.
+
+Cost on the request path (docs/performance.md, "Prediction log"): `record()` about 0.2 us;
+all the writer's work in the service process about 6 us of CPU per prediction.
 """
 
 from __future__ import annotations
@@ -236,7 +241,8 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 def identify(rows: Sequence[RecordedRow]) -> list[LoggedPrediction]:
     """Give rows UUIDv7-style ids: the row's own millisecond timestamp, then 74 random bits
     (time-ordered, so PostgreSQL appends to the primary key's index instead of scattering).
-    Made as hex text directly: a third of the time of building `uuid.UUID` objects."""
+    Made as hex text directly, the form the insert and the spill file take (1.2 us per row
+    against 1.5 us for `uuid.UUID` objects, which would then need converting)."""
     randomness = os.urandom(10 * len(rows)).hex()
     identified = []
     for index, row in enumerate(rows):
