@@ -12,6 +12,7 @@ import pytest
 
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.schemas import EXAMPLE_FEATURES
 from churn_mlops.serving.app import create_app
 from tests.fixtures.requests import prediction_bodies
 from tests.integration.prediction_log.conftest import (
@@ -88,3 +89,16 @@ async def test_ten_thousand_predictions_produce_ten_thousand_rows(
     assert (stats.rows_flushed, stats.queue_depth, stats.rows_spilled) == (10_000, 0, 0)
     assert stats.rows_duplicate == 0
     assert stats.flush_failures == 0
+
+
+async def test_nothing_is_logged_with_the_log_off(
+    migrated_database_url: str, log_settings: SettingsFactory, artifact: ModelArtifact
+) -> None:
+    prefix = f"o{uuid.uuid4().hex[:8]}-"
+    settings = log_settings(migrated_database_url, prediction_log_enabled=False)
+    app = create_app(settings, artifact)
+    async with running(app) as client:
+        assert app.state.prediction_log is None
+        body = {"customer_id": f"{prefix}1", "features": EXAMPLE_FEATURES}
+        assert (await client.post("/predict", json=body)).status_code == 200
+    assert await logged_rows(migrated_database_url, prefix) == []
