@@ -441,9 +441,12 @@ class PredictionLogWriter:
     # --- flushing ---
 
     async def _run_flusher(self) -> None:
-        self._replay_wanted = self._replay_wanted or await asyncio.to_thread(
-            _spill_files_exist, self.spill_path
-        )
+        try:
+            found = await asyncio.to_thread(_spill_files_exist, self.spill_path)
+        except OSError:
+            logger.exception("prediction log: cannot look for spill files at %s", self.spill_path)
+            found = False
+        self._replay_wanted = self._replay_wanted or found
         backoff = 0.0
         while not self._stopping.is_set():
             if backoff:
@@ -463,13 +466,18 @@ class PredictionLogWriter:
                 return
             ok = True
             has_rows = self._batch is not None or bool(self._buffer)
-            # Spill files wait for a healthy database, unless they are all there is to write.
-            if self._replay_wanted and (self._outage_since is None or not has_rows):
-                self._replay_wanted = False
-                ok = await self._replay()
-                self._replay_wanted = self._replay_wanted or not ok
-            if ok and has_rows:
-                ok = await self._write_batch(self._write_timeout)
+            try:
+                # Spill files wait for a healthy database, unless they are all there is to write.
+                if self._replay_wanted and (self._outage_since is None or not has_rows):
+                    self._replay_wanted = False
+                    ok = await self._replay()
+                    self._replay_wanted = self._replay_wanted or not ok
+                if ok and has_rows:
+                    ok = await self._write_batch(self._write_timeout)
+            except Exception:  # a bug or a disk error must not end the flusher: rows would pile up
+                logger.exception("prediction log: the flusher failed; retrying")
+                self._replay_wanted = True
+                ok = False
             backoff = 0.0 if ok else min(max(backoff * 2, self._retry_initial), self._retry_max)
 
     def _take(self, count: int) -> list[RecordedRow]:
