@@ -39,11 +39,6 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("DELETE", "/auth/keys/{name_or_id}"): Scope.ADMIN,
     ("POST", "/auth/users"): Scope.ADMIN,
 }
-# Routes of other capabilities that may or may not be mounted; their scope if they are.
-OPTIONAL_ROUTES: dict[tuple[str, str], str] = {
-    ("GET", "/debug/profile"): Scope.ADMIN,
-    ("POST", "/debug/profile"): Scope.ADMIN,
-}
 
 
 def _routes(app: ChurnAPI) -> dict[tuple[str, str], str]:
@@ -60,9 +55,7 @@ def _concrete(path: str) -> str:
 
 def test_every_route_is_public_on_purpose_or_needs_its_scope(make_app: AppFactory) -> None:
     app, _ = make_app()
-    routes = _routes(app)
-    expected = {**ROUTE_POLICY, **{k: v for k, v in OPTIONAL_ROUTES.items() if k in routes}}
-    assert routes == expected
+    assert _routes(app) == ROUTE_POLICY
 
 
 def test_fast_path_needs_the_predict_scope(make_app: AppFactory) -> None:
