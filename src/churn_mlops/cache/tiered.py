@@ -435,6 +435,8 @@ class PredictionCache:
                 return await compute_missing([owned_indices[position] for position in positions])
 
             read_l2 = self._store is not None and self.read_policy.should_read()
+            if self._store is not None and not read_l2:
+                self.read_policy.skipped += len(owned) - 1  # one decision, every key skipped
             await asyncio.shield(self._spawn(self._resolve(owned, compute_owned, read_l2)))
 
         for waited, indices in zip(futures, waiting.values(), strict=True):

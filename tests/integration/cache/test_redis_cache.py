@@ -284,3 +284,20 @@ async def test_a_full_write_batch_goes_out_without_waiting_for_the_delay(
     cache.put_many((cache.keys.key_for_row(_row(v)), 0.5) for v in range(4))
     await _until_written(cache, 4)
     assert cache.stats().l2.pending_writes == 0
+
+
+async def test_a_batch_whose_redis_read_does_not_pay_counts_every_key_skipped(
+    make_cache: CacheFactory,
+) -> None:
+    cache = make_cache()
+    cache.read_policy.record_read(100, 0, 0.001)  # measured: no hits, 1 ms a read
+    cache.read_policy.record_compute(0.000_01)  # and 10 us a computed miss
+    keys = cache.keys.keys_for_rows(np.random.default_rng(2).random((10, 19), dtype=np.float32))
+
+    async def compute(indices: list[int]) -> list[float]:
+        return [0.5] * len(indices)
+
+    values, cached = await cache.get_or_compute_many(keys, compute)
+    assert (values, cached) == ([0.5] * 10, [False] * 10)
+    stats = cache.stats().l2
+    assert (stats.skipped_reads, stats.misses, stats.calls) == (10, 0, 0)
