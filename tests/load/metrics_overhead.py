@@ -127,6 +127,9 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true", help="raw ASGI calls, CPU time")
     parser.add_argument("--blocks", type=int, default=20, help="--in-process: blocks per app")
     parser.add_argument("--block-requests", type=int, default=2_000)
+    parser.add_argument(
+        "--same", action="store_true", help="A/A: both servers with metrics off (noise floor)"
+    )
     args = parser.parse_args()
     if args.in_process:
         in_process(args.blocks, args.block_requests)
@@ -136,7 +139,9 @@ def main() -> None:
     ensure_model(model_dir, SHIPPED_DATASET, "bench")
     variants = {
         "metrics on": churn_service(
-            model_dir, env={**COMMON_ENV, "CHURN_METRICS_ENABLED": "true"}, name="metrics-on"
+            model_dir,
+            env={**COMMON_ENV, "CHURN_METRICS_ENABLED": "false" if args.same else "true"},
+            name="metrics-on",
         ),
         "metrics off": churn_service(
             model_dir, env={**COMMON_ENV, "CHURN_METRICS_ENABLED": "false"}, name="metrics-off"
