@@ -48,7 +48,11 @@ async def measure(url: str, model_dir: Path, requests: int, customers: int) -> d
     result: dict[str, float] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        # No gzip, as wrk in `bench --suite db` asks for none.
+        headers = {"Accept-Encoding": "identity"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=headers
+        ) as client:
             for name, path in paths.items():
                 for _ in range(max(requests // 10, 1)):  # warm-up: pool, caches
                     (await client.get(path())).raise_for_status()
