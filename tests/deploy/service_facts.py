@@ -35,10 +35,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-# The server's graceful-shutdown budget when Settings has no `graceful_shutdown_seconds` field yet
-# (CHURN_GRACEFUL_SHUTDOWN_SECONDS); from then on its default is used.
-GRACEFUL_SHUTDOWN_SECONDS_FALLBACK = 20.0
-
 # Environment variables the deployment sets that are not settings, and who reads them.
 NON_SETTING_ENV: dict[str, str] = {
     "NUMBA_CACHE_DIR": "numba: where it caches the compiled model kernels",
@@ -58,11 +54,13 @@ def unknown_env_names(names: set[str] | frozenset[str]) -> list[str]:
     return sorted(name for name in names - settings_env_names() if name not in NON_SETTING_ENV)
 
 
-def graceful_shutdown_seconds(configured: str | None = None) -> float:
-    """The server's graceful-shutdown budget: `configured` if set, else the setting's default."""
+def setting_seconds(name: str, configured: str | None = None) -> float:
+    """A duration setting: `configured` (its environment value) if set, else its default."""
     if configured is not None:
         return float(configured)
-    field = Settings.model_fields.get("graceful_shutdown_seconds")
-    if field is None:
-        return GRACEFUL_SHUTDOWN_SECONDS_FALLBACK
-    return float(field.default)
+    return float(Settings.model_fields[name].default)
+
+
+def graceful_shutdown_seconds(configured: str | None = None) -> float:
+    """The server's graceful-shutdown budget: `configured` if set, else the setting's default."""
+    return setting_seconds("graceful_shutdown_seconds", configured)

@@ -10,7 +10,11 @@ from urllib.parse import urlsplit
 import yaml
 
 from tests.deploy.conftest import DEPLOY
-from tests.deploy.service_facts import graceful_shutdown_seconds, unknown_env_names
+from tests.deploy.service_facts import (
+    graceful_shutdown_seconds,
+    setting_seconds,
+    unknown_env_names,
+)
 
 SERVICES = {"api", "postgres", "redis", "prometheus", "grafana"}
 PUBLISHED = {"api": 8000, "prometheus": 9090, "grafana": 3000}
@@ -126,8 +130,13 @@ def test_api_root_filesystem_is_read_only_with_writable_tmp_and_var(
 
 def test_api_stop_grace_outlasts_the_graceful_shutdown(compose: dict[str, Any]) -> None:
     api = compose["services"]["api"]
-    shutdown = graceful_shutdown_seconds(environment(api).get("CHURN_GRACEFUL_SHUTDOWN_SECONDS"))
-    assert seconds(api["stop_grace_period"]) > shutdown
+    env = environment(api)
+    shutdown = graceful_shutdown_seconds(env.get("CHURN_GRACEFUL_SHUTDOWN_SECONDS"))
+    log_flush = setting_seconds(
+        "prediction_log_shutdown_timeout_seconds",
+        env.get("CHURN_PREDICTION_LOG_SHUTDOWN_TIMEOUT_SECONDS"),
+    )
+    assert seconds(api["stop_grace_period"]) > shutdown + log_flush
 
 
 def test_postgres_runs_with_the_tuned_conf(compose: dict[str, Any]) -> None:

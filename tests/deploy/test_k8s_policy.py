@@ -21,6 +21,7 @@ from tests.deploy.manifests import (
 from tests.deploy.service_facts import (
     EXPORTED_METRICS,
     graceful_shutdown_seconds,
+    setting_seconds,
     unknown_env_names,
 )
 
@@ -223,10 +224,15 @@ def test_api_grace_period_outlasts_prestop_and_graceful_shutdown(
         assert command[:1] == ["sleep"], f"preStop is not a sleep: {command}"
         pre_stop_seconds = float(command[1])
     shutdown = graceful_shutdown_seconds(env_value(container, "CHURN_GRACEFUL_SHUTDOWN_SECONDS"))
+    log_flush = setting_seconds(
+        "prediction_log_shutdown_timeout_seconds",
+        env_value(container, "CHURN_PREDICTION_LOG_SHUTDOWN_TIMEOUT_SECONDS"),
+    )
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > pre_stop_seconds + shutdown, (
+    assert grace > pre_stop_seconds + shutdown + log_flush, (
         f"terminationGracePeriodSeconds {grace} must exceed preStop {pre_stop_seconds} s + "
-        f"graceful shutdown {shutdown} s, or the kubelet kills requests still in flight"
+        f"graceful shutdown {shutdown} s + prediction-log flush {log_flush} s, or the kubelet "
+        "kills requests still in flight or predictions not yet written"
     )
 
 
