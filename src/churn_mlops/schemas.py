@@ -97,6 +97,10 @@ class CustomerFeatures(BaseModel):
     )
 
 
+# Printable text only: every id is stored with its prediction, and PostgreSQL refuses NUL in text.
+CUSTOMER_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
 class PredictRequest(BaseModel):
     """One customer to score."""
 
@@ -112,7 +116,9 @@ class PredictRequest(BaseModel):
         default=None,
         min_length=1,
         max_length=64,
-        description="The caller's id for this customer, echoed back; optional.",
+        pattern=CUSTOMER_ID_PATTERN,
+        description="The caller's id for this customer, echoed back and recorded with the "
+        "prediction; optional; no control characters.",
     )
     features: CustomerFeatures
 

@@ -63,6 +63,11 @@ def _msgspec_type(annotation: Any, metadata: list[Any]) -> Any:
         if type(item) in _NUMERIC_BOUNDS:
             key = _NUMERIC_BOUNDS[type(item)]
             bounds[key] = getattr(item, key)
+        elif name == "_PydanticGeneralMetadata" and set(vars(item)) == {"pattern"}:
+            # pydantic's regexes (Rust) end at `$`; Python's `$` also matches before a final
+            # newline, which `\Z` does not.
+            pattern = item.pattern
+            bounds["pattern"] = pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
         elif name in ("Strict", "AllowInfNan") or isinstance(item, _IMPLIED):
             continue
         else:

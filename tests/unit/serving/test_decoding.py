@@ -168,10 +168,22 @@ def test_structs_mirror_the_pydantic_models() -> None:
 
 
 def test_an_unknown_constraint_is_refused_rather_than_dropped() -> None:
+    class WithMultiple(BaseModel):
+        count: Annotated[int, Field(multiple_of=3)]
+
+    with pytest.raises(TypeError, match="no msgspec equivalent"):
+        _struct(WithMultiple, {})
+    with pytest.raises(TypeError, match="no msgspec equivalent"):
+        _msgspec_type(bytes, [])
+
+
+def test_a_pattern_ends_at_the_end_of_the_string_as_in_pydantic() -> None:
     class WithPattern(BaseModel):
         code: Annotated[str, Field(pattern="^[A-Z]+$")]
 
-    with pytest.raises(TypeError, match="no msgspec equivalent"):
-        _struct(WithPattern, {})
-    with pytest.raises(TypeError, match="no msgspec equivalent"):
-        _msgspec_type(bytes, [])
+    struct = _struct(WithPattern, {})
+
+    assert msgspec.json.decode(b'{"code": "ABC"}', type=struct).code == "ABC"
+    for refused in (b'{"code": "ABC\\n"}', b'{"code": "abc"}'):
+        with pytest.raises(msgspec.ValidationError, match="regex"):
+            msgspec.json.decode(refused, type=struct)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_mlops.schemas import EXAMPLE_FEATURES
+from churn_mlops.schemas import CUSTOMER_ID_PATTERN, EXAMPLE_FEATURES
 
 
 def _problem(*errors: tuple[str, str]) -> dict[str, Any]:
@@ -96,6 +96,14 @@ REFUSALS = {
     "empty customer id": (
         {**_with(), "customer_id": ""},
         [("customer_id", "String should have at least 1 character")],
+    ),
+    "customer id with a NUL, which PostgreSQL cannot store": (
+        {**_with(), "customer_id": "8879\x00ZKJOF"},
+        [("customer_id", f"String should match pattern '{CUSTOMER_ID_PATTERN}'")],
+    ),
+    "customer id ending in a newline": (
+        {**_with(), "customer_id": "8879-ZKJOF\n"},
+        [("customer_id", f"String should match pattern '{CUSTOMER_ID_PATTERN}'")],
     ),
     "features not an object": (
         {"features": [1, 2]},
