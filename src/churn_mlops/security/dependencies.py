@@ -63,7 +63,7 @@ class ScopeRequirement:
     """A dependency that admits principals holding `scope`; the route-table test finds it."""
 
     def __init__(self, scope: str) -> None:
-        self.scope = scope
+        self.scope = str(scope)
 
     async def __call__(self, principal: CurrentPrincipal) -> Principal:
         if not principal.allows(self.scope):
