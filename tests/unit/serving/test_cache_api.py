@@ -11,8 +11,11 @@ from fastapi.testclient import TestClient
 
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.model.features import FloatMatrix
+from churn_mlops.model.inference import Probabilities
 from churn_mlops.schemas import EXAMPLE_FEATURES
 from churn_mlops.serving.app import create_app
+from churn_mlops.serving.batcher import ModelRunner
 from churn_mlops.settings import Settings
 from tests.fixtures.requests import prediction_bodies
 from tests.fixtures.security import api_client
@@ -101,3 +104,27 @@ async def test_an_l1_hit_returns_from_its_first_step(
             pipeline.predict_one(body).send(None)  # one step: no await may suspend it
     hit = orjson.loads(finished.value.value)
     assert (miss["cached"], hit) == (False, {**miss, "cached": True})
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(120)
+async def test_batch_scores_all_its_misses_in_one_model_call(
+    artifact_dir: Path, artifact: ModelArtifact, dataset: TelcoDataset
+) -> None:
+    app = create_app(Settings(model_dir=artifact_dir), artifact)
+    bodies = prediction_bodies(dataset, 8, start=3000)
+    async with running(app) as client:
+        for body in bodies[:3]:
+            await client.post("/predict", json=body)
+        runner: ModelRunner = app.state.pipeline.runner
+        scored: list[int] = []
+        score = runner.score
+
+        def counting_score(rows: FloatMatrix) -> Probabilities:
+            scored.append(len(rows))
+            return score(rows)
+
+        runner.score = counting_score
+        answers = (await client.post("/predict/batch", json=bodies + bodies[5:])).json()
+    assert [a["cached"] for a in answers["predictions"]] == [True] * 3 + [False] * 8
+    assert scored == [5]  # the 5 distinct misses, once each, in one call
