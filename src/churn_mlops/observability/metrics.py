@@ -274,11 +274,33 @@ def shared_metrics_dir(path: Path | None, *, enabled: bool = True) -> Iterator[P
     if path is not None:
         yield prepare_multiprocess_dir(path)
         return
-    created = Path(tempfile.mkdtemp(prefix="churn-metrics-"))
+    remove_abandoned_dirs(Path(tempfile.gettempdir()))
+    created = Path(tempfile.mkdtemp(prefix=f"{TEMP_DIR_PREFIX}{os.getpid()}-"))
     try:
         yield prepare_multiprocess_dir(created)
     finally:
         shutil.rmtree(created, ignore_errors=True)
+
+
+TEMP_DIR_PREFIX = "churn-metrics-"
+
+
+def remove_abandoned_dirs(parent: Path) -> list[Path]:
+    """Remove the temporary metrics directories of `serve` runs whose process is gone (killed
+    before it could clean up): their names carry its pid. Returns what was removed."""
+    removed = []
+    for entry in parent.glob(f"{TEMP_DIR_PREFIX}*-*"):
+        pid_text = entry.name.removeprefix(TEMP_DIR_PREFIX).split("-", 1)[0]
+        if not pid_text.isdigit() or not entry.is_dir():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        except PermissionError:
+            pass  # alive, someone else's
+    return removed
 
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")

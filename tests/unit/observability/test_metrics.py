@@ -17,7 +17,9 @@ from churn_mlops.observability.metrics import (
     add_to_histogram,
     exported_names,
     prepare_multiprocess_dir,
+    remove_abandoned_dirs,
     remove_dead_workers,
+    shared_metrics_dir,
 )
 
 VALUES = [0.00005, 0.0001, 0.0003, 0.002, 0.002, 0.7, 3.0, 12.0]
@@ -190,3 +192,34 @@ def test_remove_dead_workers_drops_only_gauges_of_gone_processes(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"gauge_livesum_{os.getpid()}.db", f"counter_{gone}.db"]
     )
+
+
+def test_shared_metrics_dir_is_removed_after_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with shared_metrics_dir(None) as path:
+        assert path is not None
+        assert path.is_dir()
+        assert path.name.startswith(f"churn-metrics-{os.getpid()}-")
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(path)
+    assert not path.exists()
+
+
+def test_shared_metrics_dir_does_nothing_when_metrics_are_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with shared_metrics_dir(None, enabled=False) as path:
+        assert path is None
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def test_remove_abandoned_dirs_keeps_those_of_live_processes(tmp_path: Path) -> None:
+    gone = 2**22 + 54321  # above Linux's default pid_max: no such process
+    abandoned = tmp_path / f"churn-metrics-{gone}-abc"
+    live = tmp_path / f"churn-metrics-{os.getpid()}-def"
+    unrelated = tmp_path / "churn-metrics-old"
+    for directory in (abandoned, live, unrelated):
+        directory.mkdir()
+    assert remove_abandoned_dirs(tmp_path) == [abandoned]
+    assert live.exists()
+    assert unrelated.exists()
