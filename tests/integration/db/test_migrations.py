@@ -65,3 +65,23 @@ def test_initial_revision_creates_the_customer_tables(database_url: str) -> None
         assert {"customers", "predictions"} <= anyio.run(_tables, database_url)
     finally:
         schema.upgrade(database_url)
+
+
+def test_concurrent_upgrades_of_a_new_postgres_database_all_succeed() -> None:
+    """Pods starting together each run `serve`'s upgrade: they take turns, none fails."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.fixtures.postgres import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        env = {**os.environ, "CHURN_DATABASE_URL": url}
+        command = [sys.executable, "-m", "churn_mlops.cli", "db", "upgrade"]
+        processes = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(3)
+        ]
+        outputs = [process.communicate(timeout=90)[0].decode() for process in processes]
+        assert [process.returncode for process in processes] == [0, 0, 0], outputs
+        assert anyio.run(_tables, url) >= {"customers", "predictions"}

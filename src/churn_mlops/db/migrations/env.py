@@ -31,9 +31,17 @@ def _configure(connection: Connection | None = None, **options: Any) -> None:
     )
 
 
+# Any fixed number, the same in every process: the key of the advisory lock below.
+MIGRATION_LOCK_KEY = 0x636875726E  # "churn"
+
+
 def _run(connection: Connection) -> None:
     _configure(connection)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Pods (or workers) that start together each migrate: they take turns, and each
+            # reads the version table only once the one before has committed. Released at commit.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 
 
