@@ -74,8 +74,14 @@ def cli_trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def credentials(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, str]]:
     """A database with an API key made by `churn-mlops keys create`: the servers' environment,
     and the headers that authenticate a request."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('e2e-db') / 'churn.db'}"
-    env = {"CHURN_ENVIRONMENT": "test", "CHURN_DATABASE_URL": url, **SECURITY_ENV}
+    directory = tmp_path_factory.mktemp("e2e-db")
+    env = {
+        "CHURN_ENVIRONMENT": "test",
+        "CHURN_DATABASE_URL": f"sqlite:///{directory / 'churn.db'}",
+        # Never the checkout's var/: another server would replay these rows into its database.
+        "CHURN_PREDICTION_LOG_SPILL_PATH": str(directory / "spill" / "predictions.jsonl"),
+        **SECURITY_ENV,
+    }
     result = subprocess.run(
         [CLI, "keys", "create", "--name", "e2e", "--scope", "predict,read"],
         env={**os.environ, **env},

@@ -65,6 +65,11 @@ def provision_credentials(work_dir: Path, scopes: str = "predict,read,admin") ->
         "CHURN_JWT_SECRET": secrets.token_urlsafe(48),
         # `serve` in development creates a key of its own: keep it out of the checkout's var/.
         "CHURN_DEV_API_KEY_FILE": str(work_dir.resolve() / "dev-api-key"),
+        # Rows the bench's database cannot take in time spill here, never into the checkout's
+        # var/, where a later `serve` would replay them into another database.
+        "CHURN_PREDICTION_LOG_SPILL_PATH": str(
+            work_dir.resolve() / "prediction-log" / "predictions.jsonl"
+        ),
         # The bench's one key sends far more than a caller's default share: the limiter still
         # runs on every request (its cost is measured) but never refuses one.
         "CHURN_RATE_LIMIT_PER_SECOND": "1000000000",

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -145,6 +146,13 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+async def _client_disconnect(request: Request, error: Exception) -> Response:
+    # The client left while its body was arriving (a load generator stopping, a timeout): no
+    # fault of ours, and the answer reaches nobody.
+    logger.debug("client disconnected during %s %s", request.method, request.url.path)
+    return problem_response(400, "The client closed the connection before the body ended.")
+
+
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "The server failed to answer this request.")
@@ -175,4 +183,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SecurityError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)
