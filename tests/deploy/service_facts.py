@@ -54,8 +54,8 @@ def unknown_env_names(names: set[str] | frozenset[str]) -> list[str]:
     return sorted(name for name in names - settings_env_names() if name not in NON_SETTING_ENV)
 
 
-def setting_seconds(name: str, configured: str | None = None) -> float:
-    """A duration setting: `configured` (its environment value) if set, else its default."""
+def setting_number(name: str, configured: str | None = None) -> float:
+    """A numeric setting: `configured` (its environment value) if set, else its default."""
     if configured is not None:
         return float(configured)
     return float(Settings.model_fields[name].default)
@@ -63,4 +63,4 @@ def setting_seconds(name: str, configured: str | None = None) -> float:
 
 def graceful_shutdown_seconds(configured: str | None = None) -> float:
     """The server's graceful-shutdown budget: `configured` if set, else the setting's default."""
-    return setting_seconds("graceful_shutdown_seconds", configured)
+    return setting_number("graceful_shutdown_seconds", configured)

@@ -12,7 +12,7 @@ import yaml
 from tests.deploy.conftest import DEPLOY
 from tests.deploy.service_facts import (
     graceful_shutdown_seconds,
-    setting_seconds,
+    setting_number,
     unknown_env_names,
 )
 
@@ -132,7 +132,7 @@ def test_api_stop_grace_outlasts_the_graceful_shutdown(compose: dict[str, Any]) 
     api = compose["services"]["api"]
     env = environment(api)
     shutdown = graceful_shutdown_seconds(env.get("CHURN_GRACEFUL_SHUTDOWN_SECONDS"))
-    log_flush = setting_seconds(
+    log_flush = setting_number(
         "prediction_log_shutdown_timeout_seconds",
         env.get("CHURN_PREDICTION_LOG_SHUTDOWN_TIMEOUT_SECONDS"),
     )
