@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from typing import Literal
+
 import pytest
 from argon2 import PasswordHasher
 
@@ -37,3 +42,38 @@ async def test_verify_in_thread_gives_the_same_answer() -> None:
     stored = verifier.hash("correct horse")
     assert await verifier.verify_in_thread(stored, "correct horse")
     assert not await verifier.verify_in_thread(stored, "nope")
+
+
+class _CountingHasher(PasswordHasher):
+    """FAST, recording how many verifications run at once."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=1024, parallelism=1)
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(0.02)
+            return super().verify(hash, password)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.anyio
+async def test_concurrent_logins_verify_one_password_at_a_time() -> None:
+    hasher = _CountingHasher()
+    verifier = PasswordVerifier(hasher)
+    stored = verifier.hash("correct horse")
+
+    results = await asyncio.gather(
+        *(verifier.verify_in_thread(stored, "correct horse") for _ in range(6))
+    )
+
+    assert results == [True] * 6
+    assert hasher.most_at_once == 1
