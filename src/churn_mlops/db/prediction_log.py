@@ -170,6 +170,9 @@ class SqlPredictionSink:
         return cls(engine, tables["predictions"], tables["customers"])
 
     async def write(self, rows: Sequence[LoggedPrediction]) -> int:
+        if not rows:
+            # SQLAlchemy would run an empty executemany as one INSERT of defaults, which fails.
+            return 0
         if self._json_sql is not None:
             batch = orjson.dumps(rows, default=tuple).decode()
             async with self.engine.begin() as connection:
@@ -487,7 +490,12 @@ class PredictionLogWriter:
     async def _write_batch(self, budget: float) -> bool:
         """Write the current batch (forming one from the buffer if need be); True on success."""
         if self._batch is None:
-            self._batch = identify(self._take(self._batch_rows))
+            rows = self._take(self._batch_rows)
+            if not rows:
+                # The buffer emptied since the caller looked (spilled while a replay awaited):
+                # nothing to write. An empty batch kept here would be retried forever.
+                return True
+            self._batch = identify(rows)
         else:
             self._retries += 1
         batch = self._batch

@@ -78,3 +78,9 @@ async def test_a_batch_is_one_insert_statement_and_a_repeat_inserts_nothing(
     assert stored[rows[-1].id].customer_id is None
     assert stored[rows[-1].id].external_customer_id is None
     assert {stored[row.id].customer_id for row in rows[1:]} == {None}
+
+
+async def test_an_empty_batch_inserts_nothing_and_does_not_fail(database: Database) -> None:
+    sink = SqlPredictionSink.for_engine(database.engine)
+
+    assert await sink.write([]) == 0
