@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -153,8 +155,20 @@ async def _client_disconnect(request: Request, error: Exception) -> Response:
     return problem_response(400, "The client closed the connection before the body ended.")
 
 
+def log_unexpected_error(where: str, error: BaseException) -> None:
+    """Log a request's unexpected failure without a stack trace or the exception's message,
+    either of which may carry request values: its type and where it was raised. The full
+    traceback goes to DEBUG, for a developer who turns that on."""
+    frames = traceback.extract_tb(error.__traceback__)
+    origin = "an unknown place"
+    if frames:
+        origin = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}"
+    logger.error("unhandled %s on %s (raised at %s)", type(error).__name__, where, origin)
+    logger.debug("traceback of the unhandled error on %s", where, exc_info=error)
+
+
 async def _unexpected_error(request: Request, error: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    log_unexpected_error(f"{request.method} {request.url.path}", error)
     return problem_response(500, "The server failed to answer this request.")
 
 

@@ -15,7 +15,12 @@ from starlette.types import Message, Receive, Scope, Send
 from churn_mlops.security.errors import SecurityError
 from churn_mlops.security.guard import RequestGuard
 from churn_mlops.security.limits import too_large
-from churn_mlops.serving.errors import ModelNotReady, ServiceError, problem_bytes
+from churn_mlops.serving.errors import (
+    ModelNotReady,
+    ServiceError,
+    log_unexpected_error,
+    problem_bytes,
+)
 from churn_mlops.serving.pipeline import PredictionPipeline
 
 logger = logging.getLogger("churn_mlops.serving")
@@ -64,8 +69,8 @@ class FastPredictEndpoint:
         except (ServiceError, SecurityError) as error:
             await _send(send, error.status, problem_bytes(error), _problem_headers(error))
             return
-        except Exception:
-            logger.exception("unhandled error on POST /predict")
+        except Exception as error:
+            log_unexpected_error("POST /predict", error)
             failure = ServiceError("The server failed to answer this request.")
             await _send(send, 500, problem_bytes(failure), _PROBLEM_HEADERS)
             return
