@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +20,11 @@ from churn_mlops.bench.servers import free_port
 from churn_mlops.data import TelcoDataset
 from churn_mlops.observability.metrics import exported_names
 from tests.fixtures.requests import prediction_bodies
+from tests.fixtures.serve import CLI, wait_ready
 from tests.unit.observability.test_dashboards import alert_rules, dashboard_exprs, used_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-CLI = str(Path(sys.executable).with_name("churn-mlops"))
 REQUESTS = 120
 
 
@@ -59,17 +58,12 @@ def server(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (work / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError("server did not become ready")
+        wait_ready(
+            base_url,
+            process,
+            timeout=120,
+            exit_details=lambda: (work / "serve.log").read_text()[-3000:],
+        )
         yield Server(base_url, work / "metrics")
     finally:
         process.send_signal(signal.SIGINT)

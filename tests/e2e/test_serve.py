@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,24 +19,9 @@ from churn_mlops.data import SHIPPED_DATASET, TelcoDataset, load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
 from tests.fixtures.requests import prediction_bodies
 from tests.fixtures.security import SECURITY_ENV
+from tests.fixtures.serve import CLI, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-CLI = str(Path(sys.executable).with_name("churn-mlops"))
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not become ready")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +92,7 @@ def _start_serve(
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base_url, process)
+        wait_ready(base_url, process)
     except BaseException:
         process.kill()
         process.wait(timeout=5)

@@ -6,8 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,25 +16,10 @@ import pytest
 from churn_mlops.bench.servers import free_port
 from churn_mlops.db import schema
 from churn_mlops.schemas import EXAMPLE_FEATURES
+from tests.fixtures.serve import CLI, wait_ready
 from tests.integration.prediction_log.conftest import logged_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-CLI = str(Path(sys.executable).with_name("churn-mlops"))
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen[bytes], within: float = 90) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not become ready")
 
 
 def test_sigterm_writes_every_buffered_prediction(
@@ -63,7 +46,7 @@ def test_sigterm_writes_every_buffered_prediction(
     base_url = f"http://127.0.0.1:{port}"
     ids = [f"{prefix}{n}" for n in range(200)]
     try:
-        _wait_ready(base_url, process)
+        wait_ready(base_url, process, timeout=90)
 
         def predict(customer_id: str) -> int:
             body = {"customer_id": customer_id, "features": EXAMPLE_FEATURES}

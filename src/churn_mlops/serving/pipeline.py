@@ -66,37 +66,28 @@ class PredictionPipeline:
     async def predict_one(self, body: bytes) -> bytes:
         start = time.perf_counter()
         customer_id, row = self.decoder.single(body)
+        return await self._predict_row(customer_id, row, start)
+
+    async def predict_features(self, customer_id: str | None, features: dict[str, Any]) -> bytes:
+        """One customer whose features are already valid (stored ones): the same encoder,
+        cache and batcher as `predict_one`, without a body to decode."""
+        start = time.perf_counter()
+        return await self._predict_row(
+            customer_id, self.decoder.encoder.encode_row(features), start
+        )
+
+    async def _predict_row(self, customer_id: str | None, row: FloatMatrix, start: float) -> bytes:
         cache = self.cache
         if cache is None:
             probability, cached = await self._score_one(row), False
         else:
-            # An L1 hit is answered here, synchronously: no coroutine, future or task.
+            # An L1 hit is answered here, synchronously: no future or task, no suspension.
             key = cache.keys.key_for_row(row)
             hit = cache.lookup(key)
             if hit is not None:
                 probability, cached = hit, True
             else:
                 probability, cached = await cache.resolve(key, partial(self._start_one, row))
-        answer = orjson.dumps(self._answer(customer_id, probability, cached))
-        recorder = self.recorder
-        if recorder is not None:
-            latency_ms = (time.perf_counter() - start) * 1000.0
-            will_churn = probability >= self._threshold
-            recorder.record(customer_id, probability, will_churn, cached, latency_ms, self._version)
-        return answer
-
-    async def predict_features(self, customer_id: str | None, features: dict[str, Any]) -> bytes:
-        """One customer whose features are already valid (stored ones): the same encoder,
-        cache and batcher as `predict_one`, without a body to decode."""
-        start = time.perf_counter()
-        row = self.decoder.encoder.encode_row(features)
-        cache = self.cache
-        if cache is None:
-            probability, cached = await self._score_one(row), False
-        else:
-            probability, cached = await cache.get_or_compute(
-                cache.keys.key_for_row(row), lambda: self._score_one(row)
-            )
         answer = orjson.dumps(self._answer(customer_id, probability, cached))
         recorder = self.recorder
         if recorder is not None:
@@ -123,18 +114,19 @@ class PredictionPipeline:
                 cache.keys.keys_for_rows(rows), compute_missing
             )
         threshold, version = self._threshold, self._version
+        will_churn = [probability >= threshold for probability in probabilities]
         answer = orjson.dumps(
             {
                 "predictions": [
                     {
                         "customer_id": customer_id,
                         "churn_probability": probability,
-                        "will_churn": probability >= threshold,
+                        "will_churn": churns,
                         "model_version": version,
                         "cached": hit,
                     }
-                    for customer_id, probability, hit in zip(
-                        customer_ids, probabilities, cached, strict=True
+                    for customer_id, probability, churns, hit in zip(
+                        customer_ids, probabilities, will_churn, cached, strict=True
                     )
                 ]
             }
@@ -143,7 +135,7 @@ class PredictionPipeline:
             self.recorder.record_many(
                 customer_ids,
                 probabilities,
-                [probability >= threshold for probability in probabilities],
+                will_churn,
                 cached,
                 (time.perf_counter() - start) * 1000.0,
                 version,
