@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 
 from churn_mlops.bench.cli import bench_app
-from churn_mlops.console import ensure_model, train_with_progress
 from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.db.cli import db_app, upgrade_before_serving
+from churn_mlops.model.provisioning import ensure_model, train_with_progress
 from churn_mlops.observability.cli import ProfiledPipeline, profile_command
 from churn_mlops.security.cli import keys_app, users_app
 from churn_mlops.settings import Settings
@@ -84,7 +84,7 @@ def serve(
     # Before the workers start: they find the directory in PROMETHEUS_MULTIPROC_DIR.
     with shared_metrics_dir(settings.metrics_multiproc_dir, enabled=settings.metrics_enabled):
         uvicorn.run(
-            "churn_mlops.serving.app:create_app_from_env",
+            "churn_mlops.api.app:create_app_from_env",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -121,11 +121,11 @@ def _announce_dev_key(settings: Settings) -> None:
 
 def _pipeline_for_profiling(settings: Settings) -> ProfiledPipeline:
     """The serving pipeline, built as the app's lifespan builds it (no HTTP, no database)."""
+    from churn_mlops.api.app import build_pipeline
     from churn_mlops.model.artifact import ModelArtifact
-    from churn_mlops.serving.app import build_pipeline
-    from churn_mlops.serving.bodies import PredictionBodies
+    from churn_mlops.prediction.strict_parser import StrictBodyParser
 
-    bodies = PredictionBodies(settings.max_batch_rows, settings.max_json_depth)
+    bodies = StrictBodyParser(settings.max_batch_rows, settings.max_json_depth)
     return build_pipeline(ModelArtifact.load(settings.model_dir), settings, bodies)
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from churn_mlops.api.app import ChurnAPI, create_app
 from churn_mlops.db import schema as db_schema
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.serving.app import ChurnAPI, create_app
 from churn_mlops.settings import Settings
 from tests.fixtures.security import ALL_SCOPES, provision_key, security_settings
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.generation.case import Case
 from schemathesis.python.asgi import shutdown_lifespans
 
-from churn_mlops.serving.app import ChurnAPI, create_app
+from churn_mlops.api.app import ChurnAPI, create_app
 from tests.contract.conftest import contract_settings
 
 pytestmark = pytest.mark.timeout(300)

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from churn_mlops.api.app import create_app
 from churn_mlops.observability.metrics import exported_names
-from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
 
 

@@ -31,7 +31,7 @@ class RuntimeLockOnly(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"{name} is not installed from requirements/runtime.lock")
         return None
 sys.meta_path.insert(0, RuntimeLockOnly())
-import churn_mlops.cli, churn_mlops.serving.app, churn_mlops.model.training
+import churn_mlops.cli, churn_mlops.api.app, churn_mlops.model.training
 """
 
 

@@ -16,15 +16,15 @@ import asyncpg
 import httpx
 import pytest
 
+from churn_mlops.api.app import ChurnAPI, create_app
+from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from churn_mlops.db.prediction_log import PredictionLogWriter
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.schemas import EXAMPLE_FEATURES
-from churn_mlops.serving.app import ChurnAPI, create_app
 from churn_mlops.settings import Settings
 from tests.fixtures.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
 from tests.fixtures.tcp_proxy import TcpProxy
-from tests.integration.prediction_log.conftest import logged_rows, running
+from tests.integration.db.prediction_log.conftest import logged_rows, running
 
 # The bound covers each test itself; the first one's fixtures may train the session's model.
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30, func_only=True)]

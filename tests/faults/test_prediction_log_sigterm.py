@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from churn_mlops.bench.servers import free_port
+from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.db import schema
-from churn_mlops.schemas import EXAMPLE_FEATURES
 from tests.fixtures.serve import CLI, wait_ready
-from tests.integration.prediction_log.conftest import logged_rows
+from tests.integration.db.prediction_log.conftest import logged_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

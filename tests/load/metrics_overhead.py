@@ -33,8 +33,8 @@ from churn_mlops.bench.servers import (
     start_server,
     wait_until_idle,
 )
-from churn_mlops.console import ensure_model
 from churn_mlops.data import SHIPPED_DATASET, load_telco_csv
+from churn_mlops.model.provisioning import ensure_model
 from churn_mlops.settings import Settings
 
 COMMON_ENV = {
@@ -50,7 +50,7 @@ def in_process(blocks: int, block_requests: int) -> None:
     import time
     from contextlib import AsyncExitStack
 
-    from churn_mlops.serving.app import create_app
+    from churn_mlops.api.app import create_app
 
     model_dir = Settings().model_dir.resolve()
     artifact = ensure_model(model_dir, SHIPPED_DATASET, "bench")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from churn_mlops.schemas import PredictRequest
-from churn_mlops.serving.app import create_app
+from churn_mlops.api.app import create_app
+from churn_mlops.core.features import PredictRequest
 from churn_mlops.settings import Settings
 
 SCRIPT = Path(__file__).with_name("k6-test.js")

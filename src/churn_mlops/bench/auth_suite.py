@@ -133,9 +133,9 @@ def app_cost_us(model_dir: Path, requests: int = 5_000, rounds: int = 6) -> dict
     in alternating rounds; the medians."""
     import orjson
 
-    from churn_mlops.schemas import EXAMPLE_FEATURES
+    from churn_mlops.api.app import create_app
+    from churn_mlops.core.features import EXAMPLE_FEATURES
     from churn_mlops.security.authenticator import MemoryKeySource
-    from churn_mlops.serving.app import create_app
     from churn_mlops.settings import Settings
 
     body = orjson.dumps({"customer_id": "8879-ZKJOF", "features": EXAMPLE_FEATURES})
@@ -400,8 +400,8 @@ def run_auth_suite_from_cli(
 
     from churn_mlops.bench.load import LoadError, parse_duration
     from churn_mlops.bench.servers import ServerError
-    from churn_mlops.console import ensure_model
     from churn_mlops.data import SHIPPED_DATASET
+    from churn_mlops.model.provisioning import ensure_model
     from churn_mlops.settings import Settings
 
     console = Console(stderr=True)

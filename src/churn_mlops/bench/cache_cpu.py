@@ -25,14 +25,14 @@ from pathlib import Path
 
 import orjson
 
+from churn_mlops.api.app import build_pipeline
 from churn_mlops.bench.cache_servers import bench_key_prefix
 from churn_mlops.bench.cache_workload import fresh_body, fresh_templates, warm_bodies
+from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.data import load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.schemas import EXAMPLE_FEATURES
-from churn_mlops.serving.app import build_pipeline
-from churn_mlops.serving.bodies import PredictionBodies
-from churn_mlops.serving.pipeline import PredictionPipeline
+from churn_mlops.prediction.pipeline import PredictionPipeline
+from churn_mlops.prediction.strict_parser import StrictBodyParser
 from churn_mlops.settings import Settings
 
 WORKLOADS = ("hit", "miss", "mix50")
@@ -50,7 +50,7 @@ def _pipeline(
         batch_max_queue=1_000_000,
         batch_max_queue_delay_ms=60_000,
     )
-    pipeline = build_pipeline(artifact, settings, PredictionBodies(settings.max_batch_rows))
+    pipeline = build_pipeline(artifact, settings, StrictBodyParser(settings.max_batch_rows))
     pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
     return pipeline
 

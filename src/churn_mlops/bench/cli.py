@@ -74,8 +74,8 @@ from churn_mlops.bench.servers import (
     start_server,
     wait_until_idle,
 )
-from churn_mlops.console import ensure_model
 from churn_mlops.data import SHIPPED_DATASET, load_telco_csv
+from churn_mlops.model.provisioning import ensure_model
 from churn_mlops.settings import Settings
 
 WORKERS = 2

@@ -13,12 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Query
 from sqlalchemy import select
 
+from churn_mlops.api.app import create_app
+from churn_mlops.api.deps import SessionDep
+from churn_mlops.api.routes.customers import MAX_ID, MAX_PAGE, customer_summary
+from churn_mlops.api.schemas.customers import CustomerPage
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.db.repository import CustomerWithLatest
-from churn_mlops.db.schemas import CustomerPage
-from churn_mlops.serving.app import create_app
-from churn_mlops.serving.deps import SessionDep
-from churn_mlops.serving.routes.customers import MAX_ID, MAX_PAGE, customer_summary
 from churn_mlops.settings import Settings
 
 N_PLUS_ONE_PATH = "/bench/customers-n-plus-one"

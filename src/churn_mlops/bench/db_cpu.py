@@ -19,10 +19,10 @@ from pathlib import Path
 
 import httpx
 
+from churn_mlops.api.app import create_app
 from churn_mlops.bench.db_app import N_PLUS_ONE_PATH, build_n_plus_one_router
 from churn_mlops.bench.db_suite import DEFAULT_DB_URL, PAGE_SIZE
 from churn_mlops.db.seed import synthetic_id
-from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
 
 

@@ -420,9 +420,9 @@ def run_db_suite_from_cli(
 
     from churn_mlops.bench.load import LoadError, parse_duration
     from churn_mlops.bench.servers import ServerError
-    from churn_mlops.console import ensure_model
     from churn_mlops.data import SHIPPED_DATASET
     from churn_mlops.db.engine import DatabaseURLError, is_sqlite
+    from churn_mlops.model.provisioning import ensure_model
     from churn_mlops.settings import Settings
 
     console = Console(stderr=True)

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 
+from churn_mlops.api.schemas.predictions import BatchPredictResponse, PredictResponse
+from churn_mlops.core.features import FEATURE_NAMES, PredictRequest
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.model.features import FEATURE_NAMES
-from churn_mlops.schemas import BatchPredictResponse, PredictRequest, PredictResponse
 from churn_mlops.settings import Settings
 
 

@@ -91,7 +91,7 @@ def in_process_cpu(
     is measured until its writer has written every row (the database's own work, in another
     process, is left out). Prediction cache off unless `cache` (then every request after the
     warm-up is a hit: the cheapest request, where the log weighs most); no authentication."""
-    from churn_mlops.serving.app import create_app
+    from churn_mlops.api.app import create_app
     from churn_mlops.settings import Settings
 
     artifact = ModelArtifact.load(model_dir)

@@ -15,11 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from churn_mlops.model.features import (
-    CATEGORICAL_FEATURES,
-    FEATURE_NAMES,
-    INTEGER_FEATURES,
-)
+from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES, INTEGER_FEATURES
 
 SHIPPED_DATASET = Path(__file__).with_name("telco_churn.csv")
 

@@ -11,8 +11,8 @@ from sqlalchemy import BigInteger, Integer, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.db.models import Customer, Prediction
-from churn_mlops.model.features import FEATURE_NAMES
 
 
 class CustomerNotFound(LookupError):

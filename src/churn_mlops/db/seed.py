@@ -25,10 +25,10 @@ from sqlalchemy import Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
-from churn_mlops.model.features import FEATURE_NAMES
 
 SYNTHETIC_PREFIX = "SYN-"
 SYNTHETIC_ID_DIGITS = 9

@@ -27,6 +27,8 @@ import joblib
 import numpy as np
 from pydantic import ValidationError
 
+from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
+from churn_mlops.core.model_info import ModelInfo
 from churn_mlops.data import load_telco_csv
 from churn_mlops.model.compiled import (
     CompiledForest,
@@ -34,13 +36,7 @@ from churn_mlops.model.compiled import (
     ParityError,
     check_parity,
 )
-from churn_mlops.model.features import (
-    CATEGORICAL_FEATURES,
-    FEATURE_NAMES,
-    FeatureEncoder,
-    FloatMatrix,
-)
-from churn_mlops.schemas import ModelInfo
+from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 
 MODEL_FILE = "model.joblib"
 ENCODER_FILE = "encoder.json"

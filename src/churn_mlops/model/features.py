@@ -14,29 +14,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from churn_mlops.schemas import CustomerFeatures
-
-FEATURE_NAMES: tuple[str, ...] = tuple(CustomerFeatures.model_fields)
-CATEGORICAL_FEATURES: frozenset[str] = frozenset(
-    {
-        "gender",
-        "partner",
-        "dependents",
-        "phone_service",
-        "multiple_lines",
-        "internet_service",
-        "online_security",
-        "online_backup",
-        "device_protection",
-        "tech_support",
-        "streaming_tv",
-        "streaming_movies",
-        "contract",
-        "paperless_billing",
-        "payment_method",
-    }
+from churn_mlops.core.features import (
+    CATEGORICAL_FEATURES,
+    FEATURE_NAMES,
 )
-INTEGER_FEATURES: frozenset[str] = frozenset({"senior_citizen", "tenure"})
 
 FloatMatrix = npt.NDArray[np.float32]
 

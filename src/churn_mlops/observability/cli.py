@@ -186,9 +186,9 @@ def profile_command(build: PipelineFactory) -> Callable[..., None]:
         from pyinstrument import Profiler
         from threadpoolctl import threadpool_limits
 
-        from churn_mlops.console import ensure_model
+        from churn_mlops.core.features import EXAMPLE_FEATURES
         from churn_mlops.data import SHIPPED_DATASET
-        from churn_mlops.schemas import EXAMPLE_FEATURES
+        from churn_mlops.model.provisioning import ensure_model
 
         # Never shed: the profiler (and tracemalloc more so) slows each event-loop turn past the
         # batcher's queue-delay bound, which would refuse predictions instead of profiling them.

@@ -1,4 +1,4 @@
-"""Refusals of the security layer; `serving.errors` turns each into an RFC 9457 problem document.
+"""Refusals of the security layer: ServiceErrors, so `api.errors` renders them as every other.
 
 Every detail is safe to show a caller: it never echoes a credential, a claim or a body.
 """
@@ -7,19 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from churn_mlops.core.errors import ServiceError
+
 REALM = "churn-mlops"
 
 
-class SecurityError(Exception):
-    """A refusal with an HTTP status, a caller-safe detail and response headers."""
+class SecurityError(ServiceError):
+    """A refusal of the security layer: an HTTP status, a caller-safe detail and headers."""
 
     status: int = 400
-    errors: None = None
 
     def __init__(self, detail: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.headers = headers
+        super().__init__(detail, headers=headers)
 
 
 class NotAuthenticated(SecurityError):
@@ -70,12 +69,6 @@ class RateLimited(SecurityError):
             },
         )
         self.retry_after = wait
-
-
-class RequestTooLarge(SecurityError):
-    """A body past the size limit, or JSON nested deeper than allowed (413)."""
-
-    status = 413
 
 
 class CredentialStoreUnavailable(SecurityError):

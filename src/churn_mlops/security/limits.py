@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from churn_mlops.security.errors import RequestTooLarge
+from churn_mlops.core.errors import PayloadTooLarge
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 # Everything but the four brackets, deleted by bytes.translate (in C) before counting.
@@ -32,12 +32,12 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
-def too_deep(limit: int) -> RequestTooLarge:
-    return RequestTooLarge(f"The JSON body nests arrays and objects deeper than {limit} levels.")
+def too_deep(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The JSON body nests arrays and objects deeper than {limit} levels.")
 
 
-def too_large(limit: int) -> RequestTooLarge:
-    return RequestTooLarge(f"The request body is larger than {limit} bytes.")
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than {limit} bytes.")
 
 
 def declared_length(value: bytes) -> int | None:
@@ -46,7 +46,7 @@ def declared_length(value: bytes) -> int | None:
 
 
 def counting_receive(receive: Receive, limit: int) -> Receive:
-    """`receive` that raises RequestTooLarge once the body passes `limit` bytes."""
+    """`receive` that raises PayloadTooLarge once the body passes `limit` bytes."""
     received = 0
 
     async def receive_counted() -> Message:
@@ -63,11 +63,11 @@ def counting_receive(receive: Receive, limit: int) -> Receive:
 
 class RequestSizeLimit:
     """Pure ASGI middleware: 413 at once for a Content-Length past the limit; a body that turns
-    out longer while it is read raises RequestTooLarge into the reader (the route's error
+    out longer while it is read raises PayloadTooLarge into the reader (the route's error
     handling answers it)."""
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, render: Callable[[RequestTooLarge], bytes]
+        self, app: ASGIApp, max_bytes: int, render: Callable[[PayloadTooLarge], bytes]
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -86,7 +86,7 @@ class RequestSizeLimit:
                 break
         await self.app(scope, counting_receive(receive, self.max_bytes), send)
 
-    async def _refuse(self, send: Send, error: RequestTooLarge) -> None:
+    async def _refuse(self, send: Send, error: PayloadTooLarge) -> None:
         body = self.render(error)
         await send(
             {

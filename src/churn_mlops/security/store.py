@@ -10,9 +10,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from churn_mlops.db.credentials import ApiKey, User
 from churn_mlops.security.api_keys import generate_api_key, hash_api_key
 from churn_mlops.security.authenticator import StoredKey
-from churn_mlops.security.models import ApiKey, User
 
 
 class CredentialConflict(ValueError):

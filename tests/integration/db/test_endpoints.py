@@ -15,12 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 
+from churn_mlops.api.app import ChurnAPI, create_app
 from churn_mlops.bench.servers import free_port
+from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID, EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.schemas import EXAMPLE_CUSTOMER_ID, EXAMPLE_FEATURES
-from churn_mlops.serving.app import ChurnAPI, create_app
 from churn_mlops.settings import Settings
 from tests.integration.db.conftest import QueryCounter
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Prediction
 from churn_mlops.db.repository import (
@@ -13,7 +14,6 @@ from churn_mlops.db.repository import (
     PredictionRepository,
     customer_features,
 )
-from churn_mlops.schemas import EXAMPLE_FEATURES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

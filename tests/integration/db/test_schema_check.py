@@ -6,10 +6,10 @@ import pytest
 from anyio import to_thread
 from fastapi.testclient import TestClient
 
+from churn_mlops.api.app import create_app
 from churn_mlops.db import schema
 from churn_mlops.db.engine import Database
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from churn_mlops.api.app import create_app
 from churn_mlops.db.engine import Database
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.security.passwords import PasswordVerifier
 from churn_mlops.security.store import CredentialStore, KeyInfo
-from churn_mlops.serving.app import create_app
 from churn_mlops.settings import Settings
 from tests.fixtures.security import TEST_PEPPER, provision_key, security_settings
 

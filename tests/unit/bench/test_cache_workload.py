@@ -19,8 +19,8 @@ from churn_mlops.bench.cache_workload import (
     warm_bodies,
     write_fresh_templates,
 )
+from churn_mlops.core.features import PredictRequest
 from churn_mlops.data import TelcoDataset
-from churn_mlops.schemas import PredictRequest
 
 
 def _cache_row(body: bytes) -> tuple[Any, ...]:

@@ -4,9 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from churn_mlops.core.features import (
+    EXAMPLE_CUSTOMER_ID,
+    EXAMPLE_FEATURES,
+    FEATURE_NAMES,
+    CustomerFeatures,
+)
 from churn_mlops.data import SHIPPED_DATASET, DatasetError, TelcoDataset, load_telco_csv
-from churn_mlops.model.features import FEATURE_NAMES
-from churn_mlops.schemas import EXAMPLE_CUSTOMER_ID, EXAMPLE_FEATURES, CustomerFeatures
 
 
 def test_load_shipped_dataset_reads_every_customer(dataset: TelcoDataset) -> None:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from churn_mlops.core.features import FEATURE_NAMES, CustomerFeatures
 from churn_mlops.data import TelcoDataset
 from churn_mlops.db.seed import (
     CUSTOMER_COLUMNS,
@@ -12,8 +13,6 @@ from churn_mlops.db.seed import (
     synthetic_id,
     synthetic_predictions,
 )
-from churn_mlops.model.features import FEATURE_NAMES
-from churn_mlops.schemas import CustomerFeatures
 
 
 def _rows(columns: dict[str, list[object]]) -> list[dict[str, object]]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
+from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import (
     ENCODER_FILE,
@@ -32,7 +33,7 @@ from churn_mlops.model.compiled import (
     _float32_at_most,
     check_parity,
 )
-from churn_mlops.model.features import CATEGORICAL_FEATURES, FEATURE_NAMES, FloatMatrix
+from churn_mlops.model.features import FloatMatrix
 
 TOTAL_CHARGES = FEATURE_NAMES.index("total_charges")
 CATEGORICAL = [i for i, name in enumerate(FEATURE_NAMES) if name in CATEGORICAL_FEATURES]

@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from churn_mlops.data import TelcoDataset
-from churn_mlops.model.features import (
+from churn_mlops.core.features import (
     CATEGORICAL_FEATURES,
+    EXAMPLE_FEATURES,
     FEATURE_NAMES,
-    EncoderError,
-    FeatureEncoder,
+    CustomerFeatures,
 )
-from churn_mlops.schemas import EXAMPLE_FEATURES, CustomerFeatures
+from churn_mlops.data import TelcoDataset
+from churn_mlops.model.features import EncoderError, FeatureEncoder
 
 
 @pytest.fixture(scope="module")

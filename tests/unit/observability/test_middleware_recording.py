@@ -1,4 +1,4 @@
-"""ProcessTimeMiddleware's recording, driven with raw ASGI messages."""
+"""RequestTelemetryMiddleware's recording, driven with raw ASGI messages."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from churn_mlops.api.telemetry import RequestTelemetryMiddleware
 from churn_mlops.observability.logging import request_id_var
 from churn_mlops.observability.metrics import RequestRecorder
-from churn_mlops.serving.middleware import ProcessTimeMiddleware
 
 
 def http_scope(path: str, route: object | None = None) -> Scope:
@@ -19,7 +19,7 @@ def http_scope(path: str, route: object | None = None) -> Scope:
     return scope
 
 
-async def run(middleware: ProcessTimeMiddleware, scope: Scope) -> list[Message]:
+async def run(middleware: RequestTelemetryMiddleware, scope: Scope) -> list[Message]:
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -50,7 +50,9 @@ async def crash(scope: Scope, receive: Receive, send: Send) -> None:
 @pytest.mark.anyio
 async def test_records_the_route_template_not_the_raw_path() -> None:
     recorder = RequestRecorder()
-    await run(ProcessTimeMiddleware(answer, 1000, recorder), http_scope("/customers/8879-ZKJOF"))
+    await run(
+        RequestTelemetryMiddleware(answer, 1000, recorder), http_scope("/customers/8879-ZKJOF")
+    )
     assert counts(recorder) == {("/customers/{customer_id}", "GET", 200): 1}
     assert recorder.in_flight == 0
 
@@ -58,7 +60,7 @@ async def test_records_the_route_template_not_the_raw_path() -> None:
 @pytest.mark.anyio
 async def test_fixed_route_names_every_request() -> None:
     recorder = RequestRecorder()
-    middleware = ProcessTimeMiddleware(answer, 1000, recorder, route="/predict")
+    middleware = RequestTelemetryMiddleware(answer, 1000, recorder, route="/predict")
     await run(middleware, http_scope("/predict"))
     assert counts(recorder) == {("/predict", "GET", 200): 1}
 
@@ -67,7 +69,7 @@ async def test_fixed_route_names_every_request() -> None:
 async def test_probes_and_metrics_are_not_recorded() -> None:
     recorder = RequestRecorder()
     for path in ("/health/live", "/health/ready", "/metrics"):
-        await run(ProcessTimeMiddleware(answer, 1000, recorder), http_scope(path))
+        await run(RequestTelemetryMiddleware(answer, 1000, recorder), http_scope(path))
     assert counts(recorder) == {}
 
 
@@ -75,7 +77,7 @@ async def test_probes_and_metrics_are_not_recorded() -> None:
 async def test_a_crash_before_the_response_is_recorded_as_500() -> None:
     recorder = RequestRecorder()
     with pytest.raises(RuntimeError, match="boom"):
-        await run(ProcessTimeMiddleware(crash, 1000, recorder), http_scope("/x"))
+        await run(RequestTelemetryMiddleware(crash, 1000, recorder), http_scope("/x"))
     assert counts(recorder) == {("unmatched", "GET", 500): 1}
     assert recorder.in_flight == 0
 
@@ -90,6 +92,6 @@ async def test_the_request_id_is_set_for_the_request_and_sent_back() -> None:
 
     scope = http_scope("/model")
     scope["headers"] = [(b"x-request-id", b"abc-1")]
-    sent = await run(ProcessTimeMiddleware(look, 1000), scope)
+    sent = await run(RequestTelemetryMiddleware(look, 1000), scope)
     assert seen == [b"abc-1"]
     assert (b"x-request-id", b"abc-1") in sent[0]["headers"]

@@ -12,9 +12,9 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from churn_mlops.db import credentials  # noqa: F401 - registers its tables
 from churn_mlops.db.engine import async_database_url, create_engine
 from churn_mlops.db.models import Base
-from churn_mlops.security import models as security_models  # noqa: F401 - registers its tables
 
 target_metadata = Base.metadata
 

@@ -1,0 +1,1 @@
+"""The HTTP service: app factory, one middleware chain, fast path, dependencies, routes."""

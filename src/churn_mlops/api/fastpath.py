@@ -1,0 +1,89 @@
+"""`POST /predict` as a raw ASGI endpoint.
+
+FastAPI's routing, dependency resolution and middleware stack cost about as much per request as
+the whole prediction, so `/predict` is answered here, before them. It validates with the same
+parser, answers errors with the same problem documents, and the FastAPI route of the same path
+stays registered for the OpenAPI document (and serves when the fast path is off).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import Message, Receive, Scope, Send
+
+from churn_mlops.api.errors import log_unexpected_error, problem_bytes
+from churn_mlops.core.errors import ModelNotReady, ServiceError
+from churn_mlops.prediction.pipeline import PredictionPipeline
+from churn_mlops.security.guard import RequestGuard
+from churn_mlops.security.limits import too_large
+
+logger = logging.getLogger("churn_mlops.serving")
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_PROBLEM_HEADERS = [(b"content-type", b"application/problem+json")]
+
+
+async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes:
+    """The whole request body; a single chunk, the usual case, is not copied. Past `max_bytes`
+    received (whatever Content-Length said) it raises PayloadTooLarge."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if max_bytes is not None and len(body) > max_bytes:
+        raise too_large(max_bytes)
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    received = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if max_bytes is not None and received > max_bytes:
+            raise too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class FastPredictEndpoint:
+    """Answers `POST /predict` from the pipeline the lifespan put in the app state, after the
+    guard admitted the request (credentials, scope, rate limit, declared size)."""
+
+    def __init__(self, guard: RequestGuard | None = None) -> None:
+        self.guard = guard
+        self.max_bytes = guard.max_bytes if guard is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if self.guard is not None:
+                await self.guard.admit(scope)
+            pipeline: PredictionPipeline | None = scope["app"].state.pipeline
+            if pipeline is None:
+                raise ModelNotReady("The model is still loading; retry in a moment.")
+            body = await pipeline.predict_one(await read_body(receive, self.max_bytes))
+        except ServiceError as error:
+            await _send(send, error.status, problem_bytes(error), _problem_headers(error))
+            return
+        except Exception as error:
+            log_unexpected_error("POST /predict", error)
+            failure = ServiceError("The server failed to answer this request.")
+            await _send(send, 500, problem_bytes(failure), _PROBLEM_HEADERS)
+            return
+        await _send(send, 200, body, _JSON_HEADERS)
+
+
+def _problem_headers(error: ServiceError) -> list[tuple[bytes, bytes]]:
+    if not error.headers:
+        return _PROBLEM_HEADERS
+    extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    return _PROBLEM_HEADERS + extra
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,156 @@
+"""`/customers`: stored customers, their prediction history, and predictions from stored
+features. Thin: the queries live in `churn_mlops.db.repository`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from starlette.responses import Response
+
+from churn_mlops.api.deps import PipelineDep, SessionDep
+from churn_mlops.api.schemas.customers import (
+    CustomerDetail,
+    CustomerPage,
+    CustomerSummary,
+    PredictionRecord,
+)
+from churn_mlops.api.schemas.predictions import PredictResponse
+from churn_mlops.api.schemas.problem import Problem
+from churn_mlops.core.errors import NotFound
+from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID
+from churn_mlops.db.models import Customer, Prediction
+from churn_mlops.db.repository import (
+    CustomerNotFound,
+    CustomerRepository,
+    CustomerWithLatest,
+    customer_features,
+)
+
+MAX_PAGE = 100
+MAX_RECENT = 100
+# Ids are text of any script, but no control characters (PostgreSQL refuses NUL in text).
+EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+MAX_ID = 2**63 - 1
+
+CustomerId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=EXTERNAL_ID_PATTERN,
+        description="The customer's external id, as in the dataset.",
+        examples=[EXAMPLE_CUSTOMER_ID],
+    ),
+]
+
+Responses = dict[int | str, dict[str, Any]]
+_UNKNOWN: Responses = {404: {"model": Problem, "description": "No customer has this id"}}
+_UNAVAILABLE: Responses = {503: {"model": Problem, "description": "The database does not answer"}}
+_INVALID: Responses = {422: {"model": Problem, "description": "A query parameter is out of range"}}
+
+
+def prediction_record(prediction: Prediction) -> PredictionRecord:
+    return PredictionRecord(
+        id=prediction.id,
+        customer_id=prediction.external_customer_id,
+        model_version=prediction.model_version,
+        churn_probability=prediction.probability,
+        will_churn=prediction.will_churn,
+        cached=prediction.cached,
+        latency_ms=prediction.latency_ms,
+        created_at=prediction.created_at,
+    )
+
+
+def _customer_fields(customer: Customer) -> dict[str, Any]:
+    return {
+        "customer_id": customer.external_id,
+        "features": customer_features(customer),
+        "created_at": customer.created_at,
+        "updated_at": customer.updated_at,
+    }
+
+
+def customer_summary(row: CustomerWithLatest) -> CustomerSummary:
+    """A listed customer with its latest prediction, as `GET /customers` answers it."""
+    latest = None if row.latest is None else prediction_record(row.latest)
+    return CustomerSummary(**_customer_fields(row.customer), latest_prediction=latest)
+
+
+def _not_found(error: CustomerNotFound) -> NotFound:
+    return NotFound(f"No customer has the id {error.external_id!r}.")
+
+
+def build_customers_router() -> APIRouter:
+    router = APIRouter(tags=["customers"])
+
+    @router.get(
+        "/customers",
+        summary="List customers with their latest prediction",
+        response_model=CustomerPage,
+        responses={**_INVALID, **_UNAVAILABLE},
+    )
+    async def list_customers(
+        session: SessionDep,
+        after: Annotated[
+            int | None,
+            Query(ge=0, le=MAX_ID, description="`next_after` of the previous page."),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    ) -> CustomerPage:
+        """Customers in id order, each with its latest prediction; keyset pagination, so every
+        page costs one index seek however deep it is (an offset would scan the skipped rows)."""
+        rows = await CustomerRepository(session).page(after, limit)
+        items = [customer_summary(row) for row in rows]
+        next_after = rows[-1].customer.id if len(rows) == limit else None
+        return CustomerPage(items=items, next_after=next_after)
+
+    @router.get(
+        "/customers/{customer_id}",
+        summary="One customer with its recent predictions",
+        response_model=CustomerDetail,
+        responses={**_UNKNOWN, **_INVALID, **_UNAVAILABLE},
+    )
+    async def get_customer(
+        customer_id: CustomerId,
+        session: SessionDep,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_RECENT, description="How many recent predictions.")
+        ] = 10,
+    ) -> CustomerDetail:
+        """The customer's features and its most recent predictions, newest first."""
+        try:
+            found = await CustomerRepository(session).with_recent_predictions(customer_id, limit)
+        except CustomerNotFound as error:
+            raise _not_found(error) from None
+        return CustomerDetail(
+            **_customer_fields(found.customer),
+            recent_predictions=[prediction_record(p) for p in found.predictions],
+        )
+
+    @router.post(
+        "/customers/{customer_id}/predict",
+        summary="Predict a stored customer's churn",
+        response_model=PredictResponse,
+        responses={
+            **_UNKNOWN,
+            503: {"model": Problem, "description": "Database unreachable, or model not ready"},
+        },
+    )
+    async def predict_customer(
+        customer_id: CustomerId, session: SessionDep, pipeline: PipelineDep
+    ) -> Response:
+        """Scores the customer's stored features through the same cache and micro-batcher as
+        `POST /predict`; the answer carries the customer's id."""
+        try:
+            customer = await CustomerRepository(session).get(customer_id)
+        except CustomerNotFound as error:
+            raise _not_found(error) from None
+        features = customer_features(customer)
+        # Release the connection before waiting on the model.
+        await session.close()
+        answer = await pipeline.predict_features(customer.external_id, features)
+        return Response(answer, media_type="application/json")
+
+    return router

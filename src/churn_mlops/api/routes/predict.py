@@ -1,0 +1,63 @@
+"""`/predict` and `/predict/batch`.
+
+Both parse their body themselves (one validating pass over the raw bytes) and answer JSON bytes
+that the pipeline serialised once. `POST /predict` is normally answered by the fast path before
+FastAPI routing (see api/fastpath.py); this route documents it and serves when that is off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from churn_mlops.api.deps import PipelineDep
+from churn_mlops.api.schemas.predictions import BatchPredictResponse, PredictResponse
+from churn_mlops.api.schemas.problem import Problem
+from churn_mlops.api.scopes import AUTH_RESPONSES, require_scope
+from churn_mlops.prediction.strict_parser import StrictBodyParser
+from churn_mlops.security.principal import Scope
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    413: {"model": Problem, "description": "The body is too large or nested too deep"},
+    422: {"model": Problem, "description": "A field is missing, of the wrong type or out of range"},
+    503: {"model": Problem, "description": "Not ready yet, or overloaded: see Retry-After"},
+}
+
+
+def build_prediction_router(bodies: StrictBodyParser) -> APIRouter:
+    router = APIRouter(tags=["predictions"], dependencies=[require_scope(Scope.PREDICT)])
+
+    @router.post(
+        "/predict",
+        summary="Predict one customer's churn",
+        response_model=PredictResponse,
+        responses=_REFUSALS,
+        openapi_extra=bodies.openapi_single(),
+    )
+    async def predict(request: Request, pipeline: PipelineDep) -> Response:
+        """Churn probability and decision for one customer."""
+        answer = await pipeline.predict_one(await request.body())
+        return Response(answer, media_type="application/json")
+
+    @router.post(
+        "/predict/batch",
+        summary="Predict many customers' churn in one model call",
+        response_model=BatchPredictResponse,
+        responses={
+            **_REFUSALS,
+            413: {
+                "model": Problem,
+                "description": "More rows than the batch limit, a body too large or too deep",
+            },
+        },
+        openapi_extra=bodies.openapi_batch(),
+    )
+    async def predict_batch(request: Request, pipeline: PipelineDep) -> Response:
+        """Churn predictions for a list of customers, in the order given."""
+        answer = await pipeline.predict_many(await request.body())
+        return Response(answer, media_type="application/json")
+
+    return router

@@ -1,0 +1,119 @@
+"""FastAPI dependencies: the current principal and scope requirements.
+
+The security schemes (an `X-API-Key` header, or an OAuth2 password-flow bearer token from
+`POST /auth/login`) are declared through FastAPI's security classes, so the OpenAPI document
+and the docs' Authorize button show them on every protected route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+
+from churn_mlops.api.schemas.problem import Problem
+from churn_mlops.security.authenticator import Authenticator
+from churn_mlops.security.errors import InsufficientScope
+from churn_mlops.security.principal import ANONYMOUS, Principal
+from churn_mlops.security.ratelimit import RateLimiter
+
+API_KEY_HEADER = "X-API-Key"
+LOGIN_PATH = "/auth/login"
+
+api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name="APIKeyHeader",
+    description="An API key from `churn-mlops keys create` (service-to-service calls).",
+    auto_error=False,
+)
+bearer_scheme = OAuth2PasswordBearer(
+    tokenUrl=LOGIN_PATH,
+    scheme_name="OAuth2PasswordBearer",
+    description="A short-lived bearer token from `POST /auth/login`.",
+    auto_error=False,
+)
+
+
+async def get_principal(
+    request: Request,
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+    token: Annotated[str | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The authenticated caller, after its rate limit; ANONYMOUS when auth is off."""
+    authenticator: Authenticator | None = request.app.state.authenticator
+    if authenticator is None:
+        return ANONYMOUS
+    # The scheme objects declare the credentials in the OpenAPI document; the header itself is
+    # read as the fast path reads it, so that `Basic ...` is refused the same way (invalid).
+    del token
+    principal = await authenticator.authenticate(api_key, request.headers.get("authorization"))
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        await limiter.check(principal.id)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+class ScopeRequirement:
+    """A dependency that admits principals holding `scope`; the route-table test finds it."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = str(scope)
+
+    async def __call__(self, principal: CurrentPrincipal) -> Principal:
+        if not principal.allows(self.scope):
+            raise InsufficientScope(self.scope)
+        return principal
+
+    def __repr__(self) -> str:
+        return f"ScopeRequirement({self.scope!r})"
+
+
+def require_scope(scope: str) -> Any:
+    """`Depends` for a route or router needing `scope`: `dependencies=[require_scope("read")]`."""
+    return Depends(ScopeRequirement(scope))
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description}
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem("Missing or invalid credentials (see WWW-Authenticate)"),
+    403: _problem("The credentials lack the scope this route needs"),
+    429: _problem("Too many requests for these credentials: see Retry-After"),
+}
+"""The refusals of a protected route, for its `responses=` (so the OpenAPI lists them)."""
+
+
+def route_scope(route: Any) -> str | None:
+    """The scope a route requires, from its dependencies (and theirs); None if none.
+
+    `route` is an APIRoute, or a `fastapi.routing.iter_route_contexts` item for a route as
+    included in an app (with the include's dependencies)."""
+    dependant = getattr(route, "dependant", None)
+    pending = list(dependant.dependencies) if dependant is not None else []
+    while pending:
+        dependency = pending.pop()
+        if isinstance(dependency.call, ScopeRequirement):
+            return dependency.call.scope
+        pending.extend(dependency.dependencies)
+    return None
+
+
+def secure_routes(
+    router: APIRouter, scope: str, *, overrides: Mapping[str, str] | None = None
+) -> APIRouter:
+    """Require `scope` (or `overrides[path]`) on each of the router's routes that requires none
+    yet, and document the refusals; call before `include_router`."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route_scope(route) is None:
+            needed = (overrides or {}).get(route.path, scope)
+            route.dependencies.append(require_scope(needed))
+            route.responses = {**AUTH_RESPONSES, **route.responses}
+    return router

@@ -1,0 +1,1 @@
+"""Domain types every layer shares: the customer's features, model metadata, the errors."""

@@ -1,0 +1,34 @@
+"""What a trained model is: the metadata its artifact carries and the service reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class HoldoutMetrics(BaseModel):
+    """Quality of the model on customers it was not trained on."""
+
+    roc_auc: float
+    pr_auc: float
+    log_loss: float
+    brier: float
+
+
+class ModelInfo(BaseModel):
+    """What is being served: the artifact's metadata."""
+
+    version: str
+    created_at: str
+    model_sha256: str = Field(description="sha256 of the pickled estimator, model.joblib.")
+    features: list[str]
+    categorical_features: list[str]
+    threshold: float
+    threshold_method: str
+    holdout_metrics: HoldoutMetrics
+    hyperparameters: dict[str, Any]
+    training_data_sha256: str
+    training_rows: int
+    holdout_rows: int
+    library_versions: dict[str, str]

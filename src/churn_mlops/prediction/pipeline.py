@@ -1,0 +1,160 @@
+"""What answering a prediction takes, shared by the fast `/predict` path and the routes:
+decode and encode once, look up the cache, batch, score, serialise once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import orjson
+
+from churn_mlops.cache import PredictionCache
+from churn_mlops.db.prediction_log import PredictionRecorder
+from churn_mlops.model.features import FloatMatrix
+from churn_mlops.model.inference import ChurnPredictor
+from churn_mlops.prediction.batcher import MicroBatcher, ModelRunner
+from churn_mlops.prediction.decoding import RequestDecoder
+
+
+class PredictionPipeline:
+    """Turns raw request bodies into response bodies (JSON bytes)."""
+
+    def __init__(
+        self,
+        predictor: ChurnPredictor,
+        decoder: RequestDecoder,
+        runner: ModelRunner,
+        batcher: MicroBatcher | None,
+        cache: PredictionCache | None,
+        recorder: PredictionRecorder | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.decoder = decoder
+        self.runner = runner
+        self.batcher = batcher
+        self.cache = cache
+        self.recorder = recorder
+        """Told about every answered prediction (the prediction log), after the answer is
+        serialised; None records nothing."""
+        self._threshold = predictor.threshold
+        self._version = predictor.version
+
+    def _answer(self, customer_id: str | None, probability: float, cached: bool) -> dict[str, Any]:
+        return {
+            "customer_id": customer_id,
+            "churn_probability": probability,
+            "will_churn": probability >= self._threshold,
+            "model_version": self._version,
+            "cached": cached,
+        }
+
+    async def _score_one(self, row: FloatMatrix) -> float:
+        if self.batcher is not None:
+            return await self.batcher.predict(row)
+        return float(self.runner.score(row)[0])
+
+    def _start_one(self, row: FloatMatrix) -> Awaitable[float]:
+        """Start scoring one row: the batcher's future (the cache shares it with identical
+        misses without a task of its own), or a coroutine when there is no batcher."""
+        if self.batcher is not None:
+            return self.batcher.submit(row)
+        return self._score_one(row)
+
+    async def predict_one(self, body: bytes) -> bytes:
+        start = time.perf_counter()
+        customer_id, row = self.decoder.single(body)
+        return await self._predict_row(customer_id, row, start)
+
+    async def predict_features(self, customer_id: str | None, features: dict[str, Any]) -> bytes:
+        """One customer whose features are already valid (stored ones): the same encoder,
+        cache and batcher as `predict_one`, without a body to decode."""
+        start = time.perf_counter()
+        return await self._predict_row(
+            customer_id, self.decoder.encoder.encode_row(features), start
+        )
+
+    async def _predict_row(self, customer_id: str | None, row: FloatMatrix, start: float) -> bytes:
+        cache = self.cache
+        if cache is None:
+            probability, cached = await self._score_one(row), False
+        else:
+            # An L1 hit is answered here, synchronously: no future or task, no suspension.
+            key = cache.keys.key_for_row(row)
+            hit = cache.lookup(key)
+            if hit is not None:
+                probability, cached = hit, True
+            else:
+                probability, cached = await cache.resolve(key, partial(self._start_one, row))
+        answer = orjson.dumps(self._answer(customer_id, probability, cached))
+        recorder = self.recorder
+        if recorder is not None:
+            latency_ms = (time.perf_counter() - start) * 1000.0
+            will_churn = probability >= self._threshold
+            recorder.record(customer_id, probability, will_churn, cached, latency_ms, self._version)
+        return answer
+
+    async def predict_many(self, body: bytes) -> bytes:
+        start = time.perf_counter()
+        customer_ids, rows = self.decoder.batch(body)
+        cache = self.cache
+        if cache is None:
+            probabilities = (await self.runner.run(rows)).tolist()
+            cached = [False] * len(probabilities)
+        else:
+
+            async def compute_missing(indices: list[int]) -> list[float]:
+                missing = rows[np.asarray(indices, dtype=np.intp)]
+                result: list[float] = (await self.runner.run(missing)).tolist()
+                return result
+
+            probabilities, cached = await cache.get_or_compute_many(
+                cache.keys.keys_for_rows(rows), compute_missing
+            )
+        threshold, version = self._threshold, self._version
+        will_churn = [probability >= threshold for probability in probabilities]
+        answer = orjson.dumps(
+            {
+                "predictions": [
+                    {
+                        "customer_id": customer_id,
+                        "churn_probability": probability,
+                        "will_churn": churns,
+                        "model_version": version,
+                        "cached": hit,
+                    }
+                    for customer_id, probability, churns, hit in zip(
+                        customer_ids, probabilities, will_churn, cached, strict=True
+                    )
+                ]
+            }
+        )
+        if self.recorder is not None:
+            self.recorder.record_many(
+                customer_ids,
+                probabilities,
+                will_churn,
+                cached,
+                (time.perf_counter() - start) * 1000.0,
+                version,
+            )
+        return answer
+
+    def warm_up(self, body: bytes) -> None:
+        """Pay first-call costs (allocations, compiled code) before the first request."""
+        customer_id, row = self.decoder.single(body)
+        _, rows = self.decoder.batch(b"[" + body + b"]")
+        if self.cache is not None:
+            self.cache.keys.key_for_row(row)
+            self.cache.keys.keys_for_rows(rows)
+        orjson.dumps(self._answer(customer_id, float(self.runner.score(row)[0]), False))
+
+    async def close(self) -> None:
+        # The batcher first: queued requests may still be waiting on the cache's computations.
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self.cache is not None:
+            await self.cache.close()
+        self.runner.close()

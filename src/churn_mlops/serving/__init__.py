@@ -1,1 +1,0 @@
-"""The HTTP service: app factory, routes, middleware."""

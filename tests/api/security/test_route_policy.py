@@ -1,0 +1,106 @@
+"""Every route is either public on purpose or requires a named scope: a new route that is
+neither fails here until it is added to the table below with the scope it needs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+
+from churn_mlops.api.app import ChurnAPI
+from churn_mlops.api.scopes import route_scope
+from churn_mlops.security.authenticator import MemoryKeySource
+from churn_mlops.security.principal import Scope
+from tests.api.security.conftest import AppFactory
+
+PUBLIC = "public"
+ROUTE_POLICY: dict[tuple[str, str], str] = {
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/health/live"): PUBLIC,
+    ("GET", "/health/ready"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,  # unless CHURN_METRICS_REQUIRE_AUTH (tested apart)
+    ("POST", "/auth/login"): PUBLIC,
+    ("POST", "/predict"): Scope.PREDICT,
+    ("POST", "/predict/batch"): Scope.PREDICT,
+    ("POST", "/customers/{customer_id}/predict"): Scope.PREDICT,
+    ("GET", "/model"): Scope.READ,
+    ("GET", "/cache/stats"): Scope.READ,
+    ("GET", "/customers"): Scope.READ,
+    ("GET", "/customers/{customer_id}"): Scope.READ,
+    ("GET", "/predictions"): Scope.READ,
+    ("DELETE", "/cache"): Scope.ADMIN,
+    ("GET", "/auth/keys"): Scope.ADMIN,
+    ("POST", "/auth/keys"): Scope.ADMIN,
+    ("DELETE", "/auth/keys/{name_or_id}"): Scope.ADMIN,
+    ("POST", "/auth/users"): Scope.ADMIN,
+}
+
+
+def _routes(app: ChurnAPI) -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+    for route in iter_route_contexts(app.routes):
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            found[(method, str(route.path))] = route_scope(route) or PUBLIC
+    return found
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "8879-ZKJOF", path)
+
+
+def test_every_route_is_public_on_purpose_or_needs_its_scope(make_app: AppFactory) -> None:
+    app, _ = make_app()
+    assert _routes(app) == ROUTE_POLICY
+
+
+def test_fast_path_needs_the_predict_scope(make_app: AppFactory) -> None:
+    app, _ = make_app()
+    assert app.fast_predict is not None
+    guard = app.fast_predict.app.guard  # type: ignore[attr-defined]
+    assert guard.scope == Scope.PREDICT
+    assert guard.authenticator is app.state.authenticator
+
+
+PROTECTED = sorted(
+    (method, path, scope) for (method, path), scope in ROUTE_POLICY.items() if scope != PUBLIC
+)
+
+
+@pytest.fixture
+def client_keys(make_app: AppFactory) -> tuple[TestClient, MemoryKeySource]:
+    app, keys = make_app(fast_predict_enabled=True)
+    return TestClient(app), keys
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), PROTECTED)
+def test_protected_route_refuses_missing_credentials_and_other_scopes(
+    client_keys: tuple[TestClient, MemoryKeySource], method: str, path: str, scope: str
+) -> None:
+    client, keys = client_keys
+    others = sorted(set(Scope) - {scope})
+    wrong = keys.add("wrong", others)
+    with client:
+        anonymous = client.request(method, _concrete(path), json={})
+        forbidden = client.request(method, _concrete(path), json={}, headers={"X-API-Key": wrong})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="churn-mlops"'
+    assert forbidden.status_code == 403
+    assert f'scope="{scope}"' in forbidden.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    sorted(key for key, scope in ROUTE_POLICY.items() if scope == PUBLIC and "{" not in key[1]),
+)
+def test_public_route_needs_no_credentials(
+    client_keys: tuple[TestClient, MemoryKeySource], method: str, path: str
+) -> None:
+    client, _ = client_keys
+    with client:
+        response = client.request(method, path, json={})
+    assert response.status_code != 401
