@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from churn_mlops.cache import PredictionCache
-from churn_mlops.db.prediction_log import PredictionRecorder
+from churn_mlops.core.protocols import PredictionRecorder
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.prediction.batcher import MicroBatcher, ModelRunner

@@ -13,7 +13,8 @@ from sqlalchemy import event, select
 from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Prediction
-from churn_mlops.db.prediction_log import SqlPredictionSink, identify
+from churn_mlops.db.prediction_log.ids import identify
+from churn_mlops.db.prediction_log.sql_sink import SqlPredictionSink
 from tests.integration.db.prediction_log.conftest import add_customers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from churn_mlops.db.prediction_log import (
+from churn_mlops.db.prediction_log.ids import identify
+from churn_mlops.db.prediction_log.spill_files import (
     append_spill,
     claim_spill_files,
-    identify,
+    spill_files_exist,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -128,3 +129,17 @@ def test_an_append_waits_for_the_lock_of_the_live_file(spill_path: Path) -> None
     thread.join(5)
     assert appended.is_set()
     assert len([line for line in spill_path.read_bytes().splitlines() if line]) == 2
+
+
+def test_spill_files_exist_while_a_live_or_replay_file_holds_rows(spill_path: Path) -> None:
+    spill_path.parent.mkdir(parents=True)
+    assert not spill_files_exist(spill_path)
+    spill_path.touch()
+    assert not spill_files_exist(spill_path)
+    append_spill(spill_path, identify(_rows(1)))
+    assert spill_files_exist(spill_path)
+    claimed = claim_spill_files(spill_path)
+    assert spill_files_exist(spill_path)  # the replay file, until its rows are in the database
+    claimed[0].finish()
+    claimed[0].close()
+    assert not spill_files_exist(spill_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from churn_mlops.core.protocols import PredictionRecorder
 from churn_mlops.db.prediction_log import (
     PredictionLogStats,
+    PredictionLogWriter,
     append_spill,
     identify,
 )
@@ -31,6 +34,13 @@ def _spill_files(spill_path: Path) -> list[Path]:
 
 def _lines(path: Path) -> list[bytes]:
     return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def test_the_writer_has_the_recorders_methods() -> None:
+    for name in ("record", "record_many"):
+        assert inspect.signature(getattr(PredictionLogWriter, name)) == inspect.signature(
+            getattr(PredictionRecorder, name)
+        )
 
 
 async def test_record_buffers_without_writing(make_writer: WriterFactory, sink: MemorySink) -> None:

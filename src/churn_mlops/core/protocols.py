@@ -1,0 +1,31 @@
+"""Protocols owned by their consumers: what one part needs from another that it calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class PredictionRecorder(Protocol):
+    """What the prediction pipeline calls after each answer (the prediction log's writer in the
+    service); called on the request path, so it must return at once and never raise."""
+
+    def record(
+        self,
+        customer_id: str | None,
+        probability: float,
+        will_churn: bool,
+        cached: bool,
+        latency_ms: float,
+        model_version: str,
+    ) -> None: ...
+
+    def record_many(
+        self,
+        customer_ids: Sequence[str | None],
+        probabilities: Sequence[float],
+        will_churn: Sequence[bool],
+        cached: Sequence[bool],
+        latency_ms: float,
+        model_version: str,
+    ) -> None: ...

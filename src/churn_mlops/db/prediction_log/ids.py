@@ -1,0 +1,45 @@
+"""The rows of the prediction log, before and after they get their UUIDv7-style ids."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+RecordedRow = tuple[str | None, str, float, bool, bool, float, float]
+"""What `record` buffers: external customer id, model version, probability, will_churn, cached,
+latency in milliseconds, created_at as seconds since the epoch."""
+
+
+class LoggedPrediction(NamedTuple):
+    """A buffered row with its id: what the sink writes and the spill file holds."""
+
+    id: str
+    """A UUID as 32 lowercase hex digits (what PostgreSQL parses and the spill file holds)."""
+    external_customer_id: str | None
+    model_version: str
+    probability: float
+    will_churn: bool
+    cached: bool
+    latency_ms: float
+    created_at: float
+    """Seconds since the epoch (UTC)."""
+
+
+# The variant nibble of a UUID (binary 10xx) from any hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def identify(rows: Sequence[RecordedRow]) -> list[LoggedPrediction]:
+    """Give rows UUIDv7-style ids: the row's own millisecond timestamp, then 74 random bits
+    (time-ordered, so PostgreSQL appends to the primary key's index instead of scattering).
+    Made as hex text directly, the form the insert and the spill file take (1.2 us per row
+    against 1.5 us for `uuid.UUID` objects, which would then need converting)."""
+    randomness = os.urandom(10 * len(rows)).hex()
+    identified = []
+    for index, row in enumerate(rows):
+        bits = randomness[20 * index : 20 * index + 20]
+        millis = int(row[6] * 1000) & 0xFFFF_FFFF_FFFF
+        row_id = f"{millis:012x}7{bits[:3]}{_VARIANT[bits[3]]}{bits[4:7]}{bits[7:19]}"
+        identified.append(LoggedPrediction(row_id, *row))
+    return identified
