@@ -112,7 +112,7 @@ async def _wait_for(condition: Any, within: float = 20.0) -> None:
 
 
 def _writer(app: ChurnAPI) -> PredictionLogWriter:
-    writer: PredictionLogWriter = app.state.prediction_log
+    writer: PredictionLogWriter = app.runtime.prediction_log
     return writer
 
 

@@ -1,27 +1,69 @@
-"""What routes receive from the app state that the lifespan filled in."""
+"""What routes receive: the only reader of the Runtime the lifespan yields as typed state."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from churn_mlops.core.errors import DatabaseUnavailable, ModelNotReady
-from churn_mlops.db.engine import Database
 from churn_mlops.prediction.pipeline import PredictionPipeline
+from churn_mlops.runtime import Runtime, ServedModel
+from churn_mlops.security.services import SecurityServices
+
+NOT_READY = "The model is still loading; retry in a moment."
 
 
-def get_pipeline(request: Request) -> PredictionPipeline:
-    pipeline: PredictionPipeline | None = request.app.state.pipeline
-    if pipeline is None:
-        raise ModelNotReady("The model is still loading; retry in a moment.")
-    return pipeline
+class State(TypedDict):
+    """The lifespan state every request carries (Starlette copies it into `request.state`)."""
+
+    runtime: Runtime
+
+
+def get_runtime_if_started(request: Request) -> Runtime | None:
+    """The Runtime; None in an app whose lifespan has not run (a test client outside `with`)."""
+    runtime: Runtime | None = getattr(request.state, "runtime", None)
+    return runtime
+
+
+StartedRuntimeDep = Annotated[Runtime | None, Depends(get_runtime_if_started)]
+
+
+def get_runtime(runtime: StartedRuntimeDep) -> Runtime:
+    if runtime is None:
+        # Only an app whose lifespan has not run (a test client outside `with`) gets here.
+        raise ModelNotReady(NOT_READY)
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_served_model(runtime: RuntimeDep) -> ServedModel:
+    served = runtime.model.current
+    if served is None:
+        raise ModelNotReady(NOT_READY)
+    return served
+
+
+ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
+
+
+def get_pipeline(served: ServedModelDep) -> PredictionPipeline:
+    return served.pipeline
 
 
 PipelineDep = Annotated[PredictionPipeline, Depends(get_pipeline)]
+
+
+def get_security(runtime: RuntimeDep) -> SecurityServices:
+    return runtime.security
+
+
+SecurityDep = Annotated[SecurityServices, Depends(get_security)]
 
 
 # What a lost or refused connection raises: asyncpg's and aiosqlite's errors wrapped by
@@ -29,13 +71,12 @@ PipelineDep = Annotated[PredictionPipeline, Depends(get_pipeline)]
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """A session of the app's database for one request; 503 problem when it is unreachable."""
-    database: Database | None = request.app.state.database
-    if database is None:
+    if runtime.database is None:
         raise DatabaseUnavailable("The database is not configured (CHURN_DATABASE_URL).")
     try:
-        async with database.sessions() as session:
+        async with runtime.database.sessions() as session:
             yield session
     except _UNAVAILABLE as error:
         raise DatabaseUnavailable("The database does not answer; retry in a moment.") from error

@@ -14,53 +14,44 @@ from starlette.types import Message, Receive, Scope, Send
 
 from churn_mlops.api.errors import log_unexpected_error, problem_bytes
 from churn_mlops.core.errors import ModelNotReady, ServiceError
-from churn_mlops.prediction.pipeline import PredictionPipeline
+from churn_mlops.runtime import Runtime
 from churn_mlops.security.guard import RequestGuard
-from churn_mlops.security.limits import too_large
 
-logger = logging.getLogger("churn_mlops.serving")
+logger = logging.getLogger("churn_mlops.api")
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _PROBLEM_HEADERS = [(b"content-type", b"application/problem+json")]
 
 
-async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes:
-    """The whole request body; a single chunk, the usual case, is not copied. Past `max_bytes`
-    received (whatever Content-Length said) it raises PayloadTooLarge."""
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body; a single chunk, the usual case, is not copied. (The middleware
+    chain's size limit refuses a body past the limit while it is received.)"""
     message = await receive()
     body: bytes = message.get("body", b"")
-    if max_bytes is not None and len(body) > max_bytes:
-        raise too_large(max_bytes)
     if not message.get("more_body", False):
         return body
     chunks = [body]
-    received = len(body)
     while message.get("more_body", False):
         message = await receive()
-        chunk = message.get("body", b"")
-        received += len(chunk)
-        if max_bytes is not None and received > max_bytes:
-            raise too_large(max_bytes)
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
     return b"".join(chunks)
 
 
 class FastPredictEndpoint:
-    """Answers `POST /predict` from the pipeline the lifespan put in the app state, after the
-    guard admitted the request (credentials, scope, rate limit, declared size)."""
+    """Answers `POST /predict` from the runtime's served model, after the guard admitted the
+    request (credentials, scope, rate limit)."""
 
-    def __init__(self, guard: RequestGuard | None = None) -> None:
+    def __init__(self, runtime: Runtime, guard: RequestGuard) -> None:
+        self.model = runtime.model
         self.guard = guard
-        self.max_bytes = guard.max_bytes if guard is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if self.guard is not None:
-                await self.guard.admit(scope)
-            pipeline: PredictionPipeline | None = scope["app"].state.pipeline
-            if pipeline is None:
+            await self.guard.admit(scope)
+            served = self.model.current
+            if served is None:
                 raise ModelNotReady("The model is still loading; retry in a moment.")
-            body = await pipeline.predict_one(await read_body(receive, self.max_bytes))
+            body = await served.pipeline.predict_one(await read_body(receive))
         except ServiceError as error:
             await _send(send, error.status, problem_bytes(error), _problem_headers(error))
             return

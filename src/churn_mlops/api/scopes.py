@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the current principal and scope requirements.
+"""Where every route's scope is declared: typed dependency aliases for the FastAPI routes, and
+one table for the raw-ASGI routes that answer before routing.
+
+A route states what it needs in its signature (`caller: ReadAccess`); a route that needs
+nothing is public on purpose (tests/api/security/test_route_policy.py lists both kinds).
 
 The security schemes (an `X-API-Key` header, or an OAuth2 password-flow bearer token from
 `POST /auth/login`) are declared through FastAPI's security classes, so the OpenAPI document
@@ -8,17 +12,16 @@ and the docs' Authorize button show them on every protected route.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.routing import APIRoute
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
+from churn_mlops.api.deps import RuntimeDep
 from churn_mlops.api.schemas.problem import Problem
-from churn_mlops.security.authenticator import Authenticator
 from churn_mlops.security.errors import InsufficientScope
-from churn_mlops.security.principal import ANONYMOUS, Principal
-from churn_mlops.security.ratelimit import RateLimiter
+from churn_mlops.security.principal import ANONYMOUS, Principal, Scope
 
 API_KEY_HEADER = "X-API-Key"
 LOGIN_PATH = "/auth/login"
@@ -39,18 +42,19 @@ bearer_scheme = OAuth2PasswordBearer(
 
 async def get_principal(
     request: Request,
+    runtime: RuntimeDep,
     api_key: Annotated[str | None, Depends(api_key_scheme)],
     token: Annotated[str | None, Depends(bearer_scheme)],
 ) -> Principal:
     """The authenticated caller, after its rate limit; ANONYMOUS when auth is off."""
-    authenticator: Authenticator | None = request.app.state.authenticator
+    authenticator = runtime.security.authenticator
     if authenticator is None:
         return ANONYMOUS
     # The scheme objects declare the credentials in the OpenAPI document; the header itself is
     # read as the fast path reads it, so that `Basic ...` is refused the same way (invalid).
     del token
     principal = await authenticator.authenticate(api_key, request.headers.get("authorization"))
-    limiter: RateLimiter | None = request.app.state.rate_limiter
+    limiter = runtime.security.limiter
     if limiter is not None:
         await limiter.check(principal.id)
     return principal
@@ -59,8 +63,8 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-class ScopeRequirement:
-    """A dependency that admits principals holding `scope`; the route-table test finds it."""
+class RequireScope:
+    """A dependency that admits principals holding `scope`; `route_scope` finds it."""
 
     def __init__(self, scope: str) -> None:
         self.scope = str(scope)
@@ -71,12 +75,21 @@ class ScopeRequirement:
         return principal
 
     def __repr__(self) -> str:
-        return f"ScopeRequirement({self.scope!r})"
+        return f"RequireScope({self.scope!r})"
 
 
-def require_scope(scope: str) -> Any:
-    """`Depends` for a route or router needing `scope`: `dependencies=[require_scope("read")]`."""
-    return Depends(ScopeRequirement(scope))
+PredictAccess = Annotated[Principal, Depends(RequireScope(Scope.PREDICT))]
+"""A caller allowed to ask for predictions."""
+ReadAccess = Annotated[Principal, Depends(RequireScope(Scope.READ))]
+"""A caller allowed to read customers, predictions, the model and statistics."""
+AdminAccess = Annotated[Principal, Depends(RequireScope(Scope.ADMIN))]
+"""A caller allowed to manage keys, users and the cache."""
+
+RAW_ROUTE_SCOPES: Mapping[tuple[str, str], str] = MappingProxyType(
+    {("POST", "/predict"): str(Scope.PREDICT)}
+)
+"""The scope of each route answered before FastAPI's routing (the fast path), by method and path.
+The FastAPI route of the same path declares the same alias; a test checks they agree."""
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -100,20 +113,7 @@ def route_scope(route: Any) -> str | None:
     pending = list(dependant.dependencies) if dependant is not None else []
     while pending:
         dependency = pending.pop()
-        if isinstance(dependency.call, ScopeRequirement):
+        if isinstance(dependency.call, RequireScope):
             return dependency.call.scope
         pending.extend(dependency.dependencies)
     return None
-
-
-def secure_routes(
-    router: APIRouter, scope: str, *, overrides: Mapping[str, str] | None = None
-) -> APIRouter:
-    """Require `scope` (or `overrides[path]`) on each of the router's routes that requires none
-    yet, and document the refusals; call before `include_router`."""
-    for route in router.routes:
-        if isinstance(route, APIRoute) and route_scope(route) is None:
-            needed = (overrides or {}).get(route.path, scope)
-            route.dependencies.append(require_scope(needed))
-            route.responses = {**AUTH_RESPONSES, **route.responses}
-    return router

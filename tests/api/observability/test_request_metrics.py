@@ -111,7 +111,8 @@ def test_metrics_disabled_removes_the_endpoint(
     app = create_app(settings.model_copy(update={"metrics_enabled": False}), artifact)
     with TestClient(app) as client:
         assert client.get("/metrics").status_code == 404
-        assert app.state.metrics is None
+        assert app.runtime is not None
+        assert app.runtime.metrics is None
 
 
 class _Pool:
@@ -127,7 +128,7 @@ class _LogWriter:
 
 
 def test_metrics_read_the_db_pool_and_prediction_log_the_app_holds(client: TestClient) -> None:
-    state = client.app.state  # type: ignore[attr-defined]
+    state = client.app.runtime  # type: ignore[attr-defined]
     saved = state.database, state.prediction_log
     state.database = SimpleNamespace(engine=SimpleNamespace(pool=_Pool()))
     state.prediction_log = _LogWriter()

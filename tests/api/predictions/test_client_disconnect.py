@@ -43,6 +43,8 @@ def test_batch_body_cut_by_a_disconnect_is_not_logged_as_an_error(
         ],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
+        # What a server hands every request: a copy of the lifespan's state.
+        "state": dict(client.app_state),
     }
 
     with caplog.at_level(logging.ERROR):

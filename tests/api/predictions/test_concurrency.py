@@ -18,15 +18,17 @@ from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.settings import Settings
+from tests.fixtures.lifespan import in_process_client
 from tests.fixtures.requests import prediction_bodies
-from tests.fixtures.security import async_api_client
+from tests.fixtures.security import api_key_headers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
 @asynccontextmanager
 async def running(app: ChurnAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app), async_api_client(app) as client:
+    async with in_process_client(app) as client:
+        client.headers.update(api_key_headers(app))
         yield client
 
 
@@ -45,9 +47,9 @@ async def test_concurrent_predictions_share_model_calls_and_match_their_inputs(
     app = create_app(settings, artifact)
     bodies = prediction_bodies(dataset, 200, start=1000)
     async with running(app) as client:
-        calls_before = app.state.pipeline.batcher.stats.model_calls
+        calls_before = app.runtime.pipeline.batcher.stats.model_calls
         responses = await asyncio.gather(*(client.post("/predict", json=b) for b in bodies))
-        calls = app.state.pipeline.batcher.stats.model_calls - calls_before
+        calls = app.runtime.pipeline.batcher.stats.model_calls - calls_before
     assert calls <= math.ceil(len(bodies) / 32) + 1
     for body, response in zip(bodies, responses, strict=True):
         assert response.status_code == 200
@@ -70,7 +72,7 @@ async def test_full_queue_answers_503_with_retry_after_and_shutdown_answers_the_
     body = {"features": EXAMPLE_FEATURES}
     async with running(app) as client:
         waiting = [asyncio.ensure_future(client.post("/predict", json=body)) for _ in range(2)]
-        while app.state.pipeline.batcher.queued < 2:  # noqa: ASYNC110 - no event to wait on
+        while app.runtime.pipeline.batcher.queued < 2:  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.001)
         refused = await client.post("/predict", json=body)
     answered = await asyncio.gather(*waiting)
@@ -92,7 +94,7 @@ async def test_batcher_off_answers_each_request_alone(
     app = create_app(Settings(model_dir=artifact_dir, batcher_enabled=False), artifact)
     bodies = prediction_bodies(dataset, 20)
     async with running(app) as client:
-        assert app.state.pipeline.batcher is None
+        assert app.runtime.pipeline.batcher is None
         responses = await asyncio.gather(*(client.post("/predict", json=b) for b in bodies))
     for body, response in zip(bodies, responses, strict=True):
         assert response.json()["churn_probability"] == pytest.approx(

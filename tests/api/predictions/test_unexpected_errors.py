@@ -40,7 +40,7 @@ def test_unexpected_error_is_a_500_logged_without_trace_or_values(
     headers = {API_KEY_HEADER: with_test_key(app, ["predict"])}
     # What a real server answers: the test client would otherwise re-raise the error.
     with TestClient(app, headers=headers, raise_server_exceptions=False) as client:
-        monkeypatch.setattr(app.state.pipeline, method, _explode)
+        monkeypatch.setattr(app.runtime.pipeline, method, _explode)
         with caplog.at_level(logging.INFO, logger="churn_mlops"):
             response = client.post(path, json=body)
 

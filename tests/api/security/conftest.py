@@ -31,7 +31,7 @@ def make_app(artifact_dir: Path, artifact: ModelArtifact) -> AppFactory:
         }
         app = create_app(Settings(**options), artifact)
         keys = MemoryKeySource(TEST_PEPPER.encode())
-        app.state.security.use_keys(keys)
+        app.use_keys(keys)
         return app, keys
 
     return make

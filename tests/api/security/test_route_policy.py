@@ -10,7 +10,8 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from churn_mlops.api.app import ChurnAPI
-from churn_mlops.api.scopes import route_scope
+from churn_mlops.api.middleware import RawRouteDispatch
+from churn_mlops.api.scopes import RAW_ROUTE_SCOPES, route_scope
 from churn_mlops.security.authenticator import MemoryKeySource
 from churn_mlops.security.principal import Scope
 from tests.api.security.conftest import AppFactory
@@ -60,10 +61,24 @@ def test_every_route_is_public_on_purpose_or_needs_its_scope(make_app: AppFactor
 
 def test_fast_path_needs_the_predict_scope(make_app: AppFactory) -> None:
     app, _ = make_app()
-    assert app.fast_predict is not None
-    guard = app.fast_predict.app.guard  # type: ignore[attr-defined]
-    assert guard.scope == Scope.PREDICT
-    assert guard.authenticator is app.state.authenticator
+    assert RAW_ROUTE_SCOPES == {("POST", "/predict"): Scope.PREDICT}
+    with TestClient(app):
+        assert app.runtime is not None
+        endpoint, route = _raw_routes(app)[("POST", "/predict")]
+        guard = endpoint.guard  # type: ignore[attr-defined]
+        assert guard.scope == Scope.PREDICT
+        assert guard.authenticator is app.runtime.security.authenticator
+        # The FastAPI route of the same path declares the same scope.
+        assert route_scope(route) == RAW_ROUTE_SCOPES[("POST", "/predict")]
+
+
+def _raw_routes(app: ChurnAPI) -> dict[tuple[str, str], tuple[object, object]]:
+    """The raw-ASGI routes of the started app's dispatch, under its middleware chain."""
+    layer = app._handler
+    while layer is not None and not isinstance(layer, RawRouteDispatch):
+        layer = getattr(layer, "app", None)
+    assert isinstance(layer, RawRouteDispatch)
+    return layer.raw_routes
 
 
 PROTECTED = sorted(

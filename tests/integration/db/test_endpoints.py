@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 
+from benchmarks.servers import free_port
 from churn_mlops.api.app import ChurnAPI, create_app
-from churn_mlops.bench.servers import free_port
 from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID, EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
@@ -50,7 +50,7 @@ class Api:
         return asyncio.run(_load(self.url, customers, predictions_each))
 
     def counter(self) -> QueryCounter:
-        database: Database = self.app.state.database
+        database: Database = self.app.runtime.database
         return QueryCounter(database.engine)
 
 

@@ -67,7 +67,7 @@ def test_app_refuses_to_start_on_a_schema_that_is_not_current(
         TestClient(app),
     ):
         pass
-    assert app.state.pipeline is None
+    assert app.runtime is None
 
 
 def test_app_starts_on_a_current_schema_and_reports_the_database(
@@ -77,6 +77,9 @@ def test_app_starts_on_a_current_schema_and_reports_the_database(
     app = create_app(_settings(artifact_dir, database_url), artifact)
     with TestClient(app) as client:
         ready = client.get("/health/ready").json()
+        assert app.runtime is not None
+        database = app.runtime.database
     assert ready["status"] == "ready"
     assert ready["database"] == "ok"
-    assert app.state.database is None  # disposed on shutdown
+    assert database is not None
+    assert app.runtime is None  # stopped (and the database disposed) on shutdown

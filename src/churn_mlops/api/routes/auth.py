@@ -10,9 +10,10 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from churn_mlops.api.deps import SecurityDep
 from churn_mlops.api.errors import field_errors, invalid_request_detail
 from churn_mlops.api.schemas.problem import Problem
-from churn_mlops.api.scopes import LOGIN_PATH, CurrentPrincipal, require_scope
+from churn_mlops.api.scopes import LOGIN_PATH, AdminAccess
 from churn_mlops.core.errors import (
     Conflict,
     FieldError,
@@ -23,7 +24,6 @@ from churn_mlops.core.errors import (
 )
 from churn_mlops.security.errors import NotAuthenticated
 from churn_mlops.security.limits import json_depth_exceeds, too_deep
-from churn_mlops.security.principal import Scope
 from churn_mlops.security.services import SecurityServices
 from churn_mlops.security.store import CredentialConflict, CredentialStore, KeyInfo
 
@@ -126,13 +126,8 @@ def _key_info(info: KeyInfo) -> dict[str, Any]:
     }
 
 
-def _services(request: Request) -> SecurityServices:
-    services: SecurityServices = request.app.state.security
-    return services
-
-
-def _store(request: Request) -> CredentialStore:
-    store = _services(request).store
+def _store(services: SecurityServices) -> CredentialStore:
+    store = services.store
     if store is None:
         raise ModelNotReady("The credential store is not open yet; retry in a moment.")
     return store
@@ -158,6 +153,13 @@ def _parse_login(body: bytes, content_type: str, max_depth: int) -> LoginRequest
 
 
 def build_auth_router() -> APIRouter:
+    """`POST /auth/login` (public) and the admin routes for keys and users."""
+    router = _login_router()
+    router.include_router(_admin_router())
+    return router
+
+
+def _login_router() -> APIRouter:
     router = APIRouter(tags=["auth"])
 
     @router.post(
@@ -181,9 +183,8 @@ def build_auth_router() -> APIRouter:
             }
         },
     )
-    async def login(request: Request) -> TokenResponse:
+    async def login(request: Request, services: SecurityDep) -> TokenResponse:
         """A short-lived bearer token (`expires_in` seconds) carrying the user's scopes."""
-        services = _services(request)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/json", _FORM) and not content_type.endswith("+json"):
             raise UnsupportedMediaType(
@@ -192,7 +193,7 @@ def build_auth_router() -> APIRouter:
         credentials = _parse_login(
             await request.body(), content_type, services.settings.max_json_depth
         )
-        store = _store(request)
+        store = _store(services)
         user = await store.find_user(credentials.username)
         # The same (slow, threaded) argon2 work whether the user exists or not.
         valid = await services.passwords.verify_in_thread(
@@ -203,7 +204,11 @@ def build_auth_router() -> APIRouter:
         issued = services.tokens.issue(user.username, user.scopes)
         return TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
 
-    admin = APIRouter(tags=["auth"], dependencies=[require_scope(Scope.ADMIN)])
+    return router
+
+
+def _admin_router() -> APIRouter:
+    admin = APIRouter(tags=["auth"])
 
     @admin.get(
         "/auth/keys",
@@ -211,9 +216,9 @@ def build_auth_router() -> APIRouter:
         response_model=list[ApiKeyInfo],
         responses={k: v for k, v in _GUARDED.items() if k not in (400, 413, 422)},
     )
-    async def list_keys(request: Request) -> list[dict[str, Any]]:
+    async def list_keys(caller: AdminAccess, services: SecurityDep) -> list[dict[str, Any]]:
         """Every key's id, name, scopes and times; never a key or its hash."""
-        return [_key_info(info) for info in await _store(request).list_keys()]
+        return [_key_info(info) for info in await _store(services).list_keys()]
 
     @admin.post(
         "/auth/keys",
@@ -222,10 +227,12 @@ def build_auth_router() -> APIRouter:
         response_model=NewApiKeyResponse,
         responses={**_GUARDED, 409: _problem("A key of that name exists already")},
     )
-    async def create_key(request: Request, new: NewApiKeyRequest) -> dict[str, Any]:
+    async def create_key(
+        caller: AdminAccess, services: SecurityDep, new: NewApiKeyRequest
+    ) -> dict[str, Any]:
         """A new key with the given scopes; the response is the only time the key is shown."""
         try:
-            created = await _store(request).create_key(new.name, new.scopes)
+            created = await _store(services).create_key(new.name, new.scopes)
         except CredentialConflict as conflict:
             raise Conflict(str(conflict)) from None
         return {**_key_info(created.info), "key": created.key}
@@ -240,16 +247,16 @@ def build_auth_router() -> APIRouter:
         },
     )
     async def revoke_key(
-        request: Request,
-        principal: CurrentPrincipal,
+        caller: AdminAccess,
+        services: SecurityDep,
         name_or_id: Annotated[str, Path(min_length=1, max_length=128)],
     ) -> dict[str, Any]:
         """Revoke at once in this worker; other workers stop accepting the key within
         `CHURN_AUTH_CACHE_TTL_SECONDS`."""
-        info = await _store(request).revoke_key(name_or_id)
+        info = await _store(services).revoke_key(name_or_id)
         if info is None:
             raise NotFound(f"No API key is named or has the id {name_or_id!r}.")
-        authenticator = _services(request).authenticator
+        authenticator = services.authenticator
         if authenticator is not None:
             authenticator.forget_key(info.key_id)
         return _key_info(info)
@@ -261,15 +268,15 @@ def build_auth_router() -> APIRouter:
         response_model=UserCreated,
         responses={**_GUARDED, 409: _problem("A user of that name exists already")},
     )
-    async def create_user(request: Request, new: NewUserRequest) -> UserCreated:
+    async def create_user(
+        caller: AdminAccess, services: SecurityDep, new: NewUserRequest
+    ) -> UserCreated:
         """A user who can log in at `POST /auth/login` for a token with these scopes."""
-        services = _services(request)
         password_hash = await asyncio.to_thread(services.passwords.hash, new.password)
         try:
-            await _store(request).create_user(new.username, password_hash, new.scopes)
+            await _store(services).create_user(new.username, password_hash, new.scopes)
         except CredentialConflict as conflict:
             raise Conflict(str(conflict)) from None
         return UserCreated(username=new.username, scopes=sorted(set(new.scopes)))
 
-    router.include_router(admin)
-    return router
+    return admin

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from churn_mlops.api.deps import PipelineDep
 from churn_mlops.api.schemas.problem import Problem
-from churn_mlops.api.scopes import AUTH_RESPONSES, require_scope
-from churn_mlops.security.principal import Scope
+from churn_mlops.api.scopes import AUTH_RESPONSES, AdminAccess, ReadAccess
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
@@ -23,10 +22,9 @@ def build_cache_router() -> APIRouter:
     @router.get(
         "/cache/stats",
         summary="Prediction cache statistics",
-        dependencies=[require_scope(Scope.READ)],
         responses=_REFUSALS,
     )
-    async def cache_stats(pipeline: PipelineDep) -> dict[str, Any]:
+    async def cache_stats(caller: ReadAccess, pipeline: PipelineDep) -> dict[str, Any]:
         """Hits and misses per level, hit rate, sizes, and the Redis circuit breaker's state."""
         if pipeline.cache is None:
             return {"enabled": False}
@@ -35,10 +33,9 @@ def build_cache_router() -> APIRouter:
     @router.delete(
         "/cache",
         summary="Clear the prediction cache of the served model",
-        dependencies=[require_scope(Scope.ADMIN)],
         responses=_REFUSALS,
     )
-    async def clear_cache(request: Request, pipeline: PipelineDep) -> dict[str, Any]:
+    async def clear_cache(caller: AdminAccess, pipeline: PipelineDep) -> dict[str, Any]:
         """Remove this model version's entries from this worker's memory and from Redis.
 
         Other workers drop theirs as their in-memory entries expire (`CHURN_CACHE_L1_TTL_SECONDS`).

@@ -17,6 +17,7 @@ from churn_mlops.api.schemas.customers import (
 )
 from churn_mlops.api.schemas.predictions import PredictResponse
 from churn_mlops.api.schemas.problem import Problem
+from churn_mlops.api.scopes import AUTH_RESPONSES, PredictAccess, ReadAccess
 from churn_mlops.core.errors import NotFound
 from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID
 from churn_mlops.db.models import Customer, Prediction
@@ -89,9 +90,10 @@ def build_customers_router() -> APIRouter:
         "/customers",
         summary="List customers with their latest prediction",
         response_model=CustomerPage,
-        responses={**_INVALID, **_UNAVAILABLE},
+        responses={**AUTH_RESPONSES, **_INVALID, **_UNAVAILABLE},
     )
     async def list_customers(
+        caller: ReadAccess,
         session: SessionDep,
         after: Annotated[
             int | None,
@@ -110,9 +112,10 @@ def build_customers_router() -> APIRouter:
         "/customers/{customer_id}",
         summary="One customer with its recent predictions",
         response_model=CustomerDetail,
-        responses={**_UNKNOWN, **_INVALID, **_UNAVAILABLE},
+        responses={**AUTH_RESPONSES, **_UNKNOWN, **_INVALID, **_UNAVAILABLE},
     )
     async def get_customer(
+        caller: ReadAccess,
         customer_id: CustomerId,
         session: SessionDep,
         limit: Annotated[
@@ -134,12 +137,13 @@ def build_customers_router() -> APIRouter:
         summary="Predict a stored customer's churn",
         response_model=PredictResponse,
         responses={
+            **AUTH_RESPONSES,
             **_UNKNOWN,
             503: {"model": Problem, "description": "Database unreachable, or model not ready"},
         },
     )
     async def predict_customer(
-        customer_id: CustomerId, session: SessionDep, pipeline: PipelineDep
+        caller: PredictAccess, customer_id: CustomerId, session: SessionDep, pipeline: PipelineDep
     ) -> Response:
         """Scores the customer's stored features through the same cache and micro-batcher as
         `POST /predict`; the answer carries the customer's id."""

@@ -13,6 +13,7 @@ from churn_mlops.api.errors import invalid_request_detail
 from churn_mlops.api.routes.customers import EXTERNAL_ID_PATTERN, prediction_record
 from churn_mlops.api.schemas.customers import PredictionHistory
 from churn_mlops.api.schemas.problem import Problem
+from churn_mlops.api.scopes import AUTH_RESPONSES, ReadAccess
 from churn_mlops.core.errors import FieldError, InvalidRequest, NotFound
 from churn_mlops.db.repository import CustomerNotFound, PredictionRepository
 
@@ -34,12 +35,14 @@ def build_history_router() -> APIRouter:
         summary="Recorded predictions, newest first",
         response_model=PredictionHistory,
         responses={
+            **AUTH_RESPONSES,
             404: {"model": Problem, "description": "No customer has this id"},
             422: {"model": Problem, "description": "A query parameter is invalid"},
             503: {"model": Problem, "description": "The database does not answer"},
         },
     )
     async def list_predictions(
+        caller: ReadAccess,
         session: SessionDep,
         customer_id: Annotated[
             str | None,

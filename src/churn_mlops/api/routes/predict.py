@@ -15,9 +15,8 @@ from starlette.responses import Response
 from churn_mlops.api.deps import PipelineDep
 from churn_mlops.api.schemas.predictions import BatchPredictResponse, PredictResponse
 from churn_mlops.api.schemas.problem import Problem
-from churn_mlops.api.scopes import AUTH_RESPONSES, require_scope
+from churn_mlops.api.scopes import AUTH_RESPONSES, PredictAccess
 from churn_mlops.prediction.strict_parser import StrictBodyParser
-from churn_mlops.security.principal import Scope
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
@@ -28,7 +27,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 
 
 def build_prediction_router(bodies: StrictBodyParser) -> APIRouter:
-    router = APIRouter(tags=["predictions"], dependencies=[require_scope(Scope.PREDICT)])
+    router = APIRouter(tags=["predictions"])
 
     @router.post(
         "/predict",
@@ -37,7 +36,7 @@ def build_prediction_router(bodies: StrictBodyParser) -> APIRouter:
         responses=_REFUSALS,
         openapi_extra=bodies.openapi_single(),
     )
-    async def predict(request: Request, pipeline: PipelineDep) -> Response:
+    async def predict(caller: PredictAccess, request: Request, pipeline: PipelineDep) -> Response:
         """Churn probability and decision for one customer."""
         answer = await pipeline.predict_one(await request.body())
         return Response(answer, media_type="application/json")
@@ -55,7 +54,9 @@ def build_prediction_router(bodies: StrictBodyParser) -> APIRouter:
         },
         openapi_extra=bodies.openapi_batch(),
     )
-    async def predict_batch(request: Request, pipeline: PipelineDep) -> Response:
+    async def predict_batch(
+        caller: PredictAccess, request: Request, pipeline: PipelineDep
+    ) -> Response:
         """Churn predictions for a list of customers, in the order given."""
         answer = await pipeline.predict_many(await request.body())
         return Response(answer, media_type="application/json")

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from churn_mlops.api.deps import ServedModelDep, StartedRuntimeDep
 from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.schemas.status import LiveStatus, ReadyStatus
-from churn_mlops.api.scopes import AUTH_RESPONSES, require_scope
+from churn_mlops.api.scopes import AUTH_RESPONSES, ReadAccess
 from churn_mlops.cache import BreakerState, PredictionCache
-from churn_mlops.core.errors import ModelNotReady
 from churn_mlops.core.model_info import ModelInfo
 from churn_mlops.db.engine import Database
-from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.security.principal import Scope
 
 
 def redis_health(cache: PredictionCache | None) -> Literal["disabled", "ok", "degraded"]:
@@ -47,34 +45,30 @@ def build_status_router() -> APIRouter:
         response_model=ReadyStatus,
         responses={503: {"model": ReadyStatus, "description": "Still starting"}},
     )
-    async def ready(request: Request) -> Any:
+    async def ready(runtime: StartedRuntimeDep) -> Any:
         """200 once the model is loaded and warmed up, 503 before."""
-        artifact: ModelArtifact | None = request.app.state.artifact
-        if artifact is None or request.app.state.pipeline is None:
+        served = None if runtime is None else runtime.model.current
+        if runtime is None or served is None:
             body = ReadyStatus(status="starting", model_version=None)
             return JSONResponse(body.model_dump(), status_code=503)
         return ReadyStatus(
             status="ready",
-            model_version=artifact.version,
-            redis=redis_health(request.app.state.pipeline.cache),
-            database=await database_health(request.app.state.database),
+            model_version=served.artifact.version,
+            redis=redis_health(served.pipeline.cache),
+            database=await database_health(runtime.database),
         )
 
     @router.get(
         "/model",
         tags=["model"],
         summary="The served model",
-        dependencies=[require_scope(Scope.READ)],
         responses={
             **AUTH_RESPONSES,
             503: {"model": Problem, "description": "The model is not loaded yet"},
         },
     )
-    async def model(request: Request) -> ModelInfo:
+    async def model(caller: ReadAccess, served: ServedModelDep) -> ModelInfo:
         """Version, features, decision threshold, hold-out metrics and provenance."""
-        artifact: ModelArtifact | None = request.app.state.artifact
-        if artifact is None:
-            raise ModelNotReady("The model is still loading; retry in a moment.")
-        return artifact.info
+        return served.artifact.info
 
     return router

@@ -13,15 +13,14 @@ from churn_mlops.api.app import ChurnAPI
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.settings import Settings
+from tests.fixtures.lifespan import in_process_client
 
 
 @asynccontextmanager
 async def running(app: ChurnAPI) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, and a client that talks to it in-process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    async with in_process_client(app) as client:
+        yield client
 
 
 SettingsFactory = Callable[..., Settings]

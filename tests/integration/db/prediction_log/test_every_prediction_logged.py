@@ -68,8 +68,8 @@ async def test_ten_thousand_predictions_produce_ten_thousand_rows(
     app = create_app(log_settings(url, prediction_log_batch_rows=250), artifact)
     async with running(app) as client:
         responses = await _in_waves(calls)
-        stats_before_close = app.state.prediction_log.stats()
-        writer = app.state.prediction_log
+        stats_before_close = app.runtime.prediction_log.stats()
+        writer = app.runtime.prediction_log
     assert [r.status_code for r in responses] == [200] * len(calls)
 
     rows = await logged_rows(url, prefix)
@@ -98,7 +98,7 @@ async def test_nothing_is_logged_with_the_log_off(
     settings = log_settings(migrated_database_url, prediction_log_enabled=False)
     app = create_app(settings, artifact)
     async with running(app) as client:
-        assert app.state.prediction_log is None
+        assert app.runtime.prediction_log is None
         body = {"customer_id": f"{prefix}1", "features": EXAMPLE_FEATURES}
         assert (await client.post("/predict", json=body)).status_code == 200
     assert await logged_rows(migrated_database_url, prefix) == []

@@ -9,12 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from churn_mlops.api.app import build_pipeline
 from churn_mlops.core.errors import ServiceError
 from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.pipeline import PredictionPipeline
-from churn_mlops.prediction.strict_parser import StrictBodyParser
+from churn_mlops.runtime import build_pipeline
 from churn_mlops.settings import Settings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -56,7 +55,7 @@ def recorder() -> ListRecorder:
 @pytest.fixture
 async def pipeline(artifact_dir: Path, artifact: ModelArtifact, recorder: ListRecorder) -> Any:
     settings = Settings(model_dir=artifact_dir, environment="test", max_batch_rows=50)
-    built = build_pipeline(artifact, settings, StrictBodyParser(50), recorder=recorder)
+    built = build_pipeline(artifact, settings, recorder=recorder)
     yield built
     await built.close()
 

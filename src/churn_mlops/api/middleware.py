@@ -1,0 +1,111 @@
+"""The one middleware chain, wrapped around both the fast path and the FastAPI routes.
+
+From the outside in: the per-request profiler (when enabled), telemetry (request id, timing,
+slow log, metrics), compression, the body size limit, then the dispatch that sends
+`POST /predict` to the raw-ASGI fast path and everything else to FastAPI. A middleware added
+to `build_middleware_chain` applies to both paths. Every layer is pure ASGI: none buffers a
+response or builds a Request per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from churn_mlops.api.errors import problem_body, problem_bytes
+from churn_mlops.api.telemetry import RequestTelemetryMiddleware
+from churn_mlops.core.errors import ServiceError
+from churn_mlops.observability.logging import RequestIds
+from churn_mlops.observability.profiling import Authorize, Refusal, RequestProfiler
+from churn_mlops.runtime import Runtime
+from churn_mlops.security.guard import RequestGuard
+from churn_mlops.security.limits import RequestSizeLimit
+from churn_mlops.security.principal import Scope as AuthScope
+
+
+class RawRouteDispatch:
+    """Sends each request whose (method, path) is in `raw_routes` to its raw-ASGI endpoint,
+    the rest to `app`. `scope["route"]` is set to the route of the same path that `app`
+    declares, so telemetry labels both alike."""
+
+    def __init__(
+        self, app: ASGIApp, raw_routes: Mapping[tuple[str, str], tuple[ASGIApp, object]]
+    ) -> None:
+        self.app = app
+        self.raw_routes = dict(raw_routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            found = self.raw_routes.get((scope["method"], scope["path"]))
+            if found is not None:
+                endpoint, route = found
+                scope["route"] = route
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class NegotiatedGZip:
+    """Starlette's GZipMiddleware for clients that accept gzip; nobody else pays for it (its
+    identity path wraps `send` on every request)."""
+
+    def __init__(self, app: ASGIApp, minimum_size: int) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"accept-encoding":
+                    if b"gzip" in value:
+                        await self.gzip(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+
+def build_middleware_chain(endpoint: ASGIApp, runtime: Runtime) -> ASGIApp:
+    """`endpoint` (the dispatch to both paths) inside every middleware the service runs."""
+    settings = runtime.settings
+    chain: ASGIApp = RequestSizeLimit(
+        endpoint, max_bytes=settings.max_request_bytes, render=problem_bytes
+    )
+    chain = NegotiatedGZip(chain, minimum_size=settings.gzip_min_bytes)
+    chain = RequestTelemetryMiddleware(
+        chain,
+        slow_request_ms=settings.slow_request_ms,
+        recorder=runtime.metrics.recorder if runtime.metrics is not None else None,
+        request_ids=RequestIds(),
+    )
+    if settings.profiling_enabled:
+        # Outermost: `?profile=1` profiles everything the request goes through.
+        chain = RequestProfiler(chain, profiling_authorizer(runtime))
+    return chain
+
+
+def profiling_authorizer(runtime: Runtime) -> Authorize:
+    """`?profile=1` is for the admin scope; with authentication off, only when
+    `CHURN_PROFILING_WITHOUT_AUTH` says so (refused in production by the settings)."""
+    settings, authenticator = runtime.settings, runtime.security.authenticator
+    guard = RequestGuard(authenticator, None, AuthScope.ADMIN)
+    problem = [(b"content-type", b"application/problem+json")]
+
+    async def authorize(scope: Scope) -> Refusal | None:
+        if authenticator is None:
+            if settings.profiling_without_auth:
+                return None
+            detail = (
+                "Profiling needs the admin scope, and authentication is off: set "
+                "CHURN_PROFILING_WITHOUT_AUTH=true to allow it on this machine."
+            )
+            return 403, problem, problem_body(403, detail)
+        try:
+            await guard.admit(scope)
+        except ServiceError as error:
+            extra = [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
+            return error.status, problem + extra, problem_bytes(error)
+        return None
+
+    return authorize
