@@ -80,7 +80,7 @@ async def test_identical_concurrent_cold_requests_cost_one_model_row(
 ) -> None:
     app = create_app(Settings(model_dir=artifact_dir), artifact)
     async with running(app) as client:
-        batcher = app.state.pipeline.batcher
+        batcher = app.runtime.pipeline.batcher
         rows_before = batcher.stats.rows
         answers = await asyncio.gather(*(client.post("/predict", json=BODY) for _ in range(200)))
         rows = batcher.stats.rows - rows_before
@@ -98,7 +98,7 @@ async def test_an_l1_hit_returns_from_its_first_step(
     app = create_app(Settings(model_dir=artifact_dir), artifact)
     body = orjson.dumps(BODY)
     async with running(app):
-        pipeline = app.state.pipeline
+        pipeline = app.runtime.pipeline
         miss = orjson.loads(await pipeline.predict_one(body))
         with pytest.raises(StopIteration) as finished:
             pipeline.predict_one(body).send(None)  # one step: no await may suspend it
@@ -116,7 +116,7 @@ async def test_batch_scores_all_its_misses_in_one_model_call(
     async with running(app) as client:
         for body in bodies[:3]:
             await client.post("/predict", json=body)
-        runner: ModelRunner = app.state.pipeline.runner
+        runner: ModelRunner = app.runtime.pipeline.runner
         scored: list[int] = []
         score = runner.score
 

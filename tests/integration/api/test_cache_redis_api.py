@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.servers import free_port
 from churn_mlops.api.app import create_app
-from churn_mlops.bench.servers import free_port
 from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
@@ -28,7 +28,7 @@ async def test_a_second_worker_is_served_from_redis(
     first = create_app(settings, artifact)
     async with running(first) as first_worker:
         computed = (await first_worker.post("/predict", json=BODY)).json()
-        await first.state.pipeline.cache.wait_for_writes()
+        await first.runtime.pipeline.cache.wait_for_writes()
     async with running(create_app(settings, artifact)) as second_worker:
         shared = (await second_worker.post("/predict", json=BODY)).json()
         stats = (await second_worker.get("/cache/stats")).json()
@@ -63,7 +63,7 @@ async def test_delete_cache_clears_redis_for_this_model_only(
     app = create_app(settings, artifact)
     async with running(app) as client:
         await client.post("/predict", json=BODY)
-        await app.state.pipeline.cache.wait_for_writes()
+        await app.runtime.pipeline.cache.wait_for_writes()
         cleared = (await client.delete("/cache")).json()
         again = (await client.post("/predict", json=BODY)).json()
     assert cleared == {"enabled": True, "l1_removed": 1, "l2_removed": 1}
@@ -82,7 +82,7 @@ async def test_misses_skip_unpaying_redis_reads_and_another_worker_still_gets_th
     first = create_app(settings, artifact)
     async with running(first) as first_worker:
         computed = [(await first_worker.post("/predict", json=b)).json() for b in bodies]
-        await first.state.pipeline.cache.wait_for_writes()
+        await first.runtime.pipeline.cache.wait_for_writes()
         first_stats = (await first_worker.get("/cache/stats")).json()["l2"]
     # New customers never hit Redis, and the forest scores a row faster than Redis answers.
     assert first_stats["read_policy"] == "adaptive"
