@@ -23,7 +23,8 @@ Design, and why:
 
 Names are in base units with the `churn_` prefix, counters end in `_total`. Request metrics are
 labelled by the route template (never the raw path), the method and the status; `/metrics` and
-the health probes are not counted.
+the health probes are not counted. Every metric is one row of `metric_table.SERVICE_METRICS`;
+the recorders are in `recorders`, the shared directory's life cycle in `metrics_dir`.
 """
 
 from __future__ import annotations
@@ -33,14 +34,10 @@ import contextlib
 import logging
 import os
 import re
-import shutil
-import tempfile
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from time import perf_counter
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -49,154 +46,43 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from churn_mlops.observability.metric_table import SERVICE_METRICS, build_metrics
+from churn_mlops.observability.metrics_dir import (
+    multiprocess_dir,
+    remove_dead_workers,
+    shared_metrics_dir,
+)
+from churn_mlops.observability.recorders import (
+    UNCOUNTED_PATHS,
+    UNMATCHED_ROUTE,
+    ModelObserver,
+    RequestRecorder,
+    add_to_histogram,
+)
 
 if TYPE_CHECKING:
     from churn_mlops.cache import CacheStats
 
+# The one module the rest of the service imports for metrics, whichever file defines a name.
+__all__ = [
+    "UNCOUNTED_PATHS",
+    "UNMATCHED_ROUTE",
+    "PredictionLogCounters",
+    "RequestRecorder",
+    "ServiceMetrics",
+    "exported_names",
+    "multiprocess_dir",
+    "shared_metrics_dir",
+]
+
 logger = logging.getLogger("churn_mlops.metrics")
 
-_Rows = TypeVar("_Rows", bound=Sized)
-_Result = TypeVar("_Result")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-# 100 us .. 10 s: a cached answer takes a few hundred microseconds, the SLO is 500 ms at p95.
-DURATION_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-# Model calls and queueing are shorter than a request: from 10 us.
-SHORT_BUCKETS = (0.00001, 0.000025, 0.00005, *DURATION_BUCKETS)
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_000, 2_500, 5_000, 10_000, 50_000)
-
-# Routes answered but not counted: Prometheus' own scrapes and the kubelet's probes.
-UNCOUNTED_PATHS = frozenset({"/metrics", "/health/live", "/health/ready"})
-UNMATCHED_ROUTE = "unmatched"
-
-
-class Distribution:
-    """A histogram kept in plain Python: cumulative bucket counts and sum, cheap to observe.
-
-    `delta()` gives what was observed since its previous call. Observations come from the event
-    loop's thread; a model call offloaded to the model thread observes from there, and in the
-    rare case it races with another writer one count can be lost (never a crash).
-    """
-
-    __slots__ = ("_flushed_counts", "_flushed_total", "bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last is +Inf
-        self.total = 0.0
-        self._flushed_counts = [0] * len(self.counts)
-        self._flushed_total = 0.0
-
-    def observe(self, value: float) -> None:
-        # bisect_left: a value equal to a bound belongs to that bound's bucket (`le`).
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def delta(self) -> tuple[list[int], float] | None:
-        counts, total = list(self.counts), self.total
-        new = [now - before for now, before in zip(counts, self._flushed_counts, strict=True)]
-        if not any(new):
-            return None
-        added = total - self._flushed_total
-        self._flushed_counts, self._flushed_total = counts, total
-        return new, added
-
-
-def add_to_histogram(histogram: Histogram, counts: Sequence[int], total: float) -> None:
-    """Add pre-bucketed observations to a prometheus-client histogram (or one of its children).
-
-    prometheus-client observes one value at a time; its per-bucket values (`_buckets`, one per
-    upper bound with +Inf last, not cumulative) and `_sum` are the same objects its `observe`
-    updates, in both its in-memory and its multiprocess mode. tests/unit/observability checks
-    the exposition this gives against the one of plain `observe` calls.
-    """
-    buckets = histogram._buckets
-    if len(buckets) != len(counts):
-        raise ValueError(f"{len(counts)} bucket counts for a histogram of {len(buckets)}")
-    for bucket, count in zip(buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
-    histogram._sum.inc(total)
-
-
-class RequestRecorder:
-    """What the request middleware records: duration per (route, method, status), in flight."""
-
-    __slots__ = ("_by_key", "in_flight")
-
-    def __init__(self) -> None:
-        self._by_key: dict[tuple[str, str, int], Distribution] = {}
-        self.in_flight = 0
-
-    def finished(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        distribution = self._by_key.get(key)
-        if distribution is None:
-            distribution = self._by_key[key] = Distribution(DURATION_BUCKETS)
-        # Distribution.observe, inlined: this runs for every request.
-        distribution.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
-        distribution.total += seconds
-
-    def deltas(self) -> Iterable[tuple[tuple[str, str, int], list[int], float]]:
-        for key, distribution in list(self._by_key.items()):
-            if (new := distribution.delta()) is not None:
-                yield key, *new
-
-
-class ModelObserver:
-    """Times every model call (rows per call, seconds) and records the batcher's queue wait."""
-
-    __slots__ = ("batch_rows", "inference", "queue_wait")
-
-    def __init__(self) -> None:
-        self.batch_rows = Distribution(BATCH_SIZE_BUCKETS)
-        self.inference = Distribution(SHORT_BUCKETS)
-        self.queue_wait = Distribution(SHORT_BUCKETS)
-
-    def timed(self, score: Callable[[_Rows], _Result]) -> Callable[[_Rows], _Result]:
-        """`score(rows)` that also records len(rows) and how long it took."""
-        batch_rows, inference = self.batch_rows, self.inference
-        row_counts, row_bounds = batch_rows.counts, batch_rows.bounds
-        time_counts, time_bounds = inference.counts, inference.bounds
-
-        def timed_score(rows: _Rows) -> _Result:
-            started = perf_counter()
-            result = score(rows)
-            seconds = perf_counter() - started
-            # Two Distribution.observe calls, inlined: this runs for every model call.
-            time_counts[bisect_left(time_bounds, seconds)] += 1
-            inference.total += seconds
-            size = len(rows)
-            row_counts[bisect_left(row_bounds, size)] += 1
-            batch_rows.total += size
-            return result
-
-        return timed_score
-
-
-class PredictionLogStats(Protocol):
-    """What the prediction-log writer reports (db/prediction_log.py)."""
+class PredictionLogCounters(Protocol):
+    """What the metrics read of the prediction-log writer's stats."""
 
     @property
     def queue_depth(self) -> int: ...
@@ -238,94 +124,6 @@ class _GaugeWatch:
         self.gauge.set(0 if value is None else value)
 
 
-def multiprocess_dir() -> Path | None:
-    """The multiprocess directory, if this process writes its metrics there.
-
-    Both conditions matter: prometheus-client picks its value class when it is first imported,
-    so a directory set in the environment after that import is not used by this process.
-    """
-    path = os.environ.get(MULTIPROC_ENV)
-    if not path or not getattr(values.ValueClass, "_multiprocess", False):
-        return None
-    return Path(path)
-
-
-def prepare_multiprocess_dir(path: Path) -> Path:
-    """Create `path` empty (files of an earlier run would add to this run's counters) and point
-    `PROMETHEUS_MULTIPROC_DIR` at it, for the worker processes started after this call."""
-    if path.exists():
-        for entry in path.iterdir():
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ[MULTIPROC_ENV] = str(path)
-    return path
-
-
-@contextlib.contextmanager
-def shared_metrics_dir(path: Path | None, *, enabled: bool = True) -> Iterator[Path | None]:
-    """The workers' shared metrics directory for the duration of a server run: `path` emptied,
-    or a new temporary directory removed afterwards; nothing when metrics are off."""
-    if not enabled:
-        yield None
-        return
-    if path is not None:
-        yield prepare_multiprocess_dir(path)
-        return
-    remove_abandoned_dirs(Path(tempfile.gettempdir()))
-    created = Path(tempfile.mkdtemp(prefix=f"{TEMP_DIR_PREFIX}{os.getpid()}-"))
-    try:
-        yield prepare_multiprocess_dir(created)
-    finally:
-        shutil.rmtree(created, ignore_errors=True)
-
-
-TEMP_DIR_PREFIX = "churn-metrics-"
-
-
-def remove_abandoned_dirs(parent: Path) -> list[Path]:
-    """Remove the temporary metrics directories of `serve` runs whose process is gone (killed
-    before it could clean up): their names carry its pid. Returns what was removed."""
-    removed = []
-    for entry in parent.glob(f"{TEMP_DIR_PREFIX}*-*"):
-        pid_text = entry.name.removeprefix(TEMP_DIR_PREFIX).split("-", 1)[0]
-        if not pid_text.isdigit() or not entry.is_dir():
-            continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-        except PermissionError:
-            pass  # alive, someone else's
-    return removed
-
-
-_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
-
-
-def remove_dead_workers(path: Path) -> list[int]:
-    """Drop the live-gauge files of processes that no longer exist (a crashed worker never
-    removed its own); returns their pids."""
-    dead = set()
-    for entry in path.glob("gauge_live*_*.db"):
-        match = _LIVE_GAUGE_FILE.fullmatch(entry.name)
-        if match is None:
-            continue
-        pid = int(match.group(1))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            dead.add(pid)
-        except PermissionError:
-            pass  # alive, someone else's
-    for pid in dead:
-        multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
-    return sorted(dead)
-
-
 class ServiceMetrics:
     """The service's Prometheus metrics, the hot-path recorders that feed them, and exposition."""
 
@@ -336,105 +134,17 @@ class ServiceMetrics:
         registry = None if multiproc_dir is not None else self._registry
         if multiproc_dir is not None:
             multiprocess.MultiProcessCollector(self._registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
-        labels = ("route", "method", "status")
-        self.request_duration = Histogram(
-            "churn_http_request_duration_seconds",
-            "Time from a request's arrival until its response was sent, by route template.",
-            labels,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.requests = Counter(
-            "churn_http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            labels,
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "churn_http_requests_in_flight",
-            "Requests being answered (sampled at each refresh).",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.batch_size = Histogram(
-            "churn_model_batch_size_rows",
-            "Rows per model call (micro-batches of /predict and /predict/batch bodies).",
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=registry,
-        )
-        self.inference = Histogram(
-            "churn_model_inference_seconds",
-            "Duration of one model call.",
-            buckets=SHORT_BUCKETS,
-            registry=registry,
-        )
-        self.queue_wait = Histogram(
-            "churn_batch_queue_wait_seconds",
-            "How long the oldest request of each micro-batch waited for its model call.",
-            buckets=SHORT_BUCKETS,
-            registry=registry,
-        )
-        self.batcher_queue = Gauge(
-            "churn_batch_queue_depth",
-            "Requests waiting in the micro-batcher.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.shed = Counter(
-            "churn_requests_shed",
-            "Predictions refused with 503 because the batcher's queue was full or late.",
-            registry=registry,
-        )
-        self.cache_hits = Counter(
-            "churn_cache_hits", "Prediction cache hits, by level.", ("level",), registry=registry
-        )
-        self.cache_misses = Counter(
-            "churn_cache_misses",
-            "Prediction cache misses, by level.",
-            ("level",),
-            registry=registry,
-        )
-        self.cache_entries = Gauge(
-            "churn_cache_entries",
-            "Entries in the in-process (L1) prediction caches.",
-            ("level",),
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.db_pool_in_use = Gauge(
-            "churn_db_pool_connections_in_use",
-            "Database connections checked out of the pool.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.prediction_log_queue = Gauge(
-            "churn_prediction_log_queue_depth",
-            "Prediction-log rows waiting to be written to the database.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.prediction_log_flushed = Counter(
-            "churn_prediction_log_rows_flushed",
-            "Prediction-log rows written to the database.",
-            registry=registry,
-        )
-        self.prediction_log_spilled = Counter(
-            "churn_prediction_log_rows_spilled",
-            "Prediction-log rows spilled to local disk while the database was unavailable.",
-            registry=registry,
-        )
-        self.prediction_log_replayed = Counter(
-            "churn_prediction_log_rows_replayed",
-            "Spilled prediction-log rows written to the database later.",
-            registry=registry,
-        )
-        self.prediction_log_retries = Counter(
-            "churn_prediction_log_retries",
-            "Prediction-log writes retried after a database error.",
-            registry=registry,
-        )
+        self.families = families = build_metrics(SERVICE_METRICS, registry)
         self.recorder = RequestRecorder()
         self.model = ModelObserver()
+        self._request_duration = families.histogram("churn_http_request_duration_seconds")
+        self._requests = families.counter("churn_http_requests")
+        self._in_flight = families.gauge("churn_http_requests_in_flight")
+        self._model_histograms = (
+            (families.histogram("churn_model_batch_size_rows"), self.model.batch_rows),
+            (families.histogram("churn_model_inference_seconds"), self.model.inference),
+            (families.histogram("churn_batch_queue_wait_seconds"), self.model.queue_wait),
+        )
         self._watches: list[_CounterWatch | _GaugeWatch] = []
         self._children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -465,25 +175,30 @@ class ServiceMetrics:
 
             return value
 
-        self.watch_gauge(self.cache_entries.labels("l1"), lambda: _size(take()))
-        self.watch_counter(self.cache_hits.labels("l1"), field(lambda s: s.l1.hits))
-        self.watch_counter(self.cache_misses.labels("l1"), field(lambda s: s.l1.misses))
-        self.watch_counter(self.cache_hits.labels("l2"), field(lambda s: s.l2.hits))
-        self.watch_counter(self.cache_misses.labels("l2"), field(lambda s: s.l2.misses))
+        hits = self.families.counter("churn_cache_hits")
+        misses = self.families.counter("churn_cache_misses")
+        # The entries gauge goes first: its read takes the snapshot the counters then read.
+        self.watch_gauge(
+            self.families.gauge("churn_cache_entries").labels("l1"), lambda: _size(take())
+        )
+        self.watch_counter(hits.labels("l1"), field(lambda s: s.l1.hits))
+        self.watch_counter(misses.labels("l1"), field(lambda s: s.l1.misses))
+        self.watch_counter(hits.labels("l2"), field(lambda s: s.l2.hits))
+        self.watch_counter(misses.labels("l2"), field(lambda s: s.l2.misses))
 
     def watch_batcher(
         self, shed: Callable[[], int | None], queued: Callable[[], int | None]
     ) -> None:
-        self.watch_counter(self.shed, shed)
-        self.watch_gauge(self.batcher_queue, queued)
+        self.watch_counter(self.families.counter("churn_requests_shed"), shed)
+        self.watch_gauge(self.families.gauge("churn_batch_queue_depth"), queued)
 
     def watch_db_pool(self, in_use: Callable[[], int | None]) -> None:
         """Connections checked out, e.g. `lambda: database.engine.pool.checkedout()`."""
-        self.watch_gauge(self.db_pool_in_use, in_use)
+        self.watch_gauge(self.families.gauge("churn_db_pool_connections_in_use"), in_use)
 
-    def watch_prediction_log(self, stats: Callable[[], PredictionLogStats | None]) -> None:
+    def watch_prediction_log(self, stats: Callable[[], PredictionLogCounters | None]) -> None:
         """Queue depth, rows flushed, spilled, replayed and retries of the prediction log."""
-        holder: dict[str, PredictionLogStats | None] = {"stats": None}
+        holder: dict[str, PredictionLogCounters | None] = {"stats": None}
 
         def take() -> float | None:
             current = holder["stats"] = stats()
@@ -496,11 +211,15 @@ class ServiceMetrics:
 
             return value
 
-        self.watch_gauge(self.prediction_log_queue, take)
-        self.watch_counter(self.prediction_log_flushed, field("rows_flushed"))
-        self.watch_counter(self.prediction_log_spilled, field("rows_spilled"))
-        self.watch_counter(self.prediction_log_replayed, field("rows_replayed"))
-        self.watch_counter(self.prediction_log_retries, field("retries"))
+        # The queue gauge goes first: its read takes the snapshot the counters then read.
+        self.watch_gauge(self.families.gauge("churn_prediction_log_queue_depth"), take)
+        for metric, attribute in (
+            ("churn_prediction_log_rows_flushed", "rows_flushed"),
+            ("churn_prediction_log_rows_spilled", "rows_spilled"),
+            ("churn_prediction_log_rows_replayed", "rows_replayed"),
+            ("churn_prediction_log_retries", "retries"),
+        ):
+            self.watch_counter(self.families.counter(metric), field(attribute))
 
     # --- refresh and exposition -----------------------------------------------------------
 
@@ -512,18 +231,13 @@ class ServiceMetrics:
                 route, method, status = key
                 labels = (route, method, str(status))
                 children = self._children[key] = (
-                    self.request_duration.labels(*labels),
-                    self.requests.labels(*labels),
+                    self._request_duration.labels(*labels),
+                    self._requests.labels(*labels),
                 )
             add_to_histogram(children[0], counts, total)
             children[1].inc(sum(counts))
-        self.in_flight.set(self.recorder.in_flight)
-        model = self.model
-        for histogram, distribution in (
-            (self.batch_size, model.batch_rows),
-            (self.inference, model.inference),
-            (self.queue_wait, model.queue_wait),
-        ):
+        self._in_flight.set(self.recorder.in_flight)
+        for histogram, distribution in self._model_histograms:
             if (new := distribution.delta()) is not None:
                 add_to_histogram(histogram, *new)
         for index, watch in enumerate(self._watches):

@@ -9,7 +9,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from churn_mlops.api.telemetry import RequestTelemetryMiddleware
 from churn_mlops.observability.logging import request_id_var
-from churn_mlops.observability.metrics import RequestRecorder
+from churn_mlops.observability.recorders import RequestRecorder
 
 
 def http_scope(path: str, route: object | None = None) -> Scope:
