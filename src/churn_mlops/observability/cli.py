@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import orjson
 import typer
@@ -25,6 +25,9 @@ from rich.console import Console
 from rich.table import Table
 
 from churn_mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from pyinstrument import Profiler
 
 console = Console(stderr=True)
 
@@ -152,6 +155,73 @@ def _memory_pass(
         console.print(f"memray capture: {memray_file} (render: memray flamegraph {memray_file})")
 
 
+def _profile_settings(cache: bool, concurrency: int, model_dir: Path | None) -> Settings:
+    # Never shed: the profiler (and tracemalloc more so) slows each event-loop turn past the
+    # batcher's queue-delay bound, which would refuse predictions instead of profiling them.
+    overrides: dict[str, Any] = {
+        "cache_enabled": cache,
+        "database_url": "",
+        "batch_max_queue_delay_ms": 3_600_000.0,
+        "batch_max_queue": max(concurrency, Settings.model_fields["batch_max_queue"].default),
+    }
+    if model_dir is not None:
+        overrides["model_dir"] = model_dir.resolve()
+    return Settings(**overrides)
+
+
+def _warm_pipeline(build: PipelineFactory, settings: Settings) -> ProfiledPipeline:
+    from churn_mlops.core.features import EXAMPLE_FEATURES
+
+    pipeline = build(settings)
+    pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+    return pipeline
+
+
+def _profiled_run(
+    pipeline: ProfiledPipeline, singles: list[bytes], batches: list[bytes], concurrency: int
+) -> tuple[Profiler, float]:
+    """Run the workload under pyinstrument; the profiler and the seconds the run took."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+
+    async def run() -> float:
+        began = time.perf_counter()
+        try:
+            await _drive(pipeline, singles, batches, concurrency)
+        finally:
+            await pipeline.close()
+        return time.perf_counter() - began
+
+    profiler.start()
+    try:
+        seconds = asyncio.run(run())
+    finally:
+        profiler.stop()
+    return profiler, seconds
+
+
+def _print_top_functions(profiler: Profiler, seconds: float, top: int) -> None:
+    session = profiler.last_session
+    root = session.root_frame() if session is not None else None
+    table = Table(title=f"Top {top} functions by own time ({seconds:.2f} s in total)")
+    table.add_column("function")
+    table.add_column("where", overflow="fold")
+    table.add_column("own s", justify="right")
+    table.add_column("own %", justify="right")
+    table.add_column("total s", justify="right")
+    duration = session.duration if session is not None else seconds
+    for row in top_functions(root, top):
+        table.add_row(
+            row.function,
+            row.location,
+            f"{row.self_seconds:.3f}",
+            f"{row.self_seconds / duration:.1%}" if duration else "-",
+            f"{row.total_seconds:.3f}",
+        )
+    Console(width=140).print(table)
+
+
 def profile_command(build: PipelineFactory) -> Callable[..., None]:
     """The `profile` command, running predictions through pipelines that `build` makes."""
 
@@ -183,70 +253,26 @@ def profile_command(build: PipelineFactory) -> Callable[..., None]:
     ) -> None:
         """Profile predictions in-process (single and batch) with pyinstrument: writes an HTML
         report and prints the functions where the time goes."""
-        from pyinstrument import Profiler
         from threadpoolctl import threadpool_limits
 
-        from churn_mlops.core.features import EXAMPLE_FEATURES
         from churn_mlops.data import SHIPPED_DATASET
         from churn_mlops.model.provisioning import ensure_model
 
-        # Never shed: the profiler (and tracemalloc more so) slows each event-loop turn past the
-        # batcher's queue-delay bound, which would refuse predictions instead of profiling them.
-        overrides: dict[str, Any] = {
-            "cache_enabled": cache,
-            "database_url": "",
-            "batch_max_queue_delay_ms": 3_600_000.0,
-            "batch_max_queue": max(concurrency, Settings.model_fields["batch_max_queue"].default),
-        }
-        if model_dir is not None:
-            overrides["model_dir"] = model_dir.resolve()
-        settings = Settings(**overrides)
+        settings = _profile_settings(cache, concurrency, model_dir)
         ensure_model(settings.model_dir, settings.data_path or SHIPPED_DATASET, "profile")
         threadpool_limits(limits=settings.model_threads)
         with console.status("loading the model and warming up"):
-            pipeline = build(settings)
-            pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+            pipeline = _warm_pipeline(build, settings)
             singles, batches = _bodies(requests, batch_rows)
         total_rows = len(singles) + len(batches) * batch_rows
-        profiler = Profiler(interval=0.0005, async_mode="disabled")
         out.parent.mkdir(parents=True, exist_ok=True)
-
-        async def run() -> float:
-            began = time.perf_counter()
-            try:
-                await _drive(pipeline, singles, batches, concurrency)
-            finally:
-                await pipeline.close()
-            return time.perf_counter() - began
-
         with console.status(
             f"profiling {len(singles):,} single and {len(batches):,} batch predictions "
             f"({total_rows:,} rows)"
         ):
-            profiler.start()
-            try:
-                seconds = asyncio.run(run())
-            finally:
-                profiler.stop()
+            profiler, seconds = _profiled_run(pipeline, singles, batches, concurrency)
         out.write_text(profiler.output_html())
-        session = profiler.last_session
-        root = session.root_frame() if session is not None else None
-        table = Table(title=f"Top {top} functions by own time ({seconds:.2f} s in total)")
-        table.add_column("function")
-        table.add_column("where", overflow="fold")
-        table.add_column("own s", justify="right")
-        table.add_column("own %", justify="right")
-        table.add_column("total s", justify="right")
-        duration = session.duration if session is not None else seconds
-        for row in top_functions(root, top):
-            table.add_row(
-                row.function,
-                row.location,
-                f"{row.self_seconds:.3f}",
-                f"{row.self_seconds / duration:.1%}" if duration else "-",
-                f"{row.total_seconds:.3f}",
-            )
-        Console(width=140).print(table)
+        _print_top_functions(profiler, seconds, top)
         console.print(
             f"{len(singles):,} single predictions and {len(batches):,} batches of {batch_rows:,} "
             f"rows in {seconds:.2f} s ({len(singles) / seconds:,.0f} singles/s under the "
@@ -254,8 +280,7 @@ def profile_command(build: PipelineFactory) -> Callable[..., None]:
         )
         if memory:
             with console.status("memory pass: the same predictions under tracemalloc"):
-                fresh = build(settings)
-                fresh.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+                fresh = _warm_pipeline(build, settings)
             _memory_pass(fresh, singles, batches, concurrency, out, top)
 
     return profile
