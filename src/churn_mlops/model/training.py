@@ -33,7 +33,7 @@ from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.core.model_info import HoldoutMetrics, ModelInfo
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.model.features import FeatureEncoder
+from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 
 # Shallow trees: on 4,930 customers they generalise best, and they are cheap to evaluate.
 SEARCH_SPACE: dict[str, list[Any]] = {
@@ -79,13 +79,25 @@ def _best_f1_threshold(y_true: npt.NDArray[np.int_], scores: npt.NDArray[np.floa
     return float(thresholds[int(np.argmax(f1[:-1]))])
 
 
-def train_model(
-    dataset: TelcoDataset,
-    config: TrainingConfig = TrainingConfig(),
-    progress: ProgressCallback | None = None,
-) -> TrainingResult:
-    """Train, tune and evaluate a model on `dataset`; nothing is written to disk."""
-    report = progress or (lambda stage, done, total: None)
+@dataclass(frozen=True)
+class _Split:
+    """The seeded hold-out split, encoded by an encoder fitted on the training part only."""
+
+    encoder: FeatureEncoder
+    x_train: FloatMatrix
+    y_train: npt.NDArray[np.int_]
+    x_holdout: FloatMatrix
+    y_holdout: npt.NDArray[np.int_]
+
+
+@dataclass(frozen=True)
+class _SearchResult:
+    params: dict[str, Any]
+    cv_roc_auc: float
+    oof_scores: npt.NDArray[np.float64]
+
+
+def _split(dataset: TelcoDataset, config: TrainingConfig) -> _Split:
     y = np.array(dataset.churned, dtype=np.int_)
     train_idx, holdout_idx = train_test_split(
         np.arange(len(dataset)),
@@ -96,11 +108,19 @@ def train_model(
     train = dataset.subset(train_idx.tolist())
     holdout = dataset.subset(holdout_idx.tolist())
     encoder = FeatureEncoder.fit(train.columns)
-    x_train, y_train = encoder.encode_columns(train.columns), y[train_idx]
-    x_holdout, y_holdout = encoder.encode_columns(holdout.columns), y[holdout_idx]
-    mask = encoder.categorical_mask
-    folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
+    return _Split(
+        encoder,
+        encoder.encode_columns(train.columns),
+        y[train_idx],
+        encoder.encode_columns(holdout.columns),
+        y[holdout_idx],
+    )
 
+
+def _search(split: _Split, config: TrainingConfig, report: ProgressCallback) -> _SearchResult:
+    """The candidate with the best cross-validated ROC AUC on the training split."""
+    mask = split.encoder.categorical_mask
+    folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
     candidates = list(
         ParameterSampler(SEARCH_SPACE, n_iter=config.search_iterations, random_state=config.seed)
     )
@@ -110,30 +130,58 @@ def train_model(
         report("search", done, len(candidates))
         oof = cross_val_predict(
             _estimator(mask, config.seed, **params),
-            x_train,
-            y_train,
+            split.x_train,
+            split.y_train,
             cv=folds,
             method="predict_proba",
         )[:, 1]
-        auc = float(roc_auc_score(y_train, oof))
+        auc = float(roc_auc_score(split.y_train, oof))
         if auc > best_auc:
             best_auc, best_params, best_oof = auc, params, oof
     report("search", len(candidates), len(candidates))
+    return _SearchResult(best_params, best_auc, best_oof)
 
-    report("fit", 0, 2)
-    # The threshold comes from out-of-fold training predictions, so the hold-out stays unseen.
-    threshold = _best_f1_threshold(y_train, best_oof)
-    model = _estimator(mask, config.seed, **best_params).fit(x_train, y_train)
-    default = _estimator(mask, config.seed).fit(x_train, y_train)
-    report("fit", 2, 2)
 
-    scores = model.predict_proba(x_holdout)[:, 1]
-    metrics = HoldoutMetrics(
+def _holdout_metrics(
+    y_holdout: npt.NDArray[np.int_], scores: npt.NDArray[np.float64]
+) -> HoldoutMetrics:
+    return HoldoutMetrics(
         roc_auc=float(roc_auc_score(y_holdout, scores)),
         pr_auc=float(average_precision_score(y_holdout, scores)),
         log_loss=float(log_loss(y_holdout, scores)),
         brier=float(brier_score_loss(y_holdout, scores)),
     )
+
+
+def _library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "joblib": joblib.__version__,
+        "pydantic": pydantic.__version__,
+    }
+
+
+def train_model(
+    dataset: TelcoDataset,
+    config: TrainingConfig = TrainingConfig(),
+    progress: ProgressCallback | None = None,
+) -> TrainingResult:
+    """Train, tune and evaluate a model on `dataset`; nothing is written to disk."""
+    report = progress or (lambda stage, done, total: None)
+    split = _split(dataset, config)
+    search = _search(split, config, report)
+    mask = split.encoder.categorical_mask
+
+    report("fit", 0, 2)
+    # The threshold comes from out-of-fold training predictions, so the hold-out stays unseen.
+    threshold = _best_f1_threshold(split.y_train, search.oof_scores)
+    model = _estimator(mask, config.seed, **search.params).fit(split.x_train, split.y_train)
+    default = _estimator(mask, config.seed).fit(split.x_train, split.y_train)
+    report("fit", 2, 2)
+
+    scores = model.predict_proba(split.x_holdout)[:, 1]
     info = ModelInfo(
         version="",
         model_sha256="",
@@ -144,18 +192,15 @@ def train_model(
         threshold_method=(
             f"maximum F1 on {config.cv_folds}-fold out-of-fold predictions of the training split"
         ),
-        holdout_metrics=metrics,
-        hyperparameters={**best_params, "seed": config.seed, "n_trees": int(model.n_iter_)},
+        holdout_metrics=_holdout_metrics(split.y_holdout, scores),
+        hyperparameters={**search.params, "seed": config.seed, "n_trees": int(model.n_iter_)},
         training_data_sha256=dataset.sha256,
-        training_rows=len(train_idx),
-        holdout_rows=len(holdout_idx),
-        library_versions={
-            "python": platform.python_version(),
-            "scikit-learn": sklearn.__version__,
-            "numpy": np.__version__,
-            "joblib": joblib.__version__,
-            "pydantic": pydantic.__version__,
-        },
+        training_rows=len(split.y_train),
+        holdout_rows=len(split.y_holdout),
+        library_versions=_library_versions(),
     )
-    default_auc = float(roc_auc_score(y_holdout, default.predict_proba(x_holdout)[:, 1]))
-    return TrainingResult(ModelArtifact.build(model, encoder, info), best_auc, default_auc)
+    default_auc = float(
+        roc_auc_score(split.y_holdout, default.predict_proba(split.x_holdout)[:, 1])
+    )
+    artifact = ModelArtifact.build(model, split.encoder, info)
+    return TrainingResult(artifact, search.cv_roc_auc, default_auc)
