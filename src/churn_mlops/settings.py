@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's own loggers."""
 
-    # --- Persistence: database, pool, prediction log (issue 5) ---
+    # --- Persistence: database, pool, prediction log ---
 
     database_url: str = "sqlite:///var/churn.db"
     """Customers and prediction history: `postgresql://user:pass@host:5432/db` (served through
@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     """At shutdown, how long the buffered rows may take to reach the database before the rest
     is spilled to `prediction_log_spill_path`."""
 
-    # --- Security: authentication, API keys, rate limits (issue 6) ---
+    # --- Security: authentication, API keys, rate limits ---
 
     auth_enabled: bool = Field(default=True, validate_default=True)
     """Require credentials (an API key or a bearer token with the right scope) on every route
@@ -279,7 +279,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    # --- Observability: metrics, logs, profiling (issue 7) ---
+    # --- Observability: metrics, logs, profiling ---
 
     metrics_enabled: bool = True
     """Export Prometheus metrics at `GET /metrics` and record them on every request; off costs

@@ -16,12 +16,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from churn_mlops.bench.servers import free_port
+from benchmarks.servers import free_port
 from churn_mlops.data import TelcoDataset
 from churn_mlops.observability.metrics import exported_names
+from tests.api.observability.test_dashboards import alert_rules, dashboard_exprs, used_metrics
 from tests.fixtures.requests import prediction_bodies
 from tests.fixtures.serve import CLI, wait_ready
-from tests.unit.observability.test_dashboards import alert_rules, dashboard_exprs, used_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -19,28 +19,15 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from churn_mlops.api.schemas.problem import Problem
-from churn_mlops.core.errors import FieldError, ServiceError
+from churn_mlops.core.errors import (
+    FieldError,
+    ServiceError,
+    field_errors,
+    invalid_request_detail,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger("churn_mlops.errors")
-
-
-def field_path(location: Iterable[Any]) -> str:
-    """`("body", 3, "features", "tenure")` as `[3].features.tenure`."""
-    path = ""
-    for part in location:
-        if part == "body" and not path:
-            continue
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "body"
-
-
-def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
-    """pydantic's error list as (field, reason) pairs; never echoes the rejected values."""
-    return [FieldError(field=field_path(e["loc"]), reason=e["msg"]) for e in errors]
 
 
 # RFC 9110's names; Python's HTTPStatus phrases differ between versions for these two.
@@ -74,13 +61,6 @@ def problem_response(
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
-
-
-def invalid_request_detail(errors: Sequence[FieldError]) -> str:
-    fields = sorted({e.field for e in errors})
-    noun = "field is" if len(fields) == 1 else "fields are"
-    named = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
-    return f"{len(fields)} {noun} invalid: {named}"
 
 
 async def _service_error(request: Request, error: Exception) -> Response:

@@ -19,8 +19,8 @@ class RequestTelemetryMiddleware:
     client's, or a new one; also in every log line of the request), logs slow requests and
     records each request's duration by route template, method and status in `recorder`.
 
-    `route` names the route of every request this middleware sees (the fast path's); otherwise
-    it is the template FastAPI's router matched, read from the scope after routing.
+    The route is the template in `scope["route"]` once the request has been answered: FastAPI's
+    router puts it there, and so does the dispatch to the fast path (`api.middleware`).
     """
 
     def __init__(
@@ -28,13 +28,11 @@ class RequestTelemetryMiddleware:
         app: ASGIApp,
         slow_request_ms: float,
         recorder: RequestRecorder | None = None,
-        route: str | None = None,
         request_ids: RequestIds | None = None,
     ) -> None:
         self.app = app
         self.slow_request_seconds = slow_request_ms / 1000.0
         self.recorder = recorder
-        self.route = route
         self.request_ids = request_ids or RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,8 +85,6 @@ class RequestTelemetryMiddleware:
                 recorder.finished(self._route(scope), scope["method"], status or 500, elapsed)
 
     def _route(self, scope: Scope) -> str:
-        if self.route is not None:
-            return self.route
         route = scope.get("route")
         path = getattr(route, "path", None)
         return path if isinstance(path, str) else UNMATCHED_ROUTE

@@ -6,8 +6,9 @@ is a `ServiceError`; `api.errors` turns each into an RFC 9457 problem document i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -69,3 +70,28 @@ class DatabaseUnavailable(ServiceError):
     """The database is not configured or does not answer; predictions are unaffected."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+def field_path(location: Iterable[Any]) -> str:
+    """`("body", 3, "features", "tenure")` as `[3].features.tenure`."""
+    path = ""
+    for part in location:
+        if part == "body" and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
+    """pydantic's error list as (field, reason) pairs; never echoes the rejected values."""
+    return [FieldError(field=field_path(e["loc"]), reason=e["msg"]) for e in errors]
+
+
+def invalid_request_detail(errors: Sequence[FieldError]) -> str:
+    fields = sorted({e.field for e in errors})
+    noun = "field is" if len(fields) == 1 else "fields are"
+    named = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+    return f"{len(fields)} {noun} invalid: {named}"

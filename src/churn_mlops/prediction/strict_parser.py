@@ -11,8 +11,12 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from churn_mlops.api.errors import field_errors, invalid_request_detail
-from churn_mlops.core.errors import InvalidRequest, PayloadTooLarge
+from churn_mlops.core.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    field_errors,
+    invalid_request_detail,
+)
 from churn_mlops.core.features import PredictRequest
 from churn_mlops.security.limits import json_depth_exceeds, too_deep
 

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from churn_mlops.api.deps import SecurityDep
-from churn_mlops.api.errors import field_errors, invalid_request_detail
 from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.scopes import LOGIN_PATH, AdminAccess
 from churn_mlops.core.errors import (
@@ -21,6 +20,8 @@ from churn_mlops.core.errors import (
     ModelNotReady,
     NotFound,
     UnsupportedMediaType,
+    field_errors,
+    invalid_request_detail,
 )
 from churn_mlops.security.errors import NotAuthenticated
 from churn_mlops.security.limits import json_depth_exceeds, too_deep

@@ -9,12 +9,11 @@ from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from churn_mlops.api.deps import SessionDep
-from churn_mlops.api.errors import invalid_request_detail
 from churn_mlops.api.routes.customers import EXTERNAL_ID_PATTERN, prediction_record
 from churn_mlops.api.schemas.customers import PredictionHistory
 from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.scopes import AUTH_RESPONSES, ReadAccess
-from churn_mlops.core.errors import FieldError, InvalidRequest, NotFound
+from churn_mlops.core.errors import FieldError, InvalidRequest, NotFound, invalid_request_detail
 from churn_mlops.db.repository import CustomerNotFound, PredictionRepository
 
 MAX_HISTORY = 1000

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from churn_mlops.api.middleware import RawRouteDispatch
 from churn_mlops.api.telemetry import RequestTelemetryMiddleware
 from churn_mlops.observability.logging import request_id_var
 from churn_mlops.observability.recorders import RequestRecorder
@@ -58,9 +59,14 @@ async def test_records_the_route_template_not_the_raw_path() -> None:
 
 
 @pytest.mark.anyio
-async def test_fixed_route_names_every_request() -> None:
+async def test_raw_route_dispatch_names_the_route_of_what_it_answers() -> None:
     recorder = RequestRecorder()
-    middleware = RequestTelemetryMiddleware(answer, 1000, recorder, route="/predict")
+    async def raw_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    raw_routes = {("GET", "/predict"): (raw_endpoint, SimpleNamespace(path="/predict"))}
+    middleware = RequestTelemetryMiddleware(RawRouteDispatch(answer, raw_routes), 1000, recorder)
     await run(middleware, http_scope("/predict"))
     assert counts(recorder) == {("/predict", "GET", 200): 1}
 
