@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import redis
 
-from churn_mlops.cache.breaker import BreakerState
-from churn_mlops.cache.tiered import PredictionCache
+from churn_mlops.cache import BreakerState, PredictionCache
 from tests.faults.conftest import COOLDOWN, CacheFactory
+from tests.fixtures.cache import cached_answers, predict, store_answers
 from tests.fixtures.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -41,9 +41,15 @@ def _compute(key: bytes) -> Callable[[], Awaitable[float]]:
     return compute
 
 
+def _skip_reads(cache: PredictionCache) -> None:
+    """Make the adaptive read policy find that reads do not pay: misses go to the model."""
+    cache.read_policy.record_read(100, 0, 0.001)  # no hits, 1 ms a read
+    cache.read_policy.record_compute(0.000_01)  # 10 us a computed miss
+
+
 async def _timed_lookup(cache: PredictionCache, key: bytes) -> tuple[float, float]:
     start = time.perf_counter()
-    value, _ = await cache.get_or_compute(key, _compute(key))
+    value, _ = await predict(cache, key, _compute(key))
     return value, time.perf_counter() - start
 
 
@@ -67,7 +73,7 @@ async def test_every_prediction_is_answered_correctly_and_promptly(
     seeded = make_cache(redis_url, l2_read_timeout=2.0, l2_write_timeout=2.0)
     cache = make_cache(proxy.url, l1_size=0)
     keys = _keys(cache, 60)
-    seeded.put_many((key, _answer(key)) for key in keys[:30])
+    await store_answers(seeded, ((key, _answer(key)) for key in keys[:30]))
     await seeded.wait_for_writes()
     await _apply(proxy, mode)
 
@@ -94,25 +100,25 @@ async def test_breaker_opens_on_repeated_failures_and_closes_when_redis_is_back(
     cache = make_cache(proxy.url, l1_size=0)
     key = _keys(cache, 1)[0]
     seeded = make_cache(redis_url, l2_read_timeout=2.0, l2_write_timeout=2.0)
-    seeded.put(key, 0.5)
+    await store_answers(seeded, [(key, 0.5)])
     await seeded.wait_for_writes()
     await _apply(proxy, mode)
 
     for _ in range(3):
-        assert await cache.get(key) is None
+        assert await cached_answers(cache, [key]) == [None]
     assert cache.stats().l2.breaker_state is BreakerState.OPEN
     calls = cache.stats().l2.calls
     for _ in range(20):
-        assert await cache.get(key) is None
+        assert await cached_answers(cache, [key]) == [None]
     assert cache.stats().l2.calls == calls  # refused without touching Redis
 
     await proxy.pass_through()
     await asyncio.sleep(COOLDOWN)
     for _ in range(200):
-        if (found := await cache.get(key)) is not None:
+        if (found := await cached_answers(cache, [key])) != [None]:
             break
         await asyncio.sleep(0.05)
-    assert found == (0.5, "l2")
+    assert found == [0.5]  # L1 is off: from L2
     stats = cache.stats().l2
     assert stats.breaker_state is BreakerState.CLOSED
     assert stats.breaker_outages == 1
@@ -126,14 +132,14 @@ async def test_an_outage_is_logged_once_not_per_request(
     with caplog.at_level(logging.INFO, logger="churn_mlops.cache"):
         await proxy.refuse()
         for key in keys:
-            await cache.get_or_compute(key, _compute(key))
+            await predict(cache, key, _compute(key))
         await asyncio.sleep(COOLDOWN)
         for key in keys:  # probes after each cool-down fail too
-            await cache.get_or_compute(key, _compute(key))
+            await predict(cache, key, _compute(key))
         await proxy.pass_through()
         await asyncio.sleep(COOLDOWN)
         for _ in range(200):
-            await cache.get(keys[0])
+            await cached_answers(cache, keys[:1])
             if cache.stats().l2.breaker_state is BreakerState.CLOSED:
                 break
             await asyncio.sleep(0.05)
@@ -146,10 +152,13 @@ async def test_an_outage_is_logged_once_not_per_request(
 async def test_writes_to_a_hanging_redis_are_bounded_and_the_excess_dropped(
     proxy: TcpProxy, make_cache: CacheFactory
 ) -> None:
-    cache = make_cache(proxy.url, max_pending_writes=10, breaker_failure_threshold=100)
+    cache = make_cache(
+        proxy.url, max_pending_writes=10, breaker_failure_threshold=100, l2_read_policy="adaptive"
+    )
+    _skip_reads(cache)  # only the writes meet the hanging Redis
     keys = _keys(cache, 100)
     await proxy.blackhole()
-    cache.put_many((key, _answer(key)) for key in keys)
+    await store_answers(cache, ((key, _answer(key)) for key in keys))
     stats = cache.stats()
     assert (stats.l2.pending_writes, stats.l2.dropped_writes, stats.l1.size) == (10, 90, 100)
     start = time.perf_counter()
@@ -165,8 +174,8 @@ async def test_a_cancelled_lookup_is_still_answered_for_the_other_waiters(
     cache = make_cache(proxy.url)
     key = _keys(cache, 1)[0]
     await proxy.blackhole()
-    first = asyncio.create_task(cache.get_or_compute(key, _compute(key)))
-    second = asyncio.create_task(cache.get_or_compute(key, _compute(key)))
+    first = asyncio.create_task(predict(cache, key, _compute(key)))
+    second = asyncio.create_task(predict(cache, key, _compute(key)))
     await asyncio.sleep(0.01)  # both wait on the hanging MGET
     first.cancel()
     value, cached = await asyncio.wait_for(second, LATENCY_BOUND)
@@ -177,10 +186,11 @@ async def test_a_cancelled_lookup_is_still_answered_for_the_other_waiters(
 async def test_close_is_prompt_with_a_hanging_redis(
     proxy: TcpProxy, make_cache: CacheFactory, raw_redis: redis.Redis
 ) -> None:
-    cache = make_cache(proxy.url)
+    cache = make_cache(proxy.url, l2_read_policy="adaptive")
+    _skip_reads(cache)  # only the writes meet the hanging Redis
     keys = _keys(cache, 20)
     await proxy.blackhole()
-    cache.put_many((key, 0.5) for key in keys)
+    await store_answers(cache, ((key, 0.5) for key in keys))
     start = time.perf_counter()
     await cache.close()
     assert time.perf_counter() - start < LATENCY_BOUND

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from churn_mlops.bench.servers import free_port
-from churn_mlops.cache.breaker import BreakerState
-from churn_mlops.cache.tiered import PredictionCache
+from benchmarks.servers import free_port
+from churn_mlops.cache import BreakerState, PredictionCache
 from tests.faults.conftest import COOLDOWN, CacheFactory
+from tests.fixtures.cache import cached_answers, predict, store_answers
 from tests.fixtures.redis_server import RedisServerProcess
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
@@ -44,9 +44,9 @@ async def _compute(key: bytes) -> float:
 async def _until_l2_hit(writer: PredictionCache, reader: PredictionCache, key: bytes) -> None:
     """Write `key` through one worker until another reads it from L2 (at most ~10 s)."""
     for _ in range(200):
-        writer.put(key, _answer(key))
+        await store_answers(writer, [(key, _answer(key))])
         await writer.wait_for_writes()
-        if await reader.get(key) == (_answer(key), "l2"):
+        if await cached_answers(reader, [key]) == [_answer(key)]:  # L1 is off: from L2
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no L2 hit: {reader.stats().l2}")
@@ -74,7 +74,7 @@ async def test_cache_answers_through_a_redis_restart_and_recovers(
             key = keys[position % len(keys)]
             position += 7
             start = time.perf_counter()
-            value, _ = await worker.get_or_compute(key, partial(_compute, key))
+            value, _ = await predict(worker, key, partial(_compute, key))
             slowest = max(slowest, time.perf_counter() - start)
             answered += 1
             if value != _answer(key):

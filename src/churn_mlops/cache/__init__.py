@@ -5,7 +5,8 @@ from churn_mlops.cache.codec import ValueCodec
 from churn_mlops.cache.keys import PredictionKeys, canonical_rows
 from churn_mlops.cache.memory import LruTtlCache
 from churn_mlops.cache.redis_store import RedisStore, RedisStoreStats
-from churn_mlops.cache.tiered import CacheStats, ClearResult, PredictionCache
+from churn_mlops.cache.stats import CacheStats, ClearResult, L1Stats, L2Stats
+from churn_mlops.cache.tiered import PredictionCache
 
 __all__ = [
     "BreakerState",
@@ -13,6 +14,8 @@ __all__ = [
     "CacheStats",
     "CircuitBreaker",
     "ClearResult",
+    "L1Stats",
+    "L2Stats",
     "LruTtlCache",
     "PredictionCache",
     "PredictionKeys",

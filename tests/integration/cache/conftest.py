@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from churn_mlops.cache.tiered import PredictionCache
+from churn_mlops.cache import PredictionCache
 
 CacheFactory = Callable[..., PredictionCache]
 
