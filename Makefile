@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed-dev
 help:
 	@echo "make serve   set up .venv, train a model if there is none, serve on 127.0.0.1:8000"
 	@echo "make test    set up .venv, make sure PostgreSQL and Redis run, run ruff, mypy and pytest"
-	@echo "make bench   compare the service with a naive baseline and two ceilings (installs wrk if missing)"
+	@echo "make bench   compare the service with a naive baseline and two ceilings (installs wrk if missing);"
+	@echo "             BENCH_ARGS=\"cache --rounds 3\" runs another suite: python -m benchmarks --help lists them"
 	@echo "make loadtest  Locust against a seeded server it starts; fails past 0.1 % errors or p95 500 ms"
 	@echo "make lock    re-resolve requirements/*.lock from pyproject.toml"
 
@@ -32,7 +33,7 @@ serve: install
 services:
 	@scripts/ensure-services.sh
 
-# wrk drives the benchmarks and the tests of the benchmark harness; Debian packages it.
+# wrk drives the benchmarks and the tests of the benchmark harness (benchmarks/); Debian packages it.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 tools:
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
@@ -40,8 +41,8 @@ tools:
 	@command -v promtool >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: install
 	$(BIN)/mypy
@@ -49,8 +50,10 @@ typecheck: install
 test: install services tools lint typecheck
 	$(BIN)/pytest
 
+# The harness is a package of the repository, not of the wheel: it runs from the root.
+BENCH_ARGS ?= service
 bench: install tools
-	$(BIN)/churn-mlops bench $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # Locust, headless, bounded, against a server it starts (seeded SQLite database, a user every
 # Locust user logs in as); fails past the error ratio or when p95 is over the SLO. Users start

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from churn_mlops.bench.cli import bench_app
 from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.db.cli import db_app, upgrade_before_serving
 from churn_mlops.model.provisioning import ensure_model, train_with_progress
@@ -19,11 +18,10 @@ from churn_mlops.settings import Settings
 
 app = typer.Typer(
     name="churn-mlops",
-    help="Train, serve and benchmark the churn prediction service.",
+    help="Train and serve the churn prediction service.",
     no_args_is_help=True,
     add_completion=False,
 )
-app.add_typer(bench_app, name="bench")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")

@@ -210,12 +210,14 @@ def test_dockerignore_keeps_what_the_build_copies_and_nothing_private(
     for private in (".env", ".git/config", ".venv/bin/python", "var/model/model.joblib"):
         assert not dockerignore_keeps(private), private
     assert not dockerignore_keeps("src/churn_mlops/__pycache__/cli.cpython-311.pyc")
+    # The benchmark harness is not part of the product: neither in the context nor in the image.
+    assert not dockerignore_keeps("benchmarks/cli.py")
 
 
 @pytest.mark.timeout(60)
 def test_entry_points_import_with_the_runtime_lock_only() -> None:
     """The image installs requirements/runtime.lock: `churn-mlops train` and `serve` must not
-    need a development or benchmark dependency at import."""
+    need a development or benchmark dependency at import, nor the benchmark harness itself."""
 
     def normalise(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
@@ -232,6 +234,7 @@ def test_entry_points_import_with_the_runtime_lock_only() -> None:
     )
     assert "pandas" in refused
     assert "numba" not in refused
+    refused.append("benchmarks")  # a package of the repository, not of any distribution
     result = subprocess.run(
         [sys.executable, "-c", _IMPORT_WITH_RUNTIME_LOCK_ONLY, ",".join(refused)],
         capture_output=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churn_mlops.bench.servers import free_port
+from benchmarks.servers import free_port
 from churn_mlops.data import SHIPPED_DATASET, TelcoDataset, load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
 from tests.fixtures.requests import prediction_bodies

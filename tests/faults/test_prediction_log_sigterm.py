@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churn_mlops.bench.servers import free_port
+from benchmarks.servers import free_port
 from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from tests.fixtures.serve import CLI, wait_ready

@@ -21,8 +21,8 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from churn_mlops.bench.load import parse_duration
-from churn_mlops.bench.servers import churn_service, log_tail, start_server
+from benchmarks.load import parse_duration
+from benchmarks.servers import churn_service, log_tail, start_server
 from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.model.provisioning import ensure_model
 from churn_mlops.settings import Settings

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from churn_mlops.bench.servers import RunningServer, churn_service, start_server
+from benchmarks.servers import RunningServer, churn_service, start_server
 from tests.load.run_loadtest import prepare_server_env, run_locust
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]

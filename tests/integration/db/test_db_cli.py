@@ -6,7 +6,7 @@ import anyio
 import pytest
 from typer.testing import CliRunner
 
-from churn_mlops.bench.servers import free_port
+from benchmarks.servers import free_port
 from churn_mlops.cli import app
 from churn_mlops.db import schema
 from churn_mlops.db.cli import upgrade_before_serving

@@ -8,7 +8,7 @@ import anyio
 import httpx
 import pytest
 
-from churn_mlops.bench.servers import churn_service, start_server
+from benchmarks.servers import churn_service, start_server
 from churn_mlops.db import schema
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from churn_mlops.bench.servers import free_port
+from benchmarks.servers import free_port
 from churn_mlops.security.errors import RateLimited
 from churn_mlops.security.ratelimit import RateLimiter
 from tests.fixtures.redis_server import keys_removed_after, require_redis

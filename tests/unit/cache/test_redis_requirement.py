@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from churn_mlops.bench.servers import free_port
+from benchmarks.servers import free_port
 from tests.fixtures.redis_server import redis_answers, unavailable
 
 

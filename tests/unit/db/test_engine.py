@@ -64,7 +64,7 @@ async def test_database_creates_the_sqlite_directory_and_uses_wal(tmp_path: Path
 
 @pytest.mark.anyio
 async def test_ping_is_false_when_the_database_does_not_answer() -> None:
-    from churn_mlops.bench.servers import free_port
+    from benchmarks.servers import free_port
 
     database = Database.from_url(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
     try:
