@@ -6,11 +6,12 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test lint typecheck services tools bench loadtest lock clean
+.PHONY: help install serve test test-unit lint typecheck services tools bench loadtest lock clean
 
 help:
 	@echo "make serve   set up .venv, train a model if there is none, serve on 127.0.0.1:8000"
-	@echo "make test    set up .venv, make sure PostgreSQL and Redis run, run ruff, mypy and pytest"
+	@echo "make test    set up .venv, make sure PostgreSQL and Redis run, run ruff, import-linter, mypy and pytest"
+	@echo "make test-unit  the fast loop: unit tests only, under a minute"
 	@echo "make bench   compare the service with a naive baseline and two ceilings (installs wrk if missing);"
 	@echo "             BENCH_ARGS=\"cache --rounds 3\" runs another suite: python -m benchmarks --help lists them"
 	@echo "make loadtest  Locust against a seeded server it starts; fails past 0.1 % errors or p95 500 ms"
@@ -43,12 +44,19 @@ tools:
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	@# The layering contracts of pyproject.toml ([tool.importlinter]); docs/architecture.md.
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
 
 test: install services tools lint typecheck
 	$(BIN)/pytest
+
+# The fast loop: the unit tests (no network, no server process, no training run), in parallel
+# with nothing else; under a minute here.
+test-unit: install
+	$(BIN)/pytest tests/unit -m "not slow" -q
 
 # The harness is a package of the repository, not of the wheel: it runs from the root.
 BENCH_ARGS ?= service

@@ -119,12 +119,10 @@ def _announce_dev_key(settings: Settings) -> None:
 
 def _pipeline_for_profiling(settings: Settings) -> ProfiledPipeline:
     """The serving pipeline, built as the app's lifespan builds it (no HTTP, no database)."""
-    from churn_mlops.api.app import build_pipeline
     from churn_mlops.model.artifact import ModelArtifact
-    from churn_mlops.prediction.strict_parser import StrictBodyParser
+    from churn_mlops.runtime import build_pipeline
 
-    bodies = StrictBodyParser(settings.max_batch_rows, settings.max_json_depth)
-    return build_pipeline(ModelArtifact.load(settings.model_dir), settings, bodies)
+    return build_pipeline(ModelArtifact.load(settings.model_dir), settings)
 
 
 app.command("profile")(profile_command(_pipeline_for_profiling))

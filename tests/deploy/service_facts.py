@@ -8,22 +8,26 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from churn_mlops.api.app import create_app
+from churn_mlops.data import load_telco_csv
+from churn_mlops.model.training import train_model
 from churn_mlops.observability.metrics import exported_names
 from churn_mlops.settings import Settings
+from tests.conftest import QUICK_TRAINING
 
 
 @functools.cache
 def exported_metrics() -> frozenset[str]:
     """The metric (and sample) names `GET /metrics` of the real app exports after a request.
 
-    The app runs in-process without its lifespan, so no model is needed: `/predict` answers 503
-    (still starting), which is a counted request like any other. `EXPORTED_METRICS` is this set,
-    so that the Prometheus Adapter rule and the HPA can only name series the service exports.
+    The app runs in-process on a quickly trained model; `/predict` with an empty body answers
+    422, a counted request like any other. `EXPORTED_METRICS` is this set, so that the
+    Prometheus Adapter rule and the HPA can only name series the service exports.
     """
     settings = Settings(environment="test", auth_enabled=False, database_url="")
-    client = TestClient(create_app(settings))
-    client.post("/predict", content=b"{}")
-    response = client.get("/metrics")
+    artifact = train_model(load_telco_csv(), QUICK_TRAINING).artifact
+    with TestClient(create_app(settings, artifact)) as client:
+        client.post("/predict", content=b"{}")
+        response = client.get("/metrics")
     response.raise_for_status()
     return exported_names(response.content)
 

@@ -3,7 +3,7 @@
 A read makes the request that waits for it pay a Redis round trip: the read policy measured
 0.9 ms a read against 0.13 ms a computed miss, batcher wait included, in the in-process A/B
 with the local Redis (`python -m benchmarks cache-cpu --redis-url redis://127.0.0.1:6379/0`,
-then `churn_mlops.bench.cache_cpu`; docs/performance.md, "Prediction cache"). So the cache
+then the harness as it was then; docs/performance.md, "Prediction cache"). So the cache
 reads only where `read_policy.py` says it pays, and never more than once per key and turn:
 
 - the single-key misses of one event-loop turn are queued and share one MGET; those still

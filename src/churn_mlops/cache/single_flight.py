@@ -14,7 +14,7 @@ Each key in flight has one `Flight`, whoever started it:
   2.1 us directly (100,000 awaits in a uvloop loop). That, with no task of the cache in
   between and L1 keys that need no hashing (`keys.py`), took a miss from 19.5 to 10.9 us of
   CPU per `predict_one` call, against 8.4 us with the cache off (`python -m benchmarks
-  cache-cpu --rounds 7 --concurrency 32`, then `churn_mlops.bench.cache_cpu`;
+  cache-cpu --rounds 7 --concurrency 32`, then the harness as it was then;
   docs/performance.md, "Prediction cache").
 - A miss that reads L2 first, and each missing key of a batch, get a `work` future that the
   cache settles from a task of its own (the L2 read, then the computation); a single-key miss

@@ -6,7 +6,7 @@ when Redis is read or written. Lookup order is L1, L2, model. The L1 lookup is s
 it before any await. In-process CPU per `predict_one` call at 32 concurrent callers, the
 micro-batcher on, the cache-off pipeline of the same run as reference: a hit 1.26x to 1.38x
 cheaper than scoring, a miss about 2.5 to 3 us dearer (`python -m benchmarks cache-cpu
---model-dir <artifact> --rounds 7 --concurrency 32`, then `churn_mlops.bench.cache_cpu`;
+--model-dir <artifact> --rounds 7 --concurrency 32`, then the harness as it was then;
 docs/performance.md, "Prediction cache").
 
 On an L1 miss, `resolve` joins the key's lookup in flight if there is one (`single_flight.py`);

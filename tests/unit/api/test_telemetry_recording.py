@@ -61,6 +61,7 @@ async def test_records_the_route_template_not_the_raw_path() -> None:
 @pytest.mark.anyio
 async def test_raw_route_dispatch_names_the_route_of_what_it_answers() -> None:
     recorder = RequestRecorder()
+
     async def raw_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
