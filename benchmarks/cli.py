@@ -37,6 +37,7 @@ from benchmarks.db_suite import DbBenchOptions, run_db_suite
 from benchmarks.http_suite import DEFAULT_SERVICE_ENV, HttpBenchOptions, run_http_bench
 from benchmarks.plan import ALL_SERVERS
 from benchmarks.terminal import console, log
+from benchmarks.tree_ab import TreeABOptions, run_tree_ab
 from churn_mlops.db.engine import DatabaseURLError, is_sqlite
 
 app = typer.Typer(
@@ -242,6 +243,28 @@ def auth(
     with opt.stops_cleanly():
         report = run_auth_suite(options)
     sys.stdout.write(report)
+
+
+@app.command("tree-ab", rich_help_panel=HTTP)
+def tree_ab(
+    baseline_src: Annotated[
+        Path, typer.Option(help="Another checkout's src/ (a git worktree of the commit before).")
+    ],
+    connections: Annotated[str, typer.Option(help="Comma-separated wrk connection counts.")] = "32",
+    model_dir: opt.ModelDirOption = None,
+    duration: opt.DurationOption = DEFAULT_DURATION,
+    warmup: opt.WarmupOption = DEFAULT_WARMUP,
+    rounds: opt.RoundsOption = 5,
+    out: opt.OutOption = None,
+) -> None:
+    """POST /predict served from this tree and from a baseline tree, interleaved."""
+    levels = opt.connection_levels(connections, "--connections")
+    duration_s, warmup_s = opt.durations(duration, warmup)
+    served, _ = opt.served_model(model_dir)
+    options = TreeABOptions(baseline_src, served, rounds, duration_s, warmup_s, tuple(levels), out)
+    with opt.stops_cleanly():
+        lines = run_tree_ab(options)
+    typer.echo("\n".join(lines))
 
 
 @app.command("capacity", rich_help_panel="From a run's results")
