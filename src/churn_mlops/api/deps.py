@@ -1,4 +1,8 @@
-"""What routes receive: the only reader of the Runtime the lifespan yields as typed state."""
+"""What routes receive: the only reader of the Runtime the lifespan yields as typed state.
+
+Every dependency here is `async def`, even where nothing is awaited: FastAPI runs a plain
+`def` dependency in its thread pool, a thread hop per request for a microsecond of work.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ class State(TypedDict):
     runtime: Runtime
 
 
-def get_runtime_if_started(request: Request) -> Runtime | None:
+async def get_runtime_if_started(request: Request) -> Runtime | None:
     """The Runtime; None in an app whose lifespan has not run (a test client outside `with`)."""
     runtime: Runtime | None = getattr(request.state, "runtime", None)
     return runtime
@@ -32,7 +36,7 @@ def get_runtime_if_started(request: Request) -> Runtime | None:
 StartedRuntimeDep = Annotated[Runtime | None, Depends(get_runtime_if_started)]
 
 
-def get_runtime(runtime: StartedRuntimeDep) -> Runtime:
+async def get_runtime(runtime: StartedRuntimeDep) -> Runtime:
     if runtime is None:
         # Only an app whose lifespan has not run (a test client outside `with`) gets here.
         raise ModelNotReady(NOT_READY)
@@ -42,7 +46,7 @@ def get_runtime(runtime: StartedRuntimeDep) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_served_model(runtime: RuntimeDep) -> ServedModel:
+async def get_served_model(runtime: RuntimeDep) -> ServedModel:
     served = runtime.model.current
     if served is None:
         raise ModelNotReady(NOT_READY)
@@ -52,14 +56,14 @@ def get_served_model(runtime: RuntimeDep) -> ServedModel:
 ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 
 
-def get_pipeline(served: ServedModelDep) -> PredictionPipeline:
+async def get_pipeline(served: ServedModelDep) -> PredictionPipeline:
     return served.pipeline
 
 
 PipelineDep = Annotated[PredictionPipeline, Depends(get_pipeline)]
 
 
-def get_security(runtime: RuntimeDep) -> SecurityServices:
+async def get_security(runtime: RuntimeDep) -> SecurityServices:
     return runtime.security
 
 
