@@ -37,7 +37,7 @@ from benchmarks.db_suite import DbBenchOptions, run_db_suite
 from benchmarks.http_suite import DEFAULT_SERVICE_ENV, HttpBenchOptions, run_http_bench
 from benchmarks.plan import ALL_SERVERS
 from benchmarks.terminal import console, log
-from benchmarks.tree_ab import TreeABOptions, run_tree_ab
+from benchmarks.tree_ab import TreeABOptions, run_tree_ab, run_tree_ab_in_process
 from churn_mlops.db.engine import DatabaseURLError, is_sqlite
 
 app = typer.Typer(
@@ -256,6 +256,11 @@ def tree_ab(
     warmup: opt.WarmupOption = DEFAULT_WARMUP,
     rounds: opt.RoundsOption = 5,
     out: opt.OutOption = None,
+    in_process: Annotated[
+        bool, typer.Option(help="CPU per request in process instead of wrk over HTTP.")
+    ] = False,
+    block_requests: Annotated[int, typer.Option(min=1, help="In process: calls per block.")] = 5000,
+    blocks: Annotated[int, typer.Option(min=1, help="In process: blocks per child.")] = 3,
 ) -> None:
     """POST /predict served from this tree and from a baseline tree, interleaved."""
     levels = opt.connection_levels(connections, "--connections")
@@ -263,7 +268,10 @@ def tree_ab(
     served, _ = opt.served_model(model_dir)
     options = TreeABOptions(baseline_src, served, rounds, duration_s, warmup_s, tuple(levels), out)
     with opt.stops_cleanly():
-        lines = run_tree_ab(options)
+        if in_process:
+            lines = run_tree_ab_in_process(options, block_requests, blocks)
+        else:
+            lines = run_tree_ab(options)
     typer.echo("\n".join(lines))
 
 

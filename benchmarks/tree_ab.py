@@ -9,14 +9,23 @@ server's own, the cache off. `benchmarks.http_ab` loads them in turn, the first 
 
     git worktree add /tmp/before <commit>
     python -m benchmarks tree-ab --baseline-src /tmp/before/src  [--rounds 5]
+    python -m benchmarks tree-ab --baseline-src /tmp/before/src --in-process
+
+`--in-process` measures CPU instead of RPS: each tree in a child process of its own
+(`benchmarks.tree_probe`), the trees alternating, `/predict` and a one-row `/predict/batch`
+called with raw ASGI, no HTTP, no load generator on the same cores.
 
 Run it under `flock /tmp/churn-bench.lock` on a shared machine.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -64,15 +73,20 @@ def _own_database(credentials: BenchCredentials, work: Path, name: str) -> dict[
     }
 
 
-def tree_specs(options: TreeABOptions, work: Path) -> dict[str, ServerSpec]:
-    """Both servers: the current tree as installed, the baseline's `src/` first on the path."""
-    if not (options.baseline_src / "churn_mlops" / "cli.py").is_file():
-        raise SystemExit(f"{options.baseline_src} is not a churn-mlops src/ folder")
-    credentials = provision_credentials(work)
-    paths = {
-        BASELINE: os.pathsep.join([str(options.baseline_src.resolve()), str(REPOSITORY)]),
+def tree_paths(baseline_src: Path) -> dict[str, str]:
+    """`PYTHONPATH` of each tree: its `src/` first, then the repository (for `benchmarks`)."""
+    if not (baseline_src / "churn_mlops" / "cli.py").is_file():
+        raise SystemExit(f"{baseline_src} is not a churn-mlops src/ folder")
+    return {
+        BASELINE: os.pathsep.join([str(baseline_src.resolve()), str(REPOSITORY)]),
         CURRENT: os.pathsep.join([str(REPOSITORY / "src"), str(REPOSITORY)]),
     }
+
+
+def tree_specs(options: TreeABOptions, work: Path) -> dict[str, ServerSpec]:
+    """Both servers: the current tree as installed, the baseline's `src/` first on the path."""
+    paths = tree_paths(options.baseline_src)
+    credentials = provision_credentials(work)
     specs: dict[str, ServerSpec] = {}
     for name, python_path in paths.items():
         env = {
@@ -113,4 +127,49 @@ def run_tree_ab(options: TreeABOptions) -> list[str]:
                 log=log,
             )
             lines += ["", f"### {count} connections", "", *ab_table(runs, CURRENT, BASELINE)]
+    return lines
+
+
+IN_PROCESS_PATHS = ("/predict", "/predict/batch")
+
+
+def _probe(python_path: str, model_dir: Path, path: str, requests: int, blocks: int) -> float:
+    """The median CPU microseconds per request of one child's blocks."""
+    counts = (str(requests), str(blocks))
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "benchmarks.tree_probe", str(model_dir), path, *counts],
+        env={**os.environ, "PYTHONPATH": python_path},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"tree probe failed:\n{completed.stderr[-2000:]}")
+    return float(statistics.median(json.loads(completed.stdout.strip().splitlines()[-1])))
+
+
+def run_tree_ab_in_process(options: TreeABOptions, requests: int, blocks: int) -> list[str]:
+    """CPU per request of both trees, alternating (the first rotating), per path."""
+    paths = tree_paths(options.baseline_src)
+    timings: dict[tuple[str, str], list[float]] = {}
+    for round_ in range(options.rounds):
+        order = [BASELINE, CURRENT] if round_ % 2 == 0 else [CURRENT, BASELINE]
+        for tree in order:
+            for path in IN_PROCESS_PATHS:
+                cpu = _probe(paths[tree], options.model_dir, path, requests, blocks)
+                timings.setdefault((tree, path), []).append(cpu)
+                log(f"round {round_ + 1} {tree:<9} {path:<15} {cpu:8.2f} us/request")
+    lines = [
+        "| path | baseline us/request | current us/request | current / baseline "
+        "| median of the rounds' ratios |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for path in IN_PROCESS_PATHS:
+        before, after = timings[(BASELINE, path)], timings[(CURRENT, path)]
+        pairs = statistics.median(a / b for a, b in zip(after, before, strict=True))
+        lines.append(
+            f"| {path} | {statistics.median(before):.2f} | {statistics.median(after):.2f} "
+            f"| {statistics.median(after) / statistics.median(before):.3f} | {pairs:.3f} |"
+        )
     return lines

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks.load import Wrk
-from benchmarks.tree_ab import BASELINE, CURRENT, REPOSITORY, TreeABOptions, tree_specs
+from benchmarks.tree_ab import (
+    BASELINE,
+    CURRENT,
+    REPOSITORY,
+    TreeABOptions,
+    run_tree_ab_in_process,
+    tree_specs,
+)
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -66,3 +73,17 @@ def test_tree_ab_command_compares_two_trees_and_prints_their_ratio(
     assert "| baseline | " in completed.stdout
     assert "| current | " in completed.stdout
     assert "current / baseline: " in completed.stdout
+
+
+@pytest.mark.slow
+def test_tree_ab_in_process_times_both_paths_of_both_trees(artifact_dir: Path) -> None:
+    options = TreeABOptions(REPOSITORY / "src", artifact_dir, 2, 1, 0, (4,))
+    lines = run_tree_ab_in_process(options, requests=50, blocks=1)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert set(rows) == {"/predict", "/predict/batch"}
+    for row in rows.values():
+        baseline, current, ratio, pairs = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
+        assert baseline > 0
+        assert current > 0
+        assert ratio == pytest.approx(current / baseline, abs=0.001)
+        assert pairs > 0
