@@ -66,15 +66,13 @@ class ChurnAPI(FastAPI):
 
     def attach(self, runtime: Runtime) -> None:
         """Serve through `runtime`: the middleware chain around the fast path and the routes."""
-        raw_routes: dict[tuple[str, str], tuple[ASGIApp, object]] = {}
+        raw_routes: dict[tuple[str, str], ASGIApp] = {}
         if runtime.settings.fast_predict_enabled:
             security = runtime.security
             for (method, path), scope in RAW_ROUTE_SCOPES.items():
+                self._check_declared(method, path)
                 guard = RequestGuard(security.authenticator, security.limiter, scope)
-                raw_routes[(method, path)] = (
-                    FastPredictEndpoint(runtime, guard),
-                    self._route(method, path),
-                )
+                raw_routes[(method, path)] = FastPredictEndpoint(runtime, guard)
         routed = super().__call__
         self._handler = build_middleware_chain(RawRouteDispatch(routed, raw_routes), runtime)
         self.runtime = runtime
@@ -83,10 +81,12 @@ class ChurnAPI(FastAPI):
         self._handler = None
         self.runtime = None
 
-    def _route(self, method: str, path: str) -> object:
+    def _check_declared(self, method: str, path: str) -> None:
+        """A raw route answers in place of a FastAPI route of the same path, which documents it
+        in the OpenAPI and serves when the fast path is off."""
         for route in iter_route_contexts(self.routes):
             if route.path == path and method in (route.methods or ()):
-                return route
+                return
         raise LookupError(f"no FastAPI route declares {method} {path}")
 
 

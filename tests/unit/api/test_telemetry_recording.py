@@ -66,7 +66,7 @@ async def test_raw_route_dispatch_names_the_route_of_what_it_answers() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    raw_routes = {("GET", "/predict"): (raw_endpoint, SimpleNamespace(path="/predict"))}
+    raw_routes = {("GET", "/predict"): raw_endpoint}
     middleware = RequestTelemetryMiddleware(RawRouteDispatch(answer, raw_routes), 1000, recorder)
     await run(middleware, http_scope("/predict"))
     assert counts(recorder) == {("/predict", "GET", 200): 1}
