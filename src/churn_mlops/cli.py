@@ -12,6 +12,7 @@ from rich.console import Console
 from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.db.cli import db_app, upgrade_before_serving
 from churn_mlops.model.provisioning import ensure_model, train_with_progress
+from churn_mlops.model.registry_cli import models_app
 from churn_mlops.observability.cli import ProfiledPipeline, profile_command
 from churn_mlops.security.cli import keys_app, users_app
 from churn_mlops.settings import Settings
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
 

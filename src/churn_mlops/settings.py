@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     model_dir: Path = Path("var/model")
     """Model artifact directory that is served; `serve` trains one here if it is missing."""
 
+    model_registry_dir: Path = Path("var/models")
+    """Local model registry: one artifact directory per version and the aliases (`champion`,
+    `challenger`) that name them; `churn-mlops models` manages it."""
+
     data_path: Path | None = None
     """Training CSV in the Telco layout; empty means the dataset shipped in the package."""
 
