@@ -11,7 +11,7 @@ from rich.console import Console
 
 from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.db.cli import db_app, upgrade_before_serving
-from churn_mlops.model.provisioning import ensure_model, train_with_progress
+from churn_mlops.model.provisioning import champion_model_dir, ensure_model, train_with_progress
 from churn_mlops.model.registry_cli import models_app
 from churn_mlops.observability.cli import ProfiledPipeline, profile_command
 from churn_mlops.security.cli import keys_app, users_app
@@ -39,15 +39,24 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the split, the search and the model.")] = 42,
     search_iterations: Annotated[int, typer.Option(min=1, help="Settings tried.")] = 16,
     cv_folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
+    promote: Annotated[
+        bool, typer.Option(help="Make the trained version the champion that `serve` serves.")
+    ] = False,
 ) -> None:
-    """Train, tune and evaluate a model and write its artifact directory."""
+    """Train, tune and evaluate a model, write its artifact directory and register it."""
+    from churn_mlops.model.registry import CHAMPION, LocalRegistry
     from churn_mlops.model.training import TrainingConfig
 
     settings = Settings()
     config = TrainingConfig(seed=seed, search_iterations=search_iterations, cv_folds=cv_folds)
-    train_with_progress(
-        data or settings.data_path or SHIPPED_DATASET, out or settings.model_dir, config
-    )
+    out_dir = out or settings.model_dir
+    train_with_progress(data or settings.data_path or SHIPPED_DATASET, out_dir, config)
+    registry = LocalRegistry(settings.model_registry_dir)
+    registered = registry.register(out_dir)
+    if promote:
+        registry.promote(registered.version, CHAMPION)
+    role = " as the champion" if promote else ""
+    console.print(f"Registered {registered.version} in {registry.root}{role}.")
 
 
 @app.command()
@@ -55,9 +64,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Processes; default: cores.")] = None,
-    model_dir: Annotated[Path | None, typer.Option(help="Artifact to serve.")] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="Artifact to serve; default: the registry's champion."),
+    ] = None,
 ) -> None:
-    """Serve the prediction API with uvicorn (uvloop, httptools); trains a model if none exists."""
+    """Serve the prediction API with uvicorn (uvloop, httptools): the registry's champion, or
+    an explicit artifact directory; on a first run, trains a model and makes it the champion."""
     import uvicorn
 
     overrides: dict[str, Any] = {
@@ -67,7 +80,11 @@ def serve(
         "model_dir": model_dir.resolve() if model_dir else None,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    ensure_model(settings.model_dir, settings.data_path or SHIPPED_DATASET, "serve")
+    data = settings.data_path or SHIPPED_DATASET
+    if "model_dir" in settings.model_fields_set:  # --model-dir or CHURN_MODEL_DIR
+        ensure_model(settings.model_dir, data, "serve")
+    else:
+        settings = settings.model_copy(update={"model_dir": _champion(settings, data)})
     if settings.database_url:
         upgrade_before_serving(settings.database_url)
     _announce_dev_key(settings)
@@ -98,6 +115,19 @@ def serve(
             log_level=settings.log_level.lower(),
             log_config=None,
         )
+
+
+def _champion(settings: Settings, data: Path) -> Path:
+    from churn_mlops.core.errors import ServiceError
+    from churn_mlops.model.registry import LocalRegistry
+
+    try:
+        return champion_model_dir(
+            LocalRegistry(settings.model_registry_dir), settings.model_dir, data
+        )
+    except ServiceError as error:
+        console.print(f"[red]refusing to serve:[/] {error.detail}")
+        raise typer.Exit(2) from None
 
 
 def _announce_dev_key(settings: Settings) -> None:

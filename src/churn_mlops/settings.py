@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     """Server processes; defaults to the number of CPU cores."""
 
     model_dir: Path = Path("var/model")
-    """Model artifact directory that is served; `serve` trains one here if it is missing."""
+    """Model artifact directory: served when set (or given as `--model-dir`); otherwise `serve`
+    serves the registry's champion, and on a first run trains one here (if missing) and
+    registers it."""
 
     model_registry_dir: Path = Path("var/models")
     """Local model registry: one artifact directory per version and the aliases (`champion`,

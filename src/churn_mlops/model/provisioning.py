@@ -1,5 +1,6 @@
 """Model provisioning as the CLI commands show it: training with progress bars and a metrics
-table, and the "serve what is there, train what is missing" rule shared by `serve` and `bench`."""
+table, the "serve what is there, train what is missing" rule shared by `serve` and the bench,
+and which registered version `serve` serves when no directory is named."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from churn_mlops.model.artifact import (
     ArtifactError,
     ModelArtifact,
 )
+from churn_mlops.model.registry import CHAMPION, LocalRegistry
 
 if TYPE_CHECKING:
     from churn_mlops.model.training import TrainingConfig, TrainingResult
@@ -98,3 +100,16 @@ def ensure_model(model_dir: Path, data: Path, purpose: str) -> ModelArtifact:
             raise typer.Exit(2) from None
     console.print(f"No model at {model_dir}: training one first.")
     return train_with_progress(data, model_dir).artifact
+
+
+def champion_model_dir(registry: LocalRegistry, model_dir: Path, data: Path) -> Path:
+    """The artifact directory of the registry's champion. On a first run (no champion yet) the
+    artifact in `model_dir`, trained from `data` if missing, is registered and promoted."""
+    champion = registry.resolve(CHAMPION)
+    if champion is not None:
+        return champion.path
+    ensure_model(model_dir, data, "serve")
+    registered = registry.register(model_dir)
+    registry.promote(registered.version)
+    console.print(f"Registered {registered.version} in {registry.root} as the champion.")
+    return registered.path
