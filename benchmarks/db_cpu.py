@@ -15,9 +15,10 @@ import random
 import statistics
 from pathlib import Path
 
+from benchmarks.asgi_client import InProcessApp, serving
 from benchmarks.db_app import N_PLUS_ONE_PATH, with_n_plus_one
 from benchmarks.db_suite import PAGE_SIZE
-from benchmarks.inprocess import InProcessApp, Variant, interleaved_blocks, serving
+from benchmarks.inprocess import Variant, interleaved_blocks
 from churn_mlops.api.app import create_app
 from churn_mlops.db.seed import synthetic_id
 from churn_mlops.settings import Settings

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.constants import REQUEST_TIMEOUT_S, WRK_THREADS
 from benchmarks.inprocess import turns
-from benchmarks.load import LoadResult, Wrk
-from benchmarks.servers import RunningServer, group_members, wait_until_idle
+from benchmarks.load import LoadResult, Wrk, write_bodies
+from benchmarks.servers import (
+    RunningServer,
+    ServerSpec,
+    group_members,
+    start_server,
+    wait_until_idle,
+)
+from benchmarks.terminal import log
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,34 @@ def run_ab(
             f"failed {result.failed:,}  server CPU {cpu_us:.1f} us/req"
         )
     return runs
+
+
+def run_servers_ab(
+    specs: Mapping[str, ServerSpec],
+    log_dir: Path,
+    bodies: Sequence[bytes],
+    *,
+    connections: Sequence[int],
+    rounds: int,
+    duration_s: int,
+    warmup_s: int,
+) -> list[ABRun]:
+    """Start every server of `specs` (logs in `log_dir`), run the A/B with `bodies`, stop them."""
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as work_name, ExitStack() as stack:
+        work = Path(work_name)
+        servers = {
+            name: stack.enter_context(start_server(spec, log_dir)) for name, spec in specs.items()
+        }
+        return run_ab(
+            Wrk(work),
+            servers,
+            write_bodies(work / "bodies.jsonl", bodies),
+            connections=connections,
+            rounds=rounds,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            log=log,
+        )
 
 
 def median_of(runs: Sequence[ABRun], server: str, pick: Callable[[ABRun], float]) -> float:

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.constants import DISTINCT_CUSTOMERS
-from benchmarks.http_ab import ab_table, run_ab
+from benchmarks.http_ab import ab_table, run_servers_ab
 from benchmarks.inprocess import cpu_table, cycle, interleaved_blocks, predict_variant, serving_all
-from benchmarks.load import Wrk, prediction_bodies, write_bodies
-from benchmarks.servers import churn_service, start_server
-from benchmarks.terminal import log
+from benchmarks.load import prediction_bodies
+from benchmarks.servers import churn_service
 from churn_mlops.api.app import create_app
 from churn_mlops.data import load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
@@ -94,26 +92,15 @@ def over_http(options: MetricsABOptions) -> list[str]:
         ),
     }
     out = options.out or Path(tempfile.mkdtemp(prefix="bench-metrics-"))
-    with tempfile.TemporaryDirectory() as work_name, ExitStack() as stack:
-        work = Path(work_name)
-        wrk = Wrk(work)
-        bodies = write_bodies(
-            work / "bodies.jsonl", prediction_bodies(load_telco_csv(), DISTINCT_CUSTOMERS)
-        )
-        servers = {
-            name: stack.enter_context(start_server(spec, out / "logs"))
-            for name, spec in specs.items()
-        }
-        runs = run_ab(
-            wrk,
-            servers,
-            bodies,
-            connections=[options.connections],
-            rounds=options.rounds,
-            duration_s=options.duration_s,
-            warmup_s=options.warmup_s,
-            log=log,
-        )
+    runs = run_servers_ab(
+        specs,
+        out / "logs",
+        prediction_bodies(load_telco_csv(), DISTINCT_CUSTOMERS),
+        connections=[options.connections],
+        rounds=options.rounds,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+    )
     return ab_table(runs, ON, OFF)
 
 

@@ -20,16 +20,15 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
 
+from benchmarks.asgi_client import InProcessApp
 from benchmarks.constants import DISTINCT_CUSTOMERS
-from benchmarks.http_ab import ab_table, run_ab
+from benchmarks.http_ab import ab_table, run_servers_ab
 from benchmarks.inprocess import (
-    InProcessApp,
     Variant,
     cpu_table,
     cycle,
@@ -38,9 +37,8 @@ from benchmarks.inprocess import (
     service_runtime,
     serving_all,
 )
-from benchmarks.load import Wrk, prediction_bodies, write_bodies
-from benchmarks.servers import churn_service, start_server
-from benchmarks.terminal import log
+from benchmarks.load import prediction_bodies
+from benchmarks.servers import churn_service
 from churn_mlops.api.app import create_app
 from churn_mlops.data import load_telco_csv
 from churn_mlops.db import schema
@@ -177,20 +175,15 @@ def over_http(options: PredictionLogABOptions) -> list[str]:
         )
         for name, on in CONFIGURATIONS.items()
     }
-    bodies = write_bodies(out / "bodies.txt", prediction_bodies(load_telco_csv(), 7043))
-    wrk = Wrk(out)
-    with ExitStack() as stack:
-        servers = {name: stack.enter_context(start_server(s, out)) for name, s in specs.items()}
-        runs = run_ab(
-            wrk,
-            servers,
-            bodies,
-            connections=[options.connections],
-            rounds=options.rounds,
-            duration_s=options.duration_s,
-            warmup_s=options.warmup_s,
-            log=log,
-        )
+    runs = run_servers_ab(
+        specs,
+        out,
+        prediction_bodies(load_telco_csv(), 7043),
+        connections=[options.connections],
+        rounds=options.rounds,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+    )
     logged = asyncio.run(_count_rows(options.database_url)) - rows_before
     answered = sum(run.answered for run in runs if run.server == "log-on")
     return [

@@ -27,19 +27,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.constants import DISTINCT_CUSTOMERS
-from benchmarks.http_ab import ab_table, run_ab
-from benchmarks.load import Wrk, prediction_bodies, write_bodies
+from benchmarks.http_ab import ab_table, run_servers_ab
+from benchmarks.load import prediction_bodies
 from benchmarks.servers import (
     BenchCredentials,
     ServerSpec,
     churn_service,
     provision_credentials,
-    start_server,
 )
 from benchmarks.terminal import log
 from churn_mlops.data import load_telco_csv
@@ -103,30 +101,20 @@ def tree_specs(options: TreeABOptions, work: Path) -> dict[str, ServerSpec]:
 def run_tree_ab(options: TreeABOptions) -> list[str]:
     """Both servers under wrk in turn; the table of medians and the current/baseline ratio."""
     out = options.out or Path(tempfile.mkdtemp(prefix="bench-tree-ab-"))
-    with tempfile.TemporaryDirectory() as work_name, ExitStack() as stack:
-        work = Path(work_name)
-        specs = tree_specs(options, work)
-        wrk = Wrk(work)
-        bodies = write_bodies(
-            work / "bodies.jsonl", prediction_bodies(load_telco_csv(), DISTINCT_CUSTOMERS)
+    with tempfile.TemporaryDirectory() as work_name:
+        runs = run_servers_ab(
+            tree_specs(options, Path(work_name)),
+            out / "logs",
+            prediction_bodies(load_telco_csv(), DISTINCT_CUSTOMERS),
+            connections=options.connections,
+            rounds=options.rounds,
+            duration_s=options.duration_s,
+            warmup_s=options.warmup_s,
         )
-        servers = {
-            name: stack.enter_context(start_server(spec, out / "logs"))
-            for name, spec in specs.items()
-        }
-        lines: list[str] = []
-        for count in options.connections:
-            runs = run_ab(
-                wrk,
-                servers,
-                bodies,
-                connections=[count],
-                rounds=options.rounds,
-                duration_s=options.duration_s,
-                warmup_s=options.warmup_s,
-                log=log,
-            )
-            lines += ["", f"### {count} connections", "", *ab_table(runs, CURRENT, BASELINE)]
+    lines: list[str] = []
+    for count in options.connections:
+        level = [run for run in runs if run.connections == count]
+        lines += ["", f"### {count} connections", "", *ab_table(level, CURRENT, BASELINE)]
     return lines
 
 

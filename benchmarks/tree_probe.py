@@ -17,12 +17,12 @@ import importlib
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from benchmarks.asgi_client import serving
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.security.authenticator import MemoryKeySource
 from churn_mlops.settings import Settings
@@ -72,55 +72,17 @@ def _bodies(path: str) -> list[bytes]:
     return bodies
 
 
-def _caller(app: Any, path: str, key: str, state: Mapping[str, Any]) -> Callable[[bytes], Any]:
-    async def call(body: bytes) -> None:
-        sent: list[dict[str, Any]] = []
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"x-api-key", key.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-            "state": dict(state),
-        }
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-        if sent[0]["status"] != 200:
-            raise SystemExit(f"{path} answered {sent[0]['status']}: {sent[-1].get('body')!r}")
-
-    return call
-
-
 async def probe(model_dir: Path, path: str, requests: int, blocks: int) -> list[float]:
     app, key = _app_with_key(model_dir)
     bodies = _bodies(path)
-    async with app.router.lifespan_context(app) as state:
-        call = _caller(app, path, key, state or {})
+    async with serving(app, [(b"x-api-key", key.encode())]) as running:
         for body in bodies[:WARMUP_REQUESTS]:
-            await call(body)
+            await running.post(path, body)
         timings = []
         for _ in range(blocks):
             started = time.process_time()
             for i in range(requests):
-                await call(bodies[i % len(bodies)])
+                await running.post(path, bodies[i % len(bodies)])
             timings.append((time.process_time() - started) / requests * 1e6)
     return timings
 
