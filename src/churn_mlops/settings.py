@@ -55,6 +55,33 @@ class Settings(BaseSettings):
     """Local model registry: one artifact directory per version and the aliases (`champion`,
     `challenger`) that name them; `churn-mlops models` manages it."""
 
+    model_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often each worker of a `serve` on the registry reads the `champion` and `challenger`
+    aliases; a promotion is served within this plus the new version's load (about 0.3 s)."""
+
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking server (e.g. http://127.0.0.1:5000): set, the model registry is MLflow's
+    registered model `CHURN_MLFLOW_MODEL_NAME` and `train` logs its runs there; empty means the
+    local registry in `CHURN_MODEL_REGISTRY_DIR`."""
+
+    mlflow_model_name: str = Field(default="churn", min_length=1)
+    """Registered model name in MLflow."""
+
+    challenger_mode: Literal["off", "shadow", "canary"] = "shadow"
+    """What a `challenger` alias does: `shadow` scores the same rows off the response path and
+    logs both probabilities; `canary` answers `CHURN_CANARY_PERCENT` of customers with it;
+    `off` ignores it."""
+
+    canary_percent: float = Field(default=10.0, ge=0, le=100)
+    """Share of customers (hashed on `customer_id`, so each always gets the same model) that the
+    challenger answers in canary mode; requests without a customer id go to the champion."""
+
+    quality_window_days: int = Field(default=30, ge=1, le=3650)
+    """Live model quality looks at outcomes observed in this many days."""
+
+    quality_refresh_seconds: float = Field(default=60.0, gt=0)
+    """How often live quality is recomputed from outcomes and predictions."""
+
     data_path: Path | None = None
     """Training CSV in the Telco layout; empty means the dataset shipped in the package."""
 

@@ -126,6 +126,9 @@ class Prediction(Base):
     will_churn: Mapped[bool] = mapped_column(Boolean, nullable=False)
     cached: Mapped[bool] = mapped_column(Boolean, nullable=False)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    challenger_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The shadow challenger that also scored this row (null: none did)."""
+    challenger_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, default=utc_now, server_default=func.now()
     )
