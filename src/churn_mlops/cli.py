@@ -44,19 +44,19 @@ def train(
     ] = False,
 ) -> None:
     """Train, tune and evaluate a model, write its artifact directory and register it."""
-    from churn_mlops.model.registry import CHAMPION, LocalRegistry
+    from churn_mlops.model.registry import CHAMPION, open_registry
     from churn_mlops.model.training import TrainingConfig
 
     settings = Settings()
     config = TrainingConfig(seed=seed, search_iterations=search_iterations, cv_folds=cv_folds)
     out_dir = out or settings.model_dir
     train_with_progress(data or settings.data_path or SHIPPED_DATASET, out_dir, config)
-    registry = LocalRegistry(settings.model_registry_dir)
+    registry = open_registry(settings)
     registered = registry.register(out_dir)
     if promote:
         registry.promote(registered.version, CHAMPION)
     role = " as the champion" if promote else ""
-    console.print(f"Registered {registered.version} in {registry.root}{role}.")
+    console.print(f"Registered {registered.version} in {registry.location}{role}.")
 
 
 @app.command()
@@ -119,12 +119,10 @@ def serve(
 
 def _champion(settings: Settings, data: Path) -> Path:
     from churn_mlops.core.errors import ServiceError
-    from churn_mlops.model.registry import LocalRegistry
+    from churn_mlops.model.registry import open_registry
 
     try:
-        return champion_model_dir(
-            LocalRegistry(settings.model_registry_dir), settings.model_dir, data
-        )
+        return champion_model_dir(open_registry(settings), settings.model_dir, data)
     except ServiceError as error:
         console.print(f"[red]refusing to serve:[/] {error.detail}")
         raise typer.Exit(2) from None

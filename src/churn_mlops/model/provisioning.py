@@ -27,7 +27,7 @@ from churn_mlops.model.artifact import (
     ArtifactError,
     ModelArtifact,
 )
-from churn_mlops.model.registry import CHAMPION, LocalRegistry
+from churn_mlops.model.registry import CHAMPION, ModelRegistry
 
 if TYPE_CHECKING:
     from churn_mlops.model.training import TrainingConfig, TrainingResult
@@ -102,7 +102,7 @@ def ensure_model(model_dir: Path, data: Path, purpose: str) -> ModelArtifact:
     return train_with_progress(data, model_dir).artifact
 
 
-def champion_model_dir(registry: LocalRegistry, model_dir: Path, data: Path) -> Path:
+def champion_model_dir(registry: ModelRegistry, model_dir: Path, data: Path) -> Path:
     """The artifact directory of the registry's champion. On a first run (no champion yet) the
     artifact in `model_dir`, trained from `data` if missing, is registered and promoted."""
     champion = registry.resolve(CHAMPION)
@@ -111,5 +111,5 @@ def champion_model_dir(registry: LocalRegistry, model_dir: Path, data: Path) -> 
     ensure_model(model_dir, data, "serve")
     registered = registry.register(model_dir)
     registry.promote(registered.version)
-    console.print(f"Registered {registered.version} in {registry.root} as the champion.")
+    console.print(f"Registered {registered.version} in {registry.location} as the champion.")
     return registered.path

@@ -47,6 +47,7 @@ from churn_mlops.model.artifact import (
     ArtifactError,
     ModelArtifact,
 )
+from churn_mlops.settings import Settings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -131,6 +132,28 @@ class ModelRegistry(Protocol):
         """Every alias and the version it names."""
         ...
 
+    def history(self, alias: str) -> list[tuple[str, str]]:
+        """The versions `alias` has pointed to, oldest first, with when each was promoted."""
+        ...
+
+    def remove_alias(self, alias: str) -> str:
+        """Make `alias` name nothing (its history is kept); the version it named."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where the registry is, for messages: a directory or a tracking server."""
+        ...
+
+
+def open_registry(settings: Settings) -> ModelRegistry:
+    """The registry `settings` configure: MLflow's when a tracking URI is set, else local."""
+    if settings.mlflow_tracking_uri:
+        from churn_mlops.model.mlflow_registry import MlflowRegistry
+
+        return MlflowRegistry(settings.mlflow_tracking_uri, settings.mlflow_model_name)
+    return LocalRegistry(settings.model_registry_dir)
+
 
 def _check_alias(alias: str) -> str:
     if not ALIAS_PATTERN.fullmatch(alias):
@@ -147,6 +170,10 @@ class LocalRegistry:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     def register(self, artifact_dir: Path) -> ModelVersion:
         if missing := [name for name in _ARTIFACT_FILES if not (artifact_dir / name).is_file()]:
@@ -203,7 +230,7 @@ class LocalRegistry:
 
     def resolve(self, alias: str) -> ModelVersion | None:
         entry = self._read_aliases().get(_check_alias(alias))
-        return self.get(entry["version"]) if entry else None
+        return self.get(entry["version"]) if entry and entry["version"] else None
 
     def promote(self, version: str, alias: str = CHAMPION) -> ModelVersion:
         _check_alias(alias)
@@ -222,7 +249,7 @@ class LocalRegistry:
                 raise UnknownAlias(alias)
             history: list[dict[str, str]] = entry["history"]
             current = entry["version"]
-            while history and history[-1]["version"] == current:
+            while history and history[-1]["version"] in (current, None):
                 history.pop()
             if not history:
                 raise NothingToRollBack(alias, current)
@@ -230,14 +257,29 @@ class LocalRegistry:
         return self.get(entry["version"])
 
     def aliases(self) -> dict[str, str]:
-        return {alias: entry["version"] for alias, entry in sorted(self._read_aliases().items())}
+        return {
+            alias: entry["version"]
+            for alias, entry in sorted(self._read_aliases().items())
+            if entry["version"]
+        }
 
     def history(self, alias: str) -> list[tuple[str, str]]:
         """The versions `alias` has pointed to, oldest first, with when each was promoted."""
         entry = self._read_aliases().get(_check_alias(alias))
         if entry is None:
             raise UnknownAlias(alias)
-        return [(item["version"], item["at"]) for item in entry["history"]]
+        return [(item["version"], item["at"]) for item in entry["history"] if item["version"]]
+
+    def remove_alias(self, alias: str) -> str:
+        _check_alias(alias)
+        with self._locked_aliases() as document:
+            entry = document.get(alias)
+            if entry is None or entry.get("version") is None:
+                raise UnknownAlias(alias)
+            version: str = entry["version"]
+            entry["version"] = None
+            entry["history"].append({"version": None, "at": _now()})
+        return version
 
     def _read_aliases(self) -> dict[str, Any]:
         path = self.root / ALIASES_FILE

@@ -1,4 +1,4 @@
-"""`churn-mlops models`: the model registry (`CHURN_MODEL_REGISTRY_DIR`) from the command line."""
+"""`churn-mlops models`: the model registry (local, or MLflow's) from the command line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from churn_mlops.core.errors import ServiceError
-from churn_mlops.model.registry import CHAMPION, LocalRegistry, ModelVersion
+from churn_mlops.model.registry import CHAMPION, ModelRegistry, ModelVersion, open_registry
 from churn_mlops.settings import Settings
 
 models_app = typer.Typer(
@@ -24,8 +24,8 @@ console = Console(stderr=True)
 AliasOption = Annotated[str, typer.Option("--alias", help="The alias to change.")]
 
 
-def _registry() -> LocalRegistry:
-    return LocalRegistry(Settings().model_registry_dir)
+def _registry() -> ModelRegistry:
+    return open_registry(Settings())
 
 
 def _fail(error: ServiceError) -> typer.Exit:
@@ -33,7 +33,7 @@ def _fail(error: ServiceError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _names_by_version(registry: LocalRegistry) -> dict[str, list[str]]:
+def _names_by_version(registry: ModelRegistry) -> dict[str, list[str]]:
     names: dict[str, list[str]] = {}
     for alias, version in registry.aliases().items():
         names.setdefault(version, []).append(alias)
@@ -56,7 +56,7 @@ def _versions_table(versions: list[ModelVersion], names: dict[str, list[str]]) -
     return table
 
 
-def _aliases_table(registry: LocalRegistry) -> Table:
+def _aliases_table(registry: ModelRegistry) -> Table:
     table = Table("alias", "version", "rollback to")
     for alias, version in registry.aliases().items():
         earlier = [v for v, _ in registry.history(alias) if v != version]
@@ -74,7 +74,7 @@ def list_models() -> None:
     except ServiceError as error:
         raise _fail(error) from None
     Console().print(_versions_table(versions, names))
-    console.print(f"{len(versions)} version(s) in {registry.root}")
+    console.print(f"{len(versions)} version(s) in {registry.location}")
 
 
 @models_app.command("show")
@@ -154,3 +154,16 @@ def rollback_model(alias: AliasOption = CHAMPION) -> None:
     Console().print(table)
     was = f" (was {before.version})" if before else ""
     console.print(f"{alias} is back to {restored.version}{was}")
+
+
+@models_app.command("unset")
+def unset_alias(alias: Annotated[str, typer.Argument(help="The alias to clear.")]) -> None:
+    """Make an alias name no version (ends a challenger's shadow or canary); rollback undoes it."""
+    registry = _registry()
+    try:
+        version = registry.remove_alias(alias)
+        table = _aliases_table(registry)
+    except ServiceError as error:
+        raise _fail(error) from None
+    Console().print(table)
+    console.print(f"{alias} no longer names a version (was {version})")

@@ -15,6 +15,7 @@ import pytest
 from churn_mlops.model.artifact import METADATA_FILE
 from churn_mlops.model.registry import (
     ALIASES_FILE,
+    CHALLENGER,
     CorruptRegistry,
     InvalidAliasName,
     InvalidArtifact,
@@ -232,3 +233,25 @@ def test_two_processes_promoting_at_once_lose_no_promotion(
     assert history.count(v1) == history.count(v2) == 50
     assert entry["version"] in {v1, v2}
     assert entry["version"] == history[-1]
+
+
+def test_remove_alias_clears_it_and_rollback_undoes_that(
+    registry: LocalRegistry, v1: str, v2: str
+) -> None:
+    registry.promote(v1, CHALLENGER)
+    registry.promote(v2, CHALLENGER)
+
+    assert registry.remove_alias(CHALLENGER) == v2
+
+    assert registry.resolve(CHALLENGER) is None
+    assert CHALLENGER not in registry.aliases()
+    assert [version for version, _ in registry.history(CHALLENGER)] == [v1, v2]
+    assert registry.rollback(CHALLENGER).version == v2  # undoes the removal
+
+
+def test_remove_an_unset_alias_is_not_found(registry: LocalRegistry, v1: str) -> None:
+    registry.promote(v1, CHALLENGER)
+    registry.remove_alias(CHALLENGER)
+
+    with pytest.raises(UnknownAlias):
+        registry.remove_alias(CHALLENGER)
