@@ -7,6 +7,7 @@ import pytest
 
 from churn_mlops.data import TelcoDataset, load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.model.registry import LocalRegistry
 from churn_mlops.model.training import TrainingConfig, train_model
 
 pytest_plugins = ["tests.fixtures.redis_fixtures", "tests.fixtures.postgres"]
@@ -40,3 +41,37 @@ def artifact(artifact_dir: Path) -> ModelArtifact:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def other_artifact_dir(tmp_path_factory: pytest.TempPathFactory, artifact: ModelArtifact) -> Path:
+    """A second valid artifact with another version than artifact_dir: the same trees with
+    another threshold (built in half a second, where training another takes seconds)."""
+    directory = tmp_path_factory.mktemp("other-artifact") / "model"
+    info = artifact.info.model_copy(update={"threshold": artifact.threshold / 2})
+    ModelArtifact.build(artifact.estimator, artifact.encoder, info).save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def registered_root(
+    tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path, other_artifact_dir: Path
+) -> Path:
+    """A registry holding both artifacts, registered once (a registration loads and verifies the
+    artifact, about 0.6 s); tests get a copy of it."""
+    root = tmp_path_factory.mktemp("registered") / "models"
+    registry = LocalRegistry(root)
+    registry.register(artifact_dir)
+    registry.register(other_artifact_dir)
+    return root
+
+
+@pytest.fixture(scope="session")
+def challenger_artifact_dir(
+    tmp_path_factory: pytest.TempPathFactory, dataset: TelcoDataset
+) -> Path:
+    """Another trained model (another seed): its probabilities differ from artifact_dir's."""
+    directory = tmp_path_factory.mktemp("challenger-artifact") / "model"
+    config = TrainingConfig(search_iterations=2, cv_folds=2, seed=7)
+    train_model(dataset, config).artifact.save(directory)
+    return directory

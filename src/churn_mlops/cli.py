@@ -83,15 +83,18 @@ def serve(
     data = settings.data_path or SHIPPED_DATASET
     if "model_dir" in settings.model_fields_set:  # --model-dir or CHURN_MODEL_DIR
         ensure_model(settings.model_dir, data, "serve")
+        # Worker processes build their own Settings from the environment: hand them ours.
+        os.environ["CHURN_MODEL_DIR"] = str(settings.model_dir.resolve())
+        serving = f"model {settings.model_dir}"
     else:
-        settings = settings.model_copy(update={"model_dir": _champion(settings, data)})
+        # Each worker follows the registry's champion (and challenger) from then on.
+        serving = f"the champion of {_champion(settings, data)}"
     if settings.database_url:
         upgrade_before_serving(settings.database_url)
     _announce_dev_key(settings)
-    # Worker processes build their own Settings from the environment: hand them our overrides.
-    os.environ["CHURN_MODEL_DIR"] = str(settings.model_dir.resolve())
     console.print(
-        f"Serving on http://{settings.host}:{settings.port} with {settings.workers} workers"
+        f"Serving {serving} on http://{settings.host}:{settings.port} "
+        f"with {settings.workers} workers"
     )
     from churn_mlops.observability.logging import configure_logging
     from churn_mlops.observability.metrics import shared_metrics_dir
@@ -117,12 +120,15 @@ def serve(
         )
 
 
-def _champion(settings: Settings, data: Path) -> Path:
+def _champion(settings: Settings, data: Path) -> str:
+    """Make sure the registry has a champion (see `champion_model_dir`); where it is."""
     from churn_mlops.core.errors import ServiceError
     from churn_mlops.model.registry import open_registry
 
     try:
-        return champion_model_dir(open_registry(settings), settings.model_dir, data)
+        registry = open_registry(settings)
+        champion_model_dir(registry, settings.model_dir, data)
+        return registry.location
     except ServiceError as error:
         console.print(f"[red]refusing to serve:[/] {error.detail}")
         raise typer.Exit(2) from None

@@ -25,52 +25,29 @@ from dataclasses import dataclass
 import orjson
 from threadpoolctl import threadpool_limits
 
-from churn_mlops.cache import CacheStats, PredictionCache
+from churn_mlops.cache import CacheStats
 from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.prediction_log import (
     PredictionLogStats,
     PredictionLogWriter,
-    PredictionRecorder,
     build_prediction_log,
 )
 from churn_mlops.db.schema import open_database
+from churn_mlops.lifecycle.served import ModelSlot, ServedModel, build_pipeline
+from churn_mlops.lifecycle.watcher import ModelWatcher
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.model.inference import ChurnPredictor
+from churn_mlops.model.registry import CHAMPION, open_registry
 from churn_mlops.observability.metrics import ServiceMetrics, multiprocess_dir
-from churn_mlops.prediction.batcher import MicroBatcher, ModelRunner
-from churn_mlops.prediction.decoding import RequestDecoder
+from churn_mlops.prediction.batcher import MicroBatcher
 from churn_mlops.prediction.pipeline import PredictionPipeline
-from churn_mlops.prediction.strict_parser import StrictBodyParser
 from churn_mlops.security.authenticator import KeySource
 from churn_mlops.security.services import SecurityServices
 from churn_mlops.settings import Settings
 
 logger = logging.getLogger("churn_mlops.runtime")
 
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A model and the pipeline that serves it: swapped together or not at all."""
-
-    artifact: ModelArtifact
-    pipeline: PredictionPipeline
-
-
-class ModelSlot:
-    """The one reference every request reads the served model through.
-
-    Replacing `current` is a single attribute store, atomic under the event loop: a request
-    that read the old `ServedModel` finishes on it, the next one gets the new one.
-    """
-
-    def __init__(self) -> None:
-        self.current: ServedModel | None = None
-
-    def swap(self, served: ServedModel | None) -> ServedModel | None:
-        """Serve `served` from now on (None: nothing, while stopping); the one it replaces."""
-        previous, self.current = self.current, served
-        return previous
+__all__ = ["ModelSlot", "Runtime", "ServedModel", "build_pipeline", "open_runtime"]
 
 
 @dataclass
@@ -86,53 +63,13 @@ class Runtime:
     """None when `CHURN_DATABASE_URL` is empty."""
     prediction_log: PredictionLogWriter | None
     """None without a database or with `CHURN_PREDICTION_LOG_ENABLED` off."""
+    watcher: ModelWatcher | None = None
+    """Follows the registry's aliases; None when serving a fixed artifact directory."""
 
     @property
     def pipeline(self) -> PredictionPipeline | None:
         served = self.model.current
         return None if served is None else served.pipeline
-
-
-def build_pipeline(
-    artifact: ModelArtifact,
-    settings: Settings,
-    metrics: ServiceMetrics | None = None,
-    recorder: PredictionRecorder | None = None,
-) -> PredictionPipeline:
-    """The prediction pipeline of `artifact` as `settings` configure it: decoder, model runner,
-    micro-batcher and prediction cache, each optional part on or off."""
-    predictor = ChurnPredictor(artifact)
-    parser = StrictBodyParser(settings.max_batch_rows, settings.max_json_depth)
-    decoder = RequestDecoder(predictor.encoder, parser)
-    score = (
-        predictor.probabilities if metrics is None else metrics.model.timed(predictor.probabilities)
-    )
-    runner = ModelRunner(score, offload_min_rows=settings.offload_min_rows)
-    batcher = None
-    if settings.batcher_enabled:
-        batcher = MicroBatcher(
-            runner,
-            max_batch_size=settings.batch_max_size,
-            max_wait=settings.batch_max_wait_ms / 1000.0,
-            max_queue=settings.batch_max_queue,
-            max_queue_delay=settings.batch_max_queue_delay_ms / 1000.0,
-            observe_queue_wait=metrics.model.queue_wait.observe if metrics else None,
-        )
-    cache = None
-    if settings.cache_enabled:
-        read_timeout = settings.cache_redis_timeout_ms / 1000.0
-        cache = PredictionCache(
-            predictor.version,
-            key_prefix=settings.cache_key_prefix,
-            l1_size=settings.cache_l1_size,
-            l1_ttl_seconds=settings.cache_l1_ttl_seconds,
-            l2_url=settings.redis_url or None,
-            l2_ttl_seconds=settings.cache_l2_ttl_seconds,
-            l2_read_timeout=read_timeout,
-            l2_write_timeout=4 * read_timeout,
-            l2_read_policy=settings.cache_l2_read_policy,
-        )
-    return PredictionPipeline(predictor, decoder, runner, batcher, cache, recorder)
 
 
 @asynccontextmanager
@@ -163,15 +100,29 @@ async def open_runtime(
         if settings.prediction_log_enabled and database is not None:
             prediction_log = build_prediction_log(settings, database.engine)
             stack.push_async_callback(prediction_log.close)
-        runtime = Runtime(settings, ModelSlot(), security, metrics, database, prediction_log)
+        follows_registry = artifact is None and "model_dir" not in settings.model_fields_set
+        slot = ModelSlot("registry" if follows_registry else "directory")
+        runtime = Runtime(settings, slot, security, metrics, database, prediction_log)
         if metrics is not None:
             watch_components(metrics, runtime)
-        loaded = artifact or ModelArtifact.load(settings.model_dir)
-        pipeline = build_pipeline(loaded, settings, metrics, prediction_log)
+
+        def build(loaded: ModelArtifact) -> PredictionPipeline:
+            return build_pipeline(loaded, settings, metrics, prediction_log)
+
         # Closed after security stops and before the log's final write: the drain answers
         # (and records) what is queued.
-        stack.push_async_callback(pipeline.close)
-        pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+        stack.push_async_callback(_close_last_served, slot)
+        if follows_registry:
+            runtime.watcher = ModelWatcher(open_registry(settings), slot, build, settings, metrics)
+            stack.push_async_callback(runtime.watcher.close)
+            served = await runtime.watcher.initial()
+        else:
+            loaded = artifact or ModelArtifact.load(settings.model_dir)
+            served = ServedModel(loaded, build(loaded))
+            served.pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+            slot.last = served
+            if metrics is not None:
+                metrics.record_model_serving(CHAMPION, None, loaded.version)
         # Everything allocated so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which would otherwise rescan it while requests wait.
         gc.freeze()
@@ -182,11 +133,20 @@ async def open_runtime(
         if prediction_log is not None:
             # Replays what an earlier run spilled; a database that is down only delays that.
             await prediction_log.start()
-        runtime.model.swap(ServedModel(loaded, pipeline))
+        slot.swap(served)
         # First to run at exit: requests arriving while the rest stops get a clear 503.
-        stack.callback(runtime.model.swap, None)
-        logger.info("serving model %s from %s", loaded.version, settings.model_dir)
+        stack.callback(slot.swap, None)
+        if runtime.watcher is not None:
+            runtime.watcher.start()
+            logger.info("serving the registry's champion %s", served.artifact.version)
+        else:
+            logger.info("serving model %s from %s", served.artifact.version, settings.model_dir)
         yield runtime
+
+
+async def _close_last_served(slot: ModelSlot) -> None:
+    if slot.last is not None:
+        await slot.last.pipeline.close()
 
 
 def watch_components(metrics: ServiceMetrics, runtime: Runtime) -> None:

@@ -18,6 +18,8 @@ class PredictionRecorder(Protocol):
         cached: bool,
         latency_ms: float,
         model_version: str,
+        challenger_version: str | None = None,
+        challenger_probability: float | None = None,
     ) -> None: ...
 
     def record_many(
@@ -28,4 +30,6 @@ class PredictionRecorder(Protocol):
         cached: Sequence[bool],
         latency_ms: float,
         model_version: str,
+        challenger_version: str | None = None,
+        challenger_probabilities: Sequence[float] | None = None,
     ) -> None: ...

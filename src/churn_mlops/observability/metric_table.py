@@ -164,6 +164,62 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "churn_prediction_log_retries",
         "Prediction-log writes retried after a database error.",
     ),
+    MetricSpec(
+        "counter",
+        "churn_model_swaps",
+        "Model versions a worker followed an alias to (result=served) or refused to serve "
+        "(result=refused: it failed to load or its compiled forest failed parity).",
+        ("alias", "result"),
+    ),
+    MetricSpec(
+        "gauge",
+        "churn_model_serving",
+        "1 for the version each worker serves under each alias (champion, challenger).",
+        ("alias", "version"),
+        multiprocess_mode="liveall",
+    ),
+    MetricSpec(
+        "gauge",
+        "churn_model_refused",
+        "1 while a worker refuses the version an alias names, with the reason's category "
+        "(not_registered, unreadable, modified, parity); the previous version keeps serving.",
+        ("alias", "version", "reason"),
+        multiprocess_mode="liveall",
+    ),
+    # Live quality (observability/quality.py): every worker computes the same figures from the
+    # database, so the freshest live worker's value is exported, never their sum.
+    MetricSpec(
+        "gauge",
+        "churn_model_live_roc_auc",
+        "ROC AUC of each version's last prediction before each outcome observed in the last "
+        "CHURN_QUALITY_WINDOW_DAYS days (NaN with outcomes of one class only).",
+        ("version",),
+        multiprocess_mode="livemostrecent",
+    ),
+    MetricSpec(
+        "gauge",
+        "churn_model_live_brier_score",
+        "Brier score (mean squared error of the probability) of each version on the same "
+        "outcomes as churn_model_live_roc_auc.",
+        ("version",),
+        multiprocess_mode="livemostrecent",
+    ),
+    MetricSpec(
+        "gauge",
+        "churn_model_live_calibration_error",
+        "Expected calibration error (10 equal-width bins) of each version on the same outcomes "
+        "as churn_model_live_roc_auc.",
+        ("version",),
+        multiprocess_mode="livemostrecent",
+    ),
+    MetricSpec(
+        "gauge",
+        "churn_model_live_outcomes",
+        "Outcomes of the quality window that each version had scored before they were observed "
+        "(the sample size of the live quality figures).",
+        ("version",),
+        multiprocess_mode="livemostrecent",
+    ),
 )
 
 

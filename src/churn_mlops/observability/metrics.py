@@ -149,6 +149,7 @@ class ServiceMetrics:
         self._children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
         self._task: asyncio.Task[None] | None = None
         self._failed_watches: set[int] = set()
+        self._refused: dict[str, tuple[str, str]] = {}
 
     # --- registration: one line per component -------------------------------------------
 
@@ -220,6 +221,31 @@ class ServiceMetrics:
             ("churn_prediction_log_retries", "retries"),
         ):
             self.watch_counter(self.families.counter(metric), field(attribute))
+
+    # --- model lifecycle: called when a version changes, never per request -----------------
+
+    def record_model_serving(self, alias: str, before: str | None, version: str | None) -> None:
+        """This worker now serves `version` under `alias` (None: nothing), instead of `before`."""
+        serving = self.families.gauge("churn_model_serving")
+        if before is not None and before != version:
+            # Set to 0, not removed: a multiprocess file keeps a removed child's last value.
+            serving.labels(alias, before).set(0)
+        if version is not None:
+            serving.labels(alias, version).set(1)
+            self.families.counter("churn_model_swaps").labels(alias, "served").inc()
+            refused = self._refused.pop(alias, None)
+            if refused is not None:
+                self.families.gauge("churn_model_refused").labels(alias, *refused).set(0)
+
+    def record_model_refused(self, alias: str, version: str, reason: str) -> None:
+        """This worker refused `version` under `alias` for `reason`; the previous one serves."""
+        self.families.counter("churn_model_swaps").labels(alias, "refused").inc()
+        refused = self.families.gauge("churn_model_refused")
+        earlier = self._refused.get(alias)
+        if earlier is not None and earlier != (version, reason):
+            refused.labels(alias, *earlier).set(0)
+        self._refused[alias] = (version, reason)
+        refused.labels(alias, version, reason).set(1)
 
     # --- refresh and exposition -----------------------------------------------------------
 

@@ -16,6 +16,7 @@ from churn_mlops.core.protocols import PredictionRecorder
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.prediction.batcher import MicroBatcher, ModelRunner
+from churn_mlops.prediction.challenger import Challenger
 from churn_mlops.prediction.decoding import RequestDecoder
 
 
@@ -39,8 +40,15 @@ class PredictionPipeline:
         self.recorder = recorder
         """Told about every answered prediction (the prediction log), after the answer is
         serialised; None records nothing."""
+        self.challenger: Challenger | None = None
+        """Set while a `challenger` alias is followed: scored in shadow or answering a canary
+        share; replaced by a single store, like the served model."""
         self._threshold = predictor.threshold
         self._version = predictor.version
+
+    @property
+    def version(self) -> str:
+        return self._version
 
     def _answer(self, customer_id: str | None, probability: float, cached: bool) -> dict[str, Any]:
         return {
@@ -68,6 +76,13 @@ class PredictionPipeline:
         customer_id, row = self.decoder.single(body)
         return await self._predict_row(customer_id, row, start)
 
+    def _answering(self, customer_id: str | None) -> PredictionPipeline:
+        """This pipeline, or the canary's when the challenger takes this customer."""
+        challenger = self.challenger
+        if challenger is None or challenger.canary is None or challenger.pipeline is None:
+            return self
+        return challenger.pipeline if challenger.canary.takes(customer_id) else self
+
     async def predict_features(self, customer_id: str | None, features: dict[str, Any]) -> bytes:
         """One customer whose features are already valid (stored ones): the same encoder,
         cache and batcher as `predict_one`, without a body to decode."""
@@ -77,6 +92,9 @@ class PredictionPipeline:
         )
 
     async def _predict_row(self, customer_id: str | None, row: FloatMatrix, start: float) -> bytes:
+        answering = self._answering(customer_id)
+        if answering is not self:
+            return await answering._predict_row(customer_id, row, start)
         cache = self.cache
         if cache is None:
             probability, cached = await self._score_one(row), False
@@ -93,26 +111,29 @@ class PredictionPipeline:
         if recorder is not None:
             latency_ms = (time.perf_counter() - start) * 1000.0
             will_churn = probability >= self._threshold
-            recorder.record(customer_id, probability, will_churn, cached, latency_ms, self._version)
+            challenger = self.challenger
+            if challenger is not None and challenger.shadow is not None:
+                challenger.shadow.add(
+                    row, customer_id, probability, will_churn, cached, latency_ms, self._version
+                )
+            else:
+                recorder.record(
+                    customer_id, probability, will_churn, cached, latency_ms, self._version
+                )
         return answer
 
     async def predict_many(self, body: bytes) -> bytes:
         start = time.perf_counter()
         customer_ids, rows = self.decoder.batch(body)
-        cache = self.cache
-        if cache is None:
-            probabilities = (await self.runner.run(rows)).tolist()
-            cached = [False] * len(probabilities)
-        else:
-
-            async def compute_missing(indices: list[int]) -> list[float]:
-                missing = rows[np.asarray(indices, dtype=np.intp)]
-                result: list[float] = (await self.runner.run(missing)).tolist()
-                return result
-
-            probabilities, cached = await cache.get_or_compute_many(
-                cache.keys.keys_for_rows(rows), compute_missing
-            )
+        challenger = self.challenger
+        if challenger is not None and challenger.canary is not None:
+            takes = challenger.canary.takes
+            canary_rows = [i for i, customer in enumerate(customer_ids) if takes(customer)]
+            if canary_rows and challenger.pipeline is not None:
+                return await self._predict_split(
+                    customer_ids, rows, canary_rows, challenger.pipeline, start
+                )
+        probabilities, cached = await self._probabilities(rows)
         threshold, version = self._threshold, self._version
         will_churn = [probability >= threshold for probability in probabilities]
         answer = orjson.dumps(
@@ -132,14 +153,70 @@ class PredictionPipeline:
             }
         )
         if self.recorder is not None:
-            self.recorder.record_many(
-                customer_ids,
-                probabilities,
-                will_churn,
-                cached,
-                (time.perf_counter() - start) * 1000.0,
-                version,
-            )
+            latency_ms = (time.perf_counter() - start) * 1000.0
+            if challenger is not None and challenger.shadow is not None:
+                challenger.shadow.add_many(
+                    rows, customer_ids, probabilities, will_churn, cached, latency_ms, version
+                )
+            else:
+                self.recorder.record_many(
+                    customer_ids, probabilities, will_churn, cached, latency_ms, version
+                )
+        return answer
+
+    async def _probabilities(self, rows: FloatMatrix) -> tuple[list[float], list[bool]]:
+        """Each row's probability and whether it came from the cache."""
+        cache = self.cache
+        if cache is None:
+            probabilities: list[float] = (await self.runner.run(rows)).tolist()
+            return probabilities, [False] * len(probabilities)
+
+        async def compute_missing(indices: list[int]) -> list[float]:
+            missing = rows[np.asarray(indices, dtype=np.intp)]
+            result: list[float] = (await self.runner.run(missing)).tolist()
+            return result
+
+        return await cache.get_or_compute_many(cache.keys.keys_for_rows(rows), compute_missing)
+
+    async def _predict_split(
+        self,
+        customer_ids: list[str | None],
+        rows: FloatMatrix,
+        canary_rows: list[int],
+        canary: PredictionPipeline,
+        start: float,
+    ) -> bytes:
+        """A batch some of whose customers the canary answers: each part scored (and cached)
+        by its own model, answered in the request's order, recorded under each version."""
+        taken = np.zeros(len(customer_ids), dtype=bool)
+        taken[canary_rows] = True
+        parts = [(self, np.flatnonzero(~taken)), (canary, np.flatnonzero(taken))]
+        answers: list[dict[str, Any]] = [{}] * len(customer_ids)
+        recorded = []
+        for pipeline, indices in parts:
+            if not len(indices):
+                continue
+            probabilities, cached = await pipeline._probabilities(rows[indices])
+            ids = [customer_ids[i] for i in indices.tolist()]
+            will_churn = [p >= pipeline._threshold for p in probabilities]
+            for index, customer, probability, churns, hit in zip(
+                indices.tolist(), ids, probabilities, will_churn, cached, strict=True
+            ):
+                answers[index] = {
+                    "customer_id": customer,
+                    "churn_probability": probability,
+                    "will_churn": churns,
+                    "model_version": pipeline._version,
+                    "cached": hit,
+                }
+            recorded.append((pipeline, ids, probabilities, will_churn, cached))
+        answer = orjson.dumps({"predictions": answers})
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        for pipeline, ids, probabilities, will_churn, cached in recorded:
+            if pipeline.recorder is not None:
+                pipeline.recorder.record_many(
+                    ids, probabilities, will_churn, cached, latency_ms, pipeline._version
+                )
         return answer
 
     def warm_up(self, body: bytes) -> None:

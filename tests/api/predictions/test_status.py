@@ -46,7 +46,12 @@ def test_ready_is_503_until_the_model_is_loaded(settings: Settings) -> None:
 def test_model_describes_the_served_artifact(client: TestClient, artifact: ModelArtifact) -> None:
     response = client.get("/model")
     assert response.status_code == 200
-    assert response.json() == artifact.info.model_dump(mode="json")
+    assert response.json() == {
+        **artifact.info.model_dump(mode="json"),
+        "source": "directory",
+        "challenger": None,
+        "refused": [],
+    }
 
 
 def test_startup_fails_on_a_missing_artifact(tmp_path: pytest.TempPathFactory) -> None:

@@ -21,10 +21,20 @@ def test_service_metric_names_are_unique_and_prefixed() -> None:
     assert not any(s.name.endswith("_total") for s in SERVICE_METRICS if s.kind == "counter")
 
 
-def test_every_gauge_sums_over_live_workers() -> None:
+def test_every_gauge_counts_live_workers_only() -> None:
     gauges = [spec for spec in SERVICE_METRICS if spec.kind == "gauge"]
     assert gauges
-    assert {spec.multiprocess_mode for spec in gauges} == {"livesum"}
+    # A stopped worker's values leave the exposition: sums over the live workers, per-worker
+    # state (`liveall`: which version each worker serves) with a pid label, or the freshest of
+    # figures every worker computes alike (`livemostrecent`: live model quality).
+    assert {spec.multiprocess_mode for spec in gauges} <= {
+        "livesum",
+        "liveall",
+        "livemax",
+        "livemostrecent",
+    }
+    per_worker = {spec.name for spec in gauges if spec.multiprocess_mode == "liveall"}
+    assert per_worker == {"churn_model_serving", "churn_model_refused"}
 
 
 @pytest.mark.parametrize(

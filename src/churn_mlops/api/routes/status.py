@@ -1,4 +1,4 @@
-"""Health probes and the served model's metadata."""
+"""Health probes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from churn_mlops.api.deps import ServedModelDep, StartedRuntimeDep
-from churn_mlops.api.schemas.problem import Problem
+from churn_mlops.api.deps import StartedRuntimeDep
 from churn_mlops.api.schemas.status import LiveStatus, ReadyStatus
-from churn_mlops.api.scopes import AUTH_RESPONSES, ReadAccess
 from churn_mlops.cache import BreakerState, PredictionCache
-from churn_mlops.core.model_info import ModelInfo
 from churn_mlops.db.engine import Database
 
 
@@ -57,18 +54,5 @@ def build_status_router() -> APIRouter:
             redis=redis_health(served.pipeline.cache),
             database=await database_health(runtime.database),
         )
-
-    @router.get(
-        "/model",
-        tags=["model"],
-        summary="The served model",
-        responses={
-            **AUTH_RESPONSES,
-            503: {"model": Problem, "description": "The model is not loaded yet"},
-        },
-    )
-    async def model(caller: ReadAccess, served: ServedModelDep) -> ModelInfo:
-        """Version, features, decision threshold, hold-out metrics and provenance."""
-        return served.artifact.info
 
     return router

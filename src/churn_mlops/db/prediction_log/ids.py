@@ -6,9 +6,10 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
-RecordedRow = tuple[str | None, str, float, bool, bool, float, float]
+RecordedRow = tuple[str | None, str, float, bool, bool, float, float, str | None, float | None]
 """What `record` buffers: external customer id, model version, probability, will_churn, cached,
-latency in milliseconds, created_at as seconds since the epoch."""
+latency in milliseconds, created_at as seconds since the epoch, and the shadow challenger's
+version and probability (None, None without one)."""
 
 
 class LoggedPrediction(NamedTuple):
@@ -24,6 +25,8 @@ class LoggedPrediction(NamedTuple):
     latency_ms: float
     created_at: float
     """Seconds since the epoch (UTC)."""
+    challenger_version: str | None = None
+    challenger_probability: float | None = None
 
 
 # The variant nibble of a UUID (binary 10xx) from any hex digit.

@@ -44,6 +44,8 @@ def _encode(rows: Iterable[LoggedPrediction]) -> bytes:
                 row.cached,
                 row.latency_ms,
                 row.created_at,
+                row.challenger_version,
+                row.challenger_probability,
             ]
         )
         + b"\n"
@@ -52,6 +54,7 @@ def _encode(rows: Iterable[LoggedPrediction]) -> bytes:
 
 
 def _decode(line: bytes) -> LoggedPrediction:
+    # A line spilled before the challenger columns existed has 8 values: they default to None.
     values = orjson.loads(line)
     return LoggedPrediction(uuid.UUID(hex=values[0]).hex, *values[1:])
 

@@ -69,6 +69,8 @@ class SqlPredictionSink:
                 "cached": row.cached,
                 "latency_ms": row.latency_ms,
                 "created_at": datetime.fromtimestamp(row.created_at, UTC),
+                "challenger_version": row.challenger_version,
+                "challenger_probability": row.challenger_probability,
             }
             for row in rows
         ]
@@ -80,9 +82,12 @@ class SqlPredictionSink:
 def _json_insert_sql(engine: AsyncEngine, predictions: Table, customers: Table) -> str:
     """The PostgreSQL insert of a batch given as one JSON array of `LoggedPrediction` arrays."""
     quote = engine.dialect.identifier_preparer.quote
-    casts = ("uuid", "varchar", "varchar", "float8", "bool", "bool", "float8", "float8")
+    casts = (
+        *("uuid", "varchar", "varchar", "float8", "bool", "bool", "float8", "float8"),
+        *("varchar", "float8"),
+    )
     values = [f"(e->>{n})::{kind}" for n, kind in enumerate(casts)]
-    values[-1] = f"to_timestamp({values[-1]})"  # created_at: seconds since the epoch
+    values[7] = f"to_timestamp({values[7]})"  # created_at: seconds since the epoch
     target = ", ".join(quote(name) for name in ("customer_id", *LoggedPrediction._fields))
     # Identifiers come from our own table metadata, quoted; the batch is a bind parameter.
     return (

@@ -152,11 +152,23 @@ class PredictionLogWriter:
         cached: bool,
         latency_ms: float,
         model_version: str,
+        challenger_version: str | None = None,
+        challenger_probability: float | None = None,
     ) -> None:
         """Buffer one answered prediction; O(1), never blocks, never raises."""
         buffer = self._buffer
         buffer.append(
-            (customer_id, model_version, probability, will_churn, cached, latency_ms, time.time())
+            (
+                customer_id,
+                model_version,
+                probability,
+                will_churn,
+                cached,
+                latency_ms,
+                time.time(),
+                challenger_version,
+                challenger_probability,
+            )
         )
         self._recorded += 1
         if len(buffer) >= self._trigger:
@@ -170,16 +182,41 @@ class PredictionLogWriter:
         cached: Sequence[bool],
         latency_ms: float,
         model_version: str,
+        challenger_version: str | None = None,
+        challenger_probabilities: Sequence[float] | None = None,
     ) -> None:
         """Buffer the answers of one batch request (one latency, the request's)."""
         now = time.time()
         buffer = self._buffer
-        buffer.extend(
-            (customer_id, model_version, probability, churns, hit, latency_ms, now)
-            for customer_id, probability, churns, hit in zip(
-                customer_ids, probabilities, will_churn, cached, strict=True
+        if challenger_probabilities is None:
+            buffer.extend(
+                (customer_id, model_version, probability, churns, hit, latency_ms, now, None, None)
+                for customer_id, probability, churns, hit in zip(
+                    customer_ids, probabilities, will_churn, cached, strict=True
+                )
             )
-        )
+        else:
+            buffer.extend(
+                (
+                    customer_id,
+                    model_version,
+                    probability,
+                    churns,
+                    hit,
+                    latency_ms,
+                    now,
+                    challenger_version,
+                    shadow,
+                )
+                for customer_id, probability, churns, hit, shadow in zip(
+                    customer_ids,
+                    probabilities,
+                    will_churn,
+                    cached,
+                    challenger_probabilities,
+                    strict=True,
+                )
+            )
         self._recorded += len(customer_ids)
         if len(buffer) >= self._trigger:
             self._full()
