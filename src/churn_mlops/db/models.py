@@ -8,11 +8,12 @@ one naming convention, so alembic's autogenerate names them the same way every t
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
     func,
 )
@@ -141,3 +143,33 @@ Index(
     Prediction.created_at.desc(),
 )
 Index("ix_predictions_created_at", Prediction.created_at)
+
+
+class Outcome(Base):
+    """Whether a customer had churned, as observed on a date: the label live model quality is
+    measured against. One row per customer and date, so recording it again changes nothing.
+
+    `revised_at` is set when a later report gave the same date another answer (the last one
+    wins); it is also how an upsert tells an update from an insert on both databases.
+    """
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "observed_at", name="uq_outcomes_customer_id_observed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, Identity(always=False), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
+    )
+    observed_at: Mapped[date] = mapped_column(Date, nullable=False)
+    churned: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, default=utc_now, server_default=func.now()
+    )
+    revised_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+# Live quality reads the outcomes of a window of dates; the unique constraint above serves the
+# upsert's conflict check and a customer's deletion (its leading column is the foreign key).
+Index("ix_outcomes_observed_at", Outcome.observed_at)
