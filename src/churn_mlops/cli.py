@@ -11,6 +11,7 @@ from rich.console import Console
 
 from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.db.cli import db_app, upgrade_before_serving
+from churn_mlops.db.outcomes_cli import outcomes_app
 from churn_mlops.model.provisioning import champion_model_dir, ensure_model, train_with_progress
 from churn_mlops.model.registry_cli import models_app
 from churn_mlops.observability.cli import ProfiledPipeline, profile_command
@@ -27,6 +28,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(outcomes_app, name="outcomes")
 console = Console(stderr=True)
 
 

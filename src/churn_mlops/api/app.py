@@ -24,6 +24,7 @@ from churn_mlops.api.routes.customers import build_customers_router
 from churn_mlops.api.routes.history import build_history_router
 from churn_mlops.api.routes.metrics import build_metrics_router
 from churn_mlops.api.routes.model import build_model_router
+from churn_mlops.api.routes.outcomes import build_outcomes_router
 from churn_mlops.api.routes.predict import build_prediction_router
 from churn_mlops.api.routes.status import build_status_router
 from churn_mlops.api.scopes import RAW_ROUTE_SCOPES
@@ -118,6 +119,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     api.include_router(build_model_router())
     api.include_router(build_cache_router())
     api.include_router(build_customers_router())
+    api.include_router(build_outcomes_router())
     api.include_router(build_history_router())
     if settings.metrics_enabled:
         api.include_router(build_metrics_router(require_auth=settings.metrics_require_auth))

@@ -64,18 +64,22 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
 class RequireScope:
-    """A dependency that admits principals holding `scope`; `route_scope` finds it."""
+    """A dependency that admits principals holding any one of `scopes`; `route_scope` finds it.
 
-    def __init__(self, scope: str) -> None:
-        self.scope = str(scope)
+    `scope` names them space-separated, as RFC 6750's `scope` attribute of the 403 challenge
+    lists the scopes that would do."""
+
+    def __init__(self, *scopes: str) -> None:
+        self.scopes = tuple(str(scope) for scope in scopes)
+        self.scope = " ".join(self.scopes)
 
     async def __call__(self, principal: CurrentPrincipal) -> Principal:
-        if not principal.allows(self.scope):
+        if not any(principal.allows(scope) for scope in self.scopes):
             raise InsufficientScope(self.scope)
         return principal
 
     def __repr__(self) -> str:
-        return f"RequireScope({self.scope!r})"
+        return f"RequireScope({', '.join(map(repr, self.scopes))})"
 
 
 PredictAccess = Annotated[Principal, Depends(RequireScope(Scope.PREDICT))]
@@ -84,6 +88,8 @@ ReadAccess = Annotated[Principal, Depends(RequireScope(Scope.READ))]
 """A caller allowed to read customers, predictions, the model and statistics."""
 AdminAccess = Annotated[Principal, Depends(RequireScope(Scope.ADMIN))]
 """A caller allowed to manage keys, users and the cache."""
+PredictOrAdminAccess = Annotated[Principal, Depends(RequireScope(Scope.PREDICT, Scope.ADMIN))]
+"""A caller allowed to predict, or an administrator: recording customers' outcomes."""
 
 RAW_ROUTE_SCOPES: Mapping[tuple[str, str], str] = MappingProxyType(
     {("POST", "/predict"): str(Scope.PREDICT)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +33,11 @@ from churn_mlops.db.models import Customer, Outcome, Prediction, UTCDateTime, ut
 from churn_mlops.db.repository import CustomerNotFound
 
 DEFAULT_BATCH_ROWS = 1000
+
+
+def latest_observable_date() -> date:
+    """The latest `observed_at` accepted: tomorrow in UTC, which is today somewhere east."""
+    return datetime.now(UTC).date() + timedelta(days=1)
 
 
 class OutcomeStatus(StrEnum):

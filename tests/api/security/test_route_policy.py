@@ -17,6 +17,8 @@ from churn_mlops.security.principal import Scope
 from tests.api.security.conftest import AppFactory
 
 PUBLIC = "public"
+# A route that admits either scope names both, space-separated (RFC 6750's `scope` attribute).
+PREDICT_OR_ADMIN = f"{Scope.PREDICT} {Scope.ADMIN}"
 ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
@@ -29,6 +31,7 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("POST", "/predict"): Scope.PREDICT,
     ("POST", "/predict/batch"): Scope.PREDICT,
     ("POST", "/customers/{customer_id}/predict"): Scope.PREDICT,
+    ("POST", "/customers/{customer_id}/outcome"): PREDICT_OR_ADMIN,
     ("GET", "/model"): Scope.READ,
     ("GET", "/cache/stats"): Scope.READ,
     ("GET", "/customers"): Scope.READ,
@@ -97,7 +100,7 @@ def test_protected_route_refuses_missing_credentials_and_other_scopes(
     client_keys: tuple[TestClient, MemoryKeySource], method: str, path: str, scope: str
 ) -> None:
     client, keys = client_keys
-    others = sorted(set(Scope) - {scope})
+    others = sorted(set(Scope) - set(scope.split()))
     wrong = keys.add("wrong", others)
     with client:
         anonymous = client.request(method, _concrete(path), json={})
