@@ -70,6 +70,10 @@ def test_dashboard_shows_every_figure_the_issue_asks_for() -> None:
         "churn_model_inference_seconds_bucket",
         "churn_db_pool_connections_in_use",
         "churn_prediction_log_queue_depth",
+        "churn_model_live_roc_auc",  # live model quality per version
+        "churn_model_live_brier_score",
+        "churn_model_live_calibration_error",
+        "churn_model_live_outcomes",
     ):
         assert metric in exprs, metric
     assert {"0.5", "0.95", "0.99"} <= set(re.findall(r"histogram_quantile\(([0-9.]+)", exprs))
@@ -93,6 +97,11 @@ def test_alert_rules_cover_the_slos() -> None:
     assert "< 0.3" in rules["ChurnCacheHitRateLow"]["expr"]
     assert "churn_requests_shed_total" in rules["ChurnApiShedding"]["expr"]
     assert "churn_prediction_log_rows_spilled_total" in rules["ChurnPredictionLogSpilling"]["expr"]
+    live_auc = rules["ChurnModelLiveRocAucLow"]
+    assert "churn_model_live_roc_auc) < 0.70" in live_auc["expr"]
+    assert "churn_model_live_outcomes) >= 200" in live_auc["expr"]
+    assert 'churn_model_serving{alias="champion"}' in live_auc["expr"]
+    assert live_auc["for"] == "1h"
     for rule in rules.values():
         assert rule["labels"]["severity"] in {"page", "warning"}
         assert rule["annotations"]["summary"]
