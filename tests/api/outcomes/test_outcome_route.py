@@ -147,3 +147,9 @@ def test_record_outcome_with_the_database_down_is_503(
         response = client.post(URL, json=CHURNED)
     assert response.status_code == 503
     assert response.json()["detail"] == "The database does not answer; retry in a moment."
+
+
+def test_record_outcome_refuses_a_body_that_is_not_json(client: TestClient) -> None:
+    response = client.post(URL, content=b"\xff{", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
