@@ -32,3 +32,9 @@ class ModelInfo(BaseModel):
     training_rows: int
     holdout_rows: int
     library_versions: dict[str, str]
+    parity_sha256: str | None = Field(
+        default=None,
+        description="sha256 of parity.npy, the estimator's probabilities on the parity rows, "
+        "which a load checks the compiled forest against without unpickling the estimator "
+        "(absent in artifacts made before it existed, which are checked against the estimator).",
+    )

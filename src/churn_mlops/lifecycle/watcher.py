@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -184,6 +185,7 @@ class ModelWatcher:
         def load() -> ModelArtifact:
             return ModelArtifact.load(self.registry.get(version).path)
 
+        started = time.perf_counter()
         try:
             artifact = await asyncio.to_thread(load)
         except (ArtifactError, ServiceError) as error:
@@ -191,6 +193,12 @@ class ModelWatcher:
             self._refuse(refused)
             raise VersionRefused(refused) from None
         self.slot.refused.pop(alias, None)
+        logger.info(
+            "loaded and verified model %s for %s in %.3f s",
+            version,
+            alias,
+            time.perf_counter() - started,
+        )
         return artifact
 
     def _refuse(self, refused: RefusedVersion) -> None:

@@ -1029,6 +1029,22 @@ def check_parity(
     """The largest |compiled - sklearn| churn probability over `rows`; ParityError past
     `tolerance`. Both the batch and the one-row kernel are checked."""
     expected = np.asarray(estimator.predict_proba(rows)[:, 1], dtype=np.float64)
+    return check_probabilities(forest, expected, rows, tolerance)
+
+
+def check_probabilities(
+    forest: CompiledForest,
+    expected: npt.NDArray[np.float64],
+    rows: FloatMatrix,
+    tolerance: float = PARITY_TOLERANCE,
+) -> float:
+    """`check_parity` against probabilities the estimator gave for `rows` earlier (stored in
+    the artifact at train time), so a load needs neither the estimator nor scikit-learn."""
+    if expected.shape != (rows.shape[0],):
+        raise ParityError(
+            f"{expected.shape[0] if expected.ndim else 0} stored probabilities for "
+            f"{rows.shape[0]} parity rows"
+        )
     batch = forest.predict(rows)
     single = np.array([forest.predict_one(row) for row in rows], dtype=np.float64)
     gap = float(

@@ -44,6 +44,7 @@ from churn_mlops.model.artifact import (
     FOREST_FILE,
     METADATA_FILE,
     MODEL_FILE,
+    PARITY_FILE,
     ArtifactError,
     ModelArtifact,
 )
@@ -185,6 +186,8 @@ class LocalRegistry:
         try:
             for name in _ARTIFACT_FILES:
                 shutil.copyfile(artifact_dir / name, staging / name)
+            if (artifact_dir / PARITY_FILE).is_file():  # absent in artifacts made before it
+                shutil.copyfile(artifact_dir / PARITY_FILE, staging / PARITY_FILE)
             # Verify the copy, not the original: what is stored is what was checked (one load,
             # about 0.6 s: the parity check scores the shipped dataset twice).
             version = self._verified_version(staging, artifact_dir)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -12,8 +14,10 @@ from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import (
     METADATA_FILE,
     MODEL_FILE,
+    PARITY_FILE,
     ArtifactError,
     ModelArtifact,
+    content_version,
 )
 from churn_mlops.model.training import train_model
 from tests.conftest import QUICK_TRAINING
@@ -96,3 +100,69 @@ def test_save_replaces_an_existing_artifact(artifact: ModelArtifact, tmp_path: P
     assert not (target / "stale.txt").exists()
     assert ModelArtifact.load(target).version == artifact.version
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_load_checks_the_forest_against_stored_probabilities_without_the_estimator(
+    artifact_dir: Path,
+) -> None:
+    loaded = ModelArtifact.load(artifact_dir)
+    assert loaded.info.parity_sha256 is not None
+    assert "estimator" not in loaded.__dict__  # never unpickled by the load
+    assert (artifact_dir / PARITY_FILE).is_file()
+
+
+def test_load_refuses_modified_stored_probabilities(artifact_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(artifact_dir, copy)
+    stored = np.load(copy / PARITY_FILE)
+    np.save(copy / PARITY_FILE, stored + 0.01)
+    with pytest.raises(ArtifactError, match=r"parity\.npy does not match the sha256"):
+        ModelArtifact.load(copy)
+
+
+def test_load_refuses_a_forest_that_disagrees_with_the_stored_probabilities(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
+    # Probabilities re-hashed into a consistent artifact (as a forger or a bug would): the
+    # forest no longer matches them and the load says so.
+    stored = np.load(io.BytesIO(artifact.parity_bytes or b""))
+    buffer = io.BytesIO()
+    np.save(buffer, stored + 0.01)
+    parity_bytes = buffer.getvalue()
+    info = artifact.info.model_copy(
+        update={"parity_sha256": hashlib.sha256(parity_bytes).hexdigest()}
+    )
+    version = content_version(
+        artifact.forest_bytes, artifact.encoder.to_dict(), info.model_dump(mode="json")
+    )
+    forged = ModelArtifact(
+        artifact.encoder,
+        info.model_copy(update={"version": version}),
+        artifact.model_bytes,
+        artifact.forest,
+        artifact.forest_bytes,
+        parity_bytes,
+    )
+    with pytest.raises(ArtifactError, match="does not match the model"):
+        ModelArtifact.load(forged.save(tmp_path / "forged"))
+
+
+def test_an_artifact_made_before_stored_probabilities_loads_with_its_version(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
+    info = artifact.info.model_copy(update={"parity_sha256": None})
+    version = content_version(
+        artifact.forest_bytes, artifact.encoder.to_dict(), info.model_dump(mode="json")
+    )
+    metadata = info.model_copy(update={"version": version}).model_dump(mode="json")
+    del metadata["parity_sha256"]  # as such artifacts were written
+    old = tmp_path / "old"
+    artifact.save(old)
+    (old / PARITY_FILE).unlink()
+    (old / METADATA_FILE).write_text(json.dumps(metadata))
+
+    loaded = ModelArtifact.load(old)
+
+    assert loaded.version == version
+    assert loaded.parity_bytes is None
+    assert "estimator" in loaded.__dict__  # checked against the estimator instead
