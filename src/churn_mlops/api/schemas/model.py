@@ -59,3 +59,40 @@ class AliasChange(BaseModel):
     alias: Literal["champion", "challenger"]
     version: str | None
     previous: str | None
+
+
+class OutcomeFigures(BaseModel):
+    """A version's quality on outcomes: its latest score before each outcome."""
+
+    outcomes: int
+    churned: int
+    roc_auc: float | None = Field(description="None while only one class was observed.")
+    pr_auc: float | None
+    brier_score: float
+    calibration_error: float = Field(description="Expected calibration error, 10 equal bins.")
+
+
+class VersionComparison(BaseModel):
+    version: str
+    answered: int = Field(description="Predictions this version answered in the window.")
+    outcomes: OutcomeFigures | None = Field(
+        description="On the outcomes both versions scored the customer before; null without any."
+    )
+
+
+class ShadowComparison(BaseModel):
+    rows: int = Field(description="Rows both versions scored (shadow mode), newest first.")
+    will_churn_agreement: float | None
+    mean_abs_delta: float | None = Field(description="Mean |challenger - champion| probability.")
+    p99_abs_delta: float | None
+
+
+class ModelComparison(BaseModel):
+    """The challenger against the champion over a window of days."""
+
+    since: str
+    window_days: int
+    champion: VersionComparison
+    challenger: VersionComparison
+    shadow: ShadowComparison
+    common_outcomes: int = Field(description="Outcomes both versions' figures are computed on.")
