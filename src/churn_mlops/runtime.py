@@ -39,6 +39,7 @@ from churn_mlops.lifecycle.watcher import ModelWatcher
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.registry import CHAMPION, open_registry
 from churn_mlops.observability.metrics import ServiceMetrics, multiprocess_dir
+from churn_mlops.observability.quality import QualityMonitor
 from churn_mlops.prediction.batcher import MicroBatcher
 from churn_mlops.prediction.pipeline import PredictionPipeline
 from churn_mlops.security.authenticator import KeySource
@@ -65,6 +66,8 @@ class Runtime:
     """None without a database or with `CHURN_PREDICTION_LOG_ENABLED` off."""
     watcher: ModelWatcher | None = None
     """Follows the registry's aliases; None when serving a fixed artifact directory."""
+    quality: QualityMonitor | None = None
+    """Live model quality from recorded outcomes; None without a database or metrics."""
 
     @property
     def pipeline(self) -> PredictionPipeline | None:
@@ -133,6 +136,10 @@ async def open_runtime(
         if prediction_log is not None:
             # Replays what an earlier run spilled; a database that is down only delays that.
             await prediction_log.start()
+        if database is not None and metrics is not None:
+            runtime.quality = QualityMonitor.from_settings(database, metrics, settings)
+            stack.push_async_callback(runtime.quality.close)
+            await runtime.quality.start()
         slot.swap(served)
         # First to run at exit: requests arriving while the rest stops get a clear 503.
         stack.callback(slot.swap, None)

@@ -139,7 +139,12 @@ def test_ten_promotions_under_load_lose_nothing_and_settle_within_the_bound(
         window = [a for a in answers if promoted_at + BOUND_SECONDS < a[0] < next_at]
         assert window, "no answer arrived between two promotions"
         late.extend(a for a in window if a[2] != version)
-        old = [a[0] - promoted_at for a in answers if promoted_at < a[0] < next_at and a[2] != version]
-        print(f"promotion to {version}: last answer by the old version after {max(old, default=0):.3f} s")
+        old = [
+            a[0] - promoted_at for a in answers if promoted_at < a[0] < next_at and a[2] != version
+        ]
+        print(
+            f"promotion to {version}: last answer by the old version "
+            f"after {max(old, default=0):.3f} s"
+        )
     assert late == [], f"{len(late)} answers from the old version more than 2 s after a promotion"
     print(f"{len(answers)} answers, all 200, during {PROMOTIONS} promotions")

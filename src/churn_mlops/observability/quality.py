@@ -93,9 +93,10 @@ class QualityMonitor:
         )
 
     def window(self) -> tuple[date, date]:
-        """The first and last observed dates of the window: the last `window_days` days."""
+        """The first and last observed dates of the window: the last `window_days` days, and
+        tomorrow, the latest date an outcome may carry (`latest_observable_date`)."""
         today = self._today()
-        return today - timedelta(days=self.window_days - 1), today
+        return today - timedelta(days=self.window_days - 1), today + timedelta(days=1)
 
     async def refresh(self) -> bool:
         """Recompute and export every version's figures; False (and the last values kept) when

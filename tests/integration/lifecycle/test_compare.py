@@ -53,6 +53,7 @@ async def test_compare_reports_agreement_deltas_and_outcome_quality(
         database_url=migrated_database_url,
         prediction_log_flush_ms=20.0,
         prediction_log_spill_path=tmp_path / "spill" / "predictions.jsonl",
+        quality_refresh_seconds=0.1,
     )
     prefix = f"c{uuid.uuid4().hex[:8]}-"
     bodies = prediction_bodies(dataset, CUSTOMERS, start=1000)
@@ -77,6 +78,13 @@ async def test_compare_reports_agreement_deltas_and_outcome_quality(
             )
             assert recorded.status_code == 201, recorded.text
         comparison = await compared_once_logged(client, CUSTOMERS)
+        # The runtime's quality monitor exports the same outcomes as gauges.
+        exported = f'churn_model_live_outcomes{{version="{artifact.version}"}} {CUSTOMERS}.0'
+        for _ in range(100):
+            if exported in (metrics := (await client.get("/metrics")).text):
+                break
+            await asyncio.sleep(0.05)
+        assert exported in metrics
 
     encoded = artifact.encoder.encode_columns(dataset.subset(range(1000, 1000 + CUSTOMERS)).columns)
     champion_p = artifact.forest.predict(encoded)
