@@ -3,7 +3,8 @@
 Over HTTP, with wrk: `service` (the naive baseline, the service and two ceilings), `cache` (the
 prediction cache), `db` (the customer endpoints on PostgreSQL), `auth` (authentication on and
 off); `capacity` turns a `service --with-cache` run into a capacity plan. In process, CPU per
-call: `cache-cpu`, `db-cpu`, `prediction-log-ab` and `metrics-ab` (the last two over HTTP too).
+call: `cache-cpu`, `db-cpu`, `prediction-log-ab` and `metrics-ab` (the last two over HTTP too);
+`shadow-ab` over HTTP only.
 """
 
 from __future__ import annotations

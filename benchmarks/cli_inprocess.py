@@ -15,6 +15,7 @@ from benchmarks.constants import DEFAULT_DB_URL, DEFAULT_DURATION, DEFAULT_WARMU
 from benchmarks.db_cpu import run_db_cpu
 from benchmarks.metrics_ab import MetricsABOptions, run_metrics_ab
 from benchmarks.prediction_log_ab import PredictionLogABOptions, run_prediction_log_ab
+from benchmarks.shadow_ab import ShadowABOptions, run_shadow_ab
 
 PANEL = "In process"
 inprocess_app = typer.Typer()
@@ -89,6 +90,30 @@ def prediction_log_ab(
         lines = run_prediction_log_ab(
             options, in_process=in_process, blocks=blocks, block_requests=block_requests
         )
+    typer.echo("\n".join(lines))
+
+
+@inprocess_app.command("shadow-ab", rich_help_panel=PANEL)
+def shadow_ab(
+    database_url: Annotated[str, typer.Option(help="PostgreSQL (or SQLite) URL.")],
+    model_dir: opt.ModelDirOption = None,
+    rounds: HttpRoundsOption = 5,
+    duration: opt.DurationOption = DEFAULT_DURATION,
+    warmup: opt.WarmupOption = DEFAULT_WARMUP,
+    connections: ConnectionsOption = 32,
+    workers: Annotated[int, typer.Option(min=1, help="Workers per server.")] = WORKERS,
+    cache: Annotated[bool, typer.Option(help="Prediction cache on (the hit path).")] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for the servers' logs.")] = None,
+) -> None:
+    """A challenger in shadow: the service with it off and on, over HTTP (server CPU per
+    request and RPS)."""
+    duration_s, warmup_s = opt.durations(duration, warmup)
+    served, _ = opt.served_model(model_dir)
+    options = ShadowABOptions(
+        database_url, served, rounds, duration_s, warmup_s, connections, workers, cache, out
+    )
+    with opt.stops_cleanly():
+        lines = run_shadow_ab(options)
     typer.echo("\n".join(lines))
 
 

@@ -52,9 +52,9 @@ def train(
     settings = Settings()
     config = TrainingConfig(seed=seed, search_iterations=search_iterations, cv_folds=cv_folds)
     out_dir = out or settings.model_dir
-    train_with_progress(data or settings.data_path or SHIPPED_DATASET, out_dir, config)
+    result = train_with_progress(data or settings.data_path or SHIPPED_DATASET, out_dir, config)
     registry = open_registry(settings)
-    registered = registry.register(out_dir)
+    registered = registry.register(out_dir, run_metrics={"cv_roc_auc": result.cv_roc_auc})
     if promote:
         registry.promote(registered.version, CHAMPION)
     role = " as the champion" if promote else ""

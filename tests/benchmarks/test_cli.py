@@ -11,7 +11,7 @@ from benchmarks.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 SUITES = ("service", "cache", "db", "auth", "capacity")
-IN_PROCESS = ("cache-cpu", "db-cpu", "prediction-log-ab", "metrics-ab")
+IN_PROCESS = ("cache-cpu", "db-cpu", "prediction-log-ab", "metrics-ab", "shadow-ab")
 
 
 @pytest.mark.parametrize(

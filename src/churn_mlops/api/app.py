@@ -20,6 +20,7 @@ from churn_mlops.api.fastpath import FastPredictEndpoint
 from churn_mlops.api.middleware import RawRouteDispatch, build_middleware_chain
 from churn_mlops.api.routes.auth import build_auth_router
 from churn_mlops.api.routes.cache import build_cache_router
+from churn_mlops.api.routes.compare import build_compare_router
 from churn_mlops.api.routes.customers import build_customers_router
 from churn_mlops.api.routes.history import build_history_router
 from churn_mlops.api.routes.metrics import build_metrics_router
@@ -116,6 +117,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     api.include_router(build_prediction_router(parser))
     api.include_router(build_auth_router())
     api.include_router(build_status_router())
+    api.include_router(build_compare_router())
     api.include_router(build_model_router())
     api.include_router(build_cache_router())
     api.include_router(build_customers_router())

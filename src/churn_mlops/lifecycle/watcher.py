@@ -240,6 +240,7 @@ class ModelWatcher:
                 pipeline.challenger = challenger
             elif challenger is not None:
                 self._retire(challenger.pipeline)
+                self._record_serving(CHALLENGER, None)
         self.slot.swap(ServedModel(artifact, pipeline))
         if previous is not None:
             self._retire(previous.pipeline)

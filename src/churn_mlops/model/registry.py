@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,8 +107,11 @@ class ModelVersion:
 class ModelRegistry(Protocol):
     """Registered model versions and the aliases that name them; every backend implements it."""
 
-    def register(self, artifact_dir: Path) -> ModelVersion:
-        """Add the artifact in `artifact_dir` (verified); a version already there is a no-op."""
+    def register(
+        self, artifact_dir: Path, *, run_metrics: Mapping[str, float] | None = None
+    ) -> ModelVersion:
+        """Add the artifact in `artifact_dir` (verified); a version already there is a no-op.
+        `run_metrics` (the cross-validated ROC AUC, say) go where the backend keeps runs."""
         ...
 
     def versions(self) -> list[ModelVersion]:
@@ -152,7 +155,11 @@ def open_registry(settings: Settings) -> ModelRegistry:
     if settings.mlflow_tracking_uri:
         from churn_mlops.model.mlflow_registry import MlflowRegistry
 
-        return MlflowRegistry(settings.mlflow_tracking_uri, settings.mlflow_model_name)
+        return MlflowRegistry(
+            settings.mlflow_tracking_uri,
+            settings.mlflow_model_name,
+            cache_dir=settings.model_registry_dir / "mlflow-cache",
+        )
     return LocalRegistry(settings.model_registry_dir)
 
 
@@ -176,7 +183,11 @@ class LocalRegistry:
     def location(self) -> str:
         return str(self.root)
 
-    def register(self, artifact_dir: Path) -> ModelVersion:
+    def register(
+        self, artifact_dir: Path, *, run_metrics: Mapping[str, float] | None = None
+    ) -> ModelVersion:
+        # The local registry keeps artifacts, not runs: `run_metrics` have nowhere to go (the
+        # hold-out metrics are in the artifact's metadata).
         if missing := [name for name in _ARTIFACT_FILES if not (artifact_dir / name).is_file()]:
             raise InvalidArtifact(
                 f"{artifact_dir} is not a model artifact: missing {', '.join(missing)}"

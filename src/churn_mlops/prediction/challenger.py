@@ -54,15 +54,10 @@ class CanarySplit:
         return customer_id is not None and canary_bucket(customer_id) < self._limit
 
 
-@dataclass
-class _ShadowRow:
-    row: FloatMatrix
-    customer_id: str | None
-    probability: float
-    will_churn: bool
-    cached: bool
-    latency_ms: float
-    champion_version: str
+# What `ShadowScorer.add` keeps of one answered row until the end of the loop turn: the encoded
+# row, then the champion's answer as `PredictionRecorder.record` takes it (a plain tuple: this is
+# on every request's path).
+_ShadowRow = tuple[FloatMatrix, str | None, float, bool, bool, float, str]
 
 
 class ShadowScorer:
@@ -96,9 +91,7 @@ class ShadowScorer:
     ) -> None:
         """Queue one answered row; it is scored and recorded at the end of this loop turn."""
         self._pending.append(
-            _ShadowRow(
-                row, customer_id, probability, will_churn, cached, latency_ms, champion_version
-            )
+            (row, customer_id, probability, will_churn, cached, latency_ms, champion_version)
         )
         self._schedule()
 
@@ -156,24 +149,18 @@ class ShadowScorer:
         batches, self._batches = self._batches, []
         if pending:
             matrix = (
-                pending[0].row
+                pending[0][0]
                 if len(pending) == 1
-                else np.concatenate([item.row for item in pending])
+                else np.concatenate([item[0] for item in pending])
             )
             shadow = self._score(matrix)
-            version = self.version if shadow is not None else None
             record = self.recorder.record
-            for index, item in enumerate(pending):
-                record(
-                    item.customer_id,
-                    item.probability,
-                    item.will_churn,
-                    item.cached,
-                    item.latency_ms,
-                    item.champion_version,
-                    version,
-                    None if shadow is None else shadow[index],
-                )
+            version = None if shadow is None else self.version
+            scores: Sequence[float | None] = shadow if shadow is not None else [None] * len(pending)
+            for (_, customer, probability, churns, hit, latency, champion), score in zip(
+                pending, scores, strict=True
+            ):
+                record(customer, probability, churns, hit, latency, champion, version, score)
         for score_batch in batches:
             score_batch()
 

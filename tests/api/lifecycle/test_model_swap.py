@@ -200,3 +200,20 @@ async def test_the_challenger_alias_is_shown_and_cleared(
         assert (await client.get("/model")).json()["challenger"] is None
         assert CHALLENGER not in registry.aliases()
         assert (await client.delete("/model/challenger")).status_code == 404
+
+
+async def test_a_challenger_promoted_to_champion_stops_being_its_own_challenger(
+    registry_settings: Settings, artifact: ModelArtifact, v2: str
+) -> None:
+    settings = registry_settings.model_copy(update={"challenger_mode": "canary"})
+    app = create_app(settings)
+    async with in_process_client(app, api_key_headers(app)) as client:
+        assert (await client.put("/model/challenger", json={"version": v2})).status_code == 200
+        assert (await client.put("/model/champion", json={"version": v2})).status_code == 200
+        model = (await client.get("/model")).json()
+        assert model["version"] == v2
+        assert model["challenger"] is None
+        metrics = (await client.get("/metrics")).text
+    assert f'churn_model_serving{{alias="champion",version="{v2}"}} 1.0' in metrics
+    assert f'churn_model_serving{{alias="champion",version="{artifact.version}"}} 0.0' in metrics
+    assert f'churn_model_serving{{alias="challenger",version="{v2}"}} 0.0' in metrics

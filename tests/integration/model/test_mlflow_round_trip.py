@@ -94,6 +94,7 @@ def test_train_logs_the_run_in_mlflow(
     roc_auc = artifact.info.holdout_metrics.roc_auc
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(roc_auc)
     assert run.data.metrics["decision_threshold"] == pytest.approx(artifact.threshold)
+    assert 0.5 < run.data.metrics["cv_roc_auc"] < 1.0  # the training's cross-validated figure
     assert run.data.tags["training_data_sha256"] == artifact.info.training_data_sha256
     assert run.data.tags["source_artifact_dir"] == str(project.directory / "model")
 

@@ -188,35 +188,13 @@ class PredictionLogWriter:
         """Buffer the answers of one batch request (one latency, the request's)."""
         now = time.time()
         buffer = self._buffer
-        if challenger_probabilities is None:
-            buffer.extend(
-                (customer_id, model_version, probability, churns, hit, latency_ms, now, None, None)
-                for customer_id, probability, churns, hit in zip(
-                    customer_ids, probabilities, will_churn, cached, strict=True
-                )
+        shadow: Sequence[float | None] = challenger_probabilities or [None] * len(customer_ids)
+        buffer.extend(
+            (customer, model_version, p, churns, hit, latency_ms, now, challenger_version, score)
+            for customer, p, churns, hit, score in zip(
+                customer_ids, probabilities, will_churn, cached, shadow, strict=True
             )
-        else:
-            buffer.extend(
-                (
-                    customer_id,
-                    model_version,
-                    probability,
-                    churns,
-                    hit,
-                    latency_ms,
-                    now,
-                    challenger_version,
-                    shadow,
-                )
-                for customer_id, probability, churns, hit, shadow in zip(
-                    customer_ids,
-                    probabilities,
-                    will_churn,
-                    cached,
-                    challenger_probabilities,
-                    strict=True,
-                )
-            )
+        )
         self._recorded += len(customer_ids)
         if len(buffer) >= self._trigger:
             self._full()
