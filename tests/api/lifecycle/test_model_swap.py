@@ -217,3 +217,24 @@ async def test_a_challenger_promoted_to_champion_stops_being_its_own_challenger(
     assert f'churn_model_serving{{alias="champion",version="{v2}"}} 1.0' in metrics
     assert f'churn_model_serving{{alias="champion",version="{artifact.version}"}} 0.0' in metrics
     assert f'churn_model_serving{{alias="challenger",version="{v2}"}} 0.0' in metrics
+
+
+async def test_a_refusal_is_logged_once_however_many_polls_see_it(
+    registry_settings: Settings,
+    registry: LocalRegistry,
+    artifact: ModelArtifact,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = corrupt_copy(registry, artifact.version)
+    app = create_app(registry_settings)
+    async with in_process_client(app, api_key_headers(app)) as client:
+        registry.promote(fake)
+
+        async def refused() -> bool:
+            return bool((await client.get("/model")).json()["refused"])
+
+        await eventually(refused)
+        await asyncio.sleep(0.5)  # ten more polls of the same alias
+    said = [r for r in caplog.records if r.getMessage().startswith("refusing model version")]
+    assert len(said) == 1
+    assert fake in said[0].getMessage()
