@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -112,7 +113,9 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            # httptools with a deadline on the request head (api/server_protocol.py).
+            http="churn_mlops.api.server_protocol:HeadTimeoutProtocol",
+            limit_concurrency=connection_limit(settings.max_connections_per_worker),
             access_log=False,
             # Workers import scikit-learn and load the model before answering the health check.
             timeout_worker_healthcheck=30,
@@ -120,6 +123,23 @@ def serve(
             log_level=settings.log_level.lower(),
             log_config=None,
         )
+
+
+# Descriptors a worker keeps for what is not a client connection: its database pool, Redis,
+# the metrics files, the spill file, the model's files.
+RESERVED_DESCRIPTORS = 128
+
+
+def connection_limit(wanted: int) -> int:
+    """Raise this process's soft descriptor limit to the hard one (at most 65,536; workers
+    inherit it) and bound the connections a worker accepts requests on below it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    available = wanted if soft == resource.RLIM_INFINITY else soft - RESERVED_DESCRIPTORS
+    return max(16, min(wanted, available))
 
 
 def _champion(settings: Settings, data: Path) -> str:

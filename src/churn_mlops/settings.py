@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     smaller ones run inline. The thread hop costs more than the model itself up to 10,000 rows
     (docs/performance.md), so by default only batches past the default row limit would move."""
 
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """A connection must send a complete request head within this many seconds of connecting
+    (or of its previous response), or it is closed: idle sockets cannot pile up."""
+
+    max_connections_per_worker: int = Field(default=4096, ge=16)
+    """Open connections a worker accepts requests on; past it requests get 503 at once. `serve`
+    also keeps it below the process's file-descriptor limit (it raises the soft limit to the
+    hard one, at most 65,536, and reserves 128 descriptors for the pool and files)."""
+
     graceful_shutdown_seconds: float = Field(default=20.0, gt=0)
     """On SIGTERM, how long open requests may take to finish before the server stops."""
 

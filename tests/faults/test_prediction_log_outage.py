@@ -229,9 +229,10 @@ async def test_rows_past_the_bound_spill_to_file_and_are_replayed_on_recovery(
         await proxy.refuse()
         for start in range(0, 300, 50):
             await _predict(client, ids[start : start + 50])
-        await _wait_for(lambda: writer.stats().queue_depth <= 20 + 10)
+        # In memory: the buffer's bound, and the batch being retried (at most as many rows).
+        await _wait_for(lambda: writer.stats().queue_depth <= 20 + 20)
         spilled = writer.stats().rows_spilled
-        assert spilled >= 300 - 30
+        assert spilled >= 300 - 40
         assert await asyncio.to_thread(spill_path.exists)
 
         await proxy.pass_through()

@@ -5,8 +5,9 @@ The request path only calls `PredictionLogWriter.record` (or `record_many` for a
 appends a plain tuple to an in-memory deque and returns. No id, no datetime, no lock, no await;
 the timestamp is `time.time()`. Everything else runs in two background tasks of the writer:
 
-- the flusher takes up to `batch_rows` rows every `flush_interval` seconds (at once when that
-  many are waiting), gives them ids, and writes them with ONE multi-row
+- the flusher takes what is waiting every `flush_interval` seconds (at once when `batch_rows`
+  are waiting), up to `max_write_rows` (10,000) per write, gives them ids, and writes them with
+  ONE multi-row
   `INSERT ... ON CONFLICT (id) DO NOTHING` through the sink. A batch keeps its ids across
   retries, so a batch whose commit outcome was unknown (a timeout, a reset during COMMIT) is
   written again without duplicates. A failed write is an outage: the batch is retried with a
@@ -84,6 +85,10 @@ class PredictionLogWriter:
     - `spill_path`: the JSONL spill file; replay files are `<spill_path>.replay-*` next to it.
     - `flush_interval` [0.1 s], `batch_rows` [500]: a batch is written when this many rows wait,
       or this long after the previous write, whichever comes first.
+    - `max_write_rows` [10,000]: the most rows one write takes. A backlog (batch requests of
+      hundreds of rows, a slow database, the final write at shutdown) is written in a few large
+      statements instead of many small ones: at 500 rows per write one writer kept up with
+      about 25,000 rows/s and a SIGTERM under a batch-heavy load left rows to the spill file.
     - `max_buffer` [100,000]: rows kept in memory; past it the oldest are spilled.
     - `write_timeout` [5 s]: budget of one batch write; past it the write counts as failed (its
       outcome unknown: the retry carries the same ids).
@@ -99,6 +104,7 @@ class PredictionLogWriter:
         *,
         flush_interval: float = 0.1,
         batch_rows: int = 500,
+        max_write_rows: int = 10_000,
         max_buffer: int = 100_000,
         write_timeout: float = 5.0,
         retry_initial: float | None = None,
@@ -115,6 +121,9 @@ class PredictionLogWriter:
         )
         self._flush_interval = flush_interval
         self._batch_rows = batch_rows
+        # A write in progress (or being retried) is not spilled: capping it at the buffer's
+        # bound keeps memory within twice `max_buffer` rows.
+        self._write_rows = max(batch_rows, min(max_write_rows, max_buffer))
         self._max_buffer = max_buffer
         self._write_timeout = write_timeout
         self._retry_initial = retry_initial if retry_initial is not None else flush_interval
@@ -321,7 +330,7 @@ class PredictionLogWriter:
     async def _write_batch(self, budget: float) -> bool:
         """Write the current batch (forming one from the buffer if need be); True on success."""
         if self._batch is None:
-            rows = self._take(self._batch_rows)
+            rows = self._take(self._write_rows)
             if not rows:
                 # The buffer emptied since the caller looked (spilled while a replay awaited):
                 # nothing to write. An empty batch kept here would be retried forever.
