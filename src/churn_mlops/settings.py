@@ -55,9 +55,9 @@ class Settings(BaseSettings):
     """Local model registry: one artifact directory per version and the aliases (`champion`,
     `challenger`) that name them; `churn-mlops models` manages it."""
 
-    model_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    model_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     """How often each worker of a `serve` on the registry reads the `champion` and `challenger`
-    aliases; a promotion is served within this plus the new version's load (about 0.3 s)."""
+    aliases; a promotion is served within this plus the new version's load (about 50 ms idle)."""
 
     mlflow_tracking_uri: str | None = None
     """MLflow tracking server (e.g. http://127.0.0.1:5000): set, the model registry is MLflow's
@@ -164,6 +164,35 @@ class Settings(BaseSettings):
     cache_key_prefix: str = Field(default="churn:pred", min_length=1)
     """Namespace of the cache's keys in Redis; the model version follows it in every key."""
 
+    cache_secret: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    """HMAC key authenticating every value the cache writes to Redis (32+ characters): a value
+    whose tag does not verify for its key and model version is a counted miss, never an answer,
+    so whoever can write to Redis cannot plant answers. Every worker and every instance sharing
+    a Redis must have the same secret (one that differs only loses L2 hits); changing it turns
+    the values in Redis into misses until they are computed again. Empty means a fixed, public
+    development secret in development and test, and is refused in production."""
+
+    @field_validator("cache_secret")
+    @classmethod
+    def _cache_secret(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # `_strong_secret`'s rule, except that test also gets the fixed secret: test servers
+        # that share a Redis must share it, where a random one per process would not.
+        dev_value = "churn-mlops-development-cache-secret-not-for-production"
+        text = value.get_secret_value()
+        if info.data.get("environment") != "production":
+            return value if text else SecretStr(dev_value)
+        if not text:
+            raise ValueError(
+                "CHURN_CACHE_SECRET is required in production: e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if text == dev_value or len(text) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"CHURN_CACHE_SECRET must be at least {MIN_SECRET_LENGTH} characters and not the "
+                "development default"
+            )
+        return value
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's own loggers."""
 
@@ -249,22 +278,31 @@ class Settings(BaseSettings):
     characters. Same rule as `jwt_secret`; changing it invalidates every API key."""
 
     auth_cache_ttl_seconds: float = Field(default=10.0, ge=0, le=300)
-    """How long a worker trusts a verified API key or token without asking the database again:
-    a revoked key keeps working in other workers for at most this long (never a token past its
-    `exp`). 0 verifies every request against the database."""
+    """How long a worker trusts a verified API key, or a token's user, without asking the
+    database again: a revoked key, or a deleted or disabled user's tokens, keep working in other
+    workers for at most this long (never a token past its `exp`). 0 verifies every request
+    against the database."""
 
     auth_cache_size: int = Field(default=10_000, ge=1)
     """Verified credentials each worker keeps; the oldest go first past it."""
 
+    auth_store_timeout_ms: float = Field(default=300.0, gt=0, le=10_000)
+    """Longest a request waits for the database to verify a key or a token's user once the
+    cache has expired. Past it (or on any database error) a credential verified in the last
+    5 minutes is served from memory, any other gets a 503, and for 1 s no request waits."""
+
     rate_limit_enabled: bool = True
     """Limit requests per principal (API key or user, never per IP address) with a token bucket."""
 
-    rate_limit_per_second: float = Field(default=1000.0, gt=0)
-    """Sustained requests per second each principal may send (shared by all workers through
-    Redis when `redis_url` is set and `rate_limit_shared`, else per worker)."""
+    rate_limit_per_second: float = Field(default=20_000.0, gt=0)
+    """Sustained requests per second each principal may send, unless its API key has a limit of
+    its own (`keys create --rate-limit`); shared by all workers through Redis when `redis_url` is
+    set and `rate_limit_shared`, else per worker. The default is what one instance serves
+    (docs/performance.md, about 20,000/s): a service calling with one key is not throttled."""
 
-    rate_limit_burst: int = Field(default=2000, ge=1)
-    """Requests a principal may send at once after being idle (the bucket's capacity)."""
+    rate_limit_burst: int = Field(default=40_000, ge=1)
+    """Requests a principal may send at once after being idle (the bucket's capacity), unless
+    its API key has a limit of its own."""
 
     rate_limit_shared: bool = True
     """Share each principal's bucket between workers and replicas through Redis when

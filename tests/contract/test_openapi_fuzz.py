@@ -11,6 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.generation.case import Case
 from schemathesis.python.asgi import shutdown_lifespans
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from churn_mlops.api.app import ChurnAPI, create_app
 from tests.contract.conftest import contract_settings
@@ -43,11 +44,19 @@ def _stop_lifespans() -> Iterator[None]:
     shutdown_lifespans()
 
 
+# An outcome observed later than tomorrow is refused (422 naming `observed_at`): a JSON schema
+# cannot say "not after tomorrow", so a far-future date is schema-valid yet rightly refused.
+# The route's own tests cover its acceptance of valid outcomes.
+DATE_BOUNDED = {("POST", "/customers/{customer_id}/outcome")}
+
+
 def _call(case: Case, app: ChurnAPI, headers: dict[str, str]) -> None:
     # Checks that replay the request (without credentials, say) go through the operation's
     # schema: point it at the app too.
     case.operation.schema.app = app
-    case.call_and_validate(headers=headers, app=app)
+    bounded = (case.method.upper(), case.operation.path) in DATE_BOUNDED
+    excluded = [positive_data_acceptance] if bounded else None
+    case.call_and_validate(headers=headers, app=app, excluded_checks=excluded)
 
 
 @schema.parametrize()

@@ -1,12 +1,12 @@
 """Following the registry: every worker serves what `champion` names and scores what
 `challenger` names, within a poll interval of a promotion, without a restart.
 
-Each worker polls the registry's aliases every `CHURN_MODEL_POLL_SECONDS` (1 s by default; one
+Each worker polls the registry's aliases every `CHURN_MODEL_POLL_SECONDS` (0.5 s by default; one
 small file read on the local registry, one request to MLflow's). Polling rather than a Redis
 notification: it needs nothing the embedded default lacks, works the same for both registry
 backends and for a promotion made by any tool, and a missed message cannot leave a worker on
 an old version. When an alias names a new version the worker loads it in a thread (the
-artifact's hashes and the compiled forest's parity with the estimator are checked on load),
+artifact's hashes and its compiled forest's parity are checked on load, about 50 ms),
 builds and warms up its pipeline, then swaps the served reference in one store. Requests that
 already hold the old pipeline finish on it; it is closed (its queue drained) a few seconds
 later. A version that fails to load is refused: the old one keeps serving, `GET /model` and the

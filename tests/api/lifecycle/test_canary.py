@@ -18,7 +18,7 @@ from tests.fixtures.lifespan import in_process_client
 from tests.fixtures.requests import prediction_bodies
 from tests.fixtures.security import api_key_headers
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]  # trains a challenger once per session
 
 
 async def test_canary_answers_its_share_of_customers_and_only_those(

@@ -23,7 +23,7 @@ from tests.fixtures.lifespan import in_process_client
 from tests.fixtures.requests import prediction_bodies
 from tests.integration.db.prediction_log.conftest import add_customers
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]  # trains a challenger once per session
 
 CUSTOMERS = 80
 

@@ -21,7 +21,7 @@ from churn_mlops.settings import Settings
 from tests.fixtures.lifespan import in_process_client
 from tests.fixtures.requests import prediction_bodies
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]  # trains a challenger once per session
 
 SINGLES, BATCH_ROWS = 40, 25
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from churn_mlops.api.deps import RuntimeDep, ServedModelDep
 from churn_mlops.api.schemas.model import (
@@ -18,23 +18,15 @@ from churn_mlops.api.schemas.model import (
 )
 from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.scopes import AUTH_RESPONSES, AdminAccess, ReadAccess
-from churn_mlops.core.errors import Conflict, NotFound
+from churn_mlops.core.errors import Conflict
 from churn_mlops.lifecycle.served import ServedModel
 from churn_mlops.lifecycle.watcher import ModelWatcher
-from churn_mlops.model.registry import CHALLENGER, CHAMPION
 from churn_mlops.runtime import Runtime
 
-FOLLOWED_ALIASES = (CHAMPION, CHALLENGER)
+Followed = Literal["champion", "challenger"]
 NOT_LOADED: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "The model is not loaded yet"}
 }
-
-
-class UnknownServedAlias(NotFound):
-    def __init__(self, alias: str) -> None:
-        super().__init__(
-            f"alias {alias!r} is not one the service follows: {', '.join(FOLLOWED_ALIASES)}"
-        )
 
 
 def _watcher(runtime: Runtime) -> ModelWatcher:
@@ -44,14 +36,6 @@ def _watcher(runtime: Runtime) -> ModelWatcher:
             "follows no registry alias; serve without it to follow the registry"
         )
     return runtime.watcher
-
-
-def _followed(alias: str) -> Literal["champion", "challenger"]:
-    if alias == CHAMPION:
-        return "champion"
-    if alias == CHALLENGER:
-        return "challenger"
-    raise UnknownServedAlias(alias)
 
 
 def _model_status(runtime: Runtime, served: ServedModel) -> ModelStatus:
@@ -77,7 +61,7 @@ def build_model_router() -> APIRouter:
     router = APIRouter(tags=["model"])
     problems: dict[int | str, dict[str, Any]] = {
         **AUTH_RESPONSES,
-        404: {"model": Problem, "description": "Unknown alias or version"},
+        404: {"model": Problem, "description": "Unknown version (or no challenger to remove)"},
         409: {"model": Problem, "description": "The service follows no registry"},
         422: {"model": Problem, "description": "The version failed to load or its parity check"},
     }
@@ -88,21 +72,30 @@ def build_model_router() -> APIRouter:
         model comes from, the challenger scored beside it, and versions this worker refused."""
         return _model_status(runtime, served)
 
-    @router.put("/model/{alias}", summary="Point an alias at a version", responses=problems)
-    async def promote(
-        caller: AdminAccess,
-        runtime: RuntimeDep,
-        update: AliasUpdate,
-        alias: str = Path(description="champion or challenger"),
+    async def promote(runtime: Runtime, alias: Followed, version: str) -> AliasChange:
+        watcher = _watcher(runtime)
+        before = (await asyncio.to_thread(watcher.registry.aliases)).get(alias)
+        await watcher.promote(version, alias)
+        return AliasChange(alias=alias, version=version, previous=before)
+
+    # Two routes, not `/model/{alias}`: a template would also match `/model/compare` and
+    # advertise PUT there (`Allow`), and the service follows exactly these two aliases.
+    @router.put("/model/champion", summary="Promote a version to champion", responses=problems)
+    async def promote_champion(
+        caller: AdminAccess, runtime: RuntimeDep, update: AliasUpdate
     ) -> AliasChange:
-        """Load and verify the version in this worker, then point the alias at it in the
+        """Load and verify the version in this worker, then point `champion` at it in the
         registry and serve it here; every other worker follows within
         `CHURN_MODEL_POLL_SECONDS`. A version that does not load changes nothing (422)."""
-        followed = _followed(alias)
-        watcher = _watcher(runtime)
-        before = (await asyncio.to_thread(watcher.registry.aliases)).get(followed)
-        await watcher.promote(update.version, followed)
-        return AliasChange(alias=followed, version=update.version, previous=before)
+        return await promote(runtime, "champion", update.version)
+
+    @router.put("/model/challenger", summary="Make a version the challenger", responses=problems)
+    async def promote_challenger(
+        caller: AdminAccess, runtime: RuntimeDep, update: AliasUpdate
+    ) -> AliasChange:
+        """As `PUT /model/champion`, for `challenger`: scored in shadow or answering the canary
+        share (`CHURN_CHALLENGER_MODE`) in every worker within a poll."""
+        return await promote(runtime, "challenger", update.version)
 
     @router.delete("/model/challenger", summary="Stop scoring the challenger", responses=problems)
     async def remove_challenger(caller: AdminAccess, runtime: RuntimeDep) -> AliasChange:
