@@ -39,6 +39,9 @@ def log_settings(artifact_dir: Path, tmp_path: Path) -> SettingsFactory:
             "prediction_log_flush_ms": 20.0,
             "prediction_log_spill_path": tmp_path / "spill" / "predictions.jsonl",
             "prediction_log_retry_max_seconds": 0.2,
+            # These tests count rows, not shedding: a loop turn slowed by a busy machine must
+            # not turn a request into a 503.
+            "batch_max_queue_delay_ms": 10_000.0,
         }
         options.update(overrides)
         return Settings(**options)
