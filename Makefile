@@ -40,6 +40,8 @@ tools:
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	@# promtool (from Debian's prometheus) checks deploy/prometheus/alerts.yml in the tests.
 	@command -v promtool >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@# chromium renders /docs offline in tests/e2e/test_docs_in_chromium.py (with its fonts: recommends).
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

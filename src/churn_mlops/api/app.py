@@ -22,6 +22,7 @@ from churn_mlops.api.routes.auth import build_auth_router
 from churn_mlops.api.routes.cache import build_cache_router
 from churn_mlops.api.routes.compare import build_compare_router
 from churn_mlops.api.routes.customers import build_customers_router
+from churn_mlops.api.routes.docs import build_docs_router
 from churn_mlops.api.routes.history import build_history_router
 from churn_mlops.api.routes.metrics import build_metrics_router
 from churn_mlops.api.routes.model import build_model_router
@@ -37,6 +38,8 @@ from churn_mlops.runtime import Runtime, open_runtime
 from churn_mlops.security.authenticator import KeySource
 from churn_mlops.security.guard import RequestGuard
 from churn_mlops.settings import Settings
+
+OPENAPI_URL = "/openapi.json"
 
 
 class ChurnAPI(FastAPI):
@@ -111,6 +114,10 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         summary="Customer churn predictions from a gradient-boosting model trained on Telco data.",
         version=__version__,
         lifespan=lifespan,
+        openapi_url=OPENAPI_URL,
+        # Served by build_docs_router, with Swagger UI and ReDoc from the package, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     parser = StrictBodyParser(settings.max_batch_rows, settings.max_json_depth)
     install_error_handlers(api)
@@ -123,6 +130,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     api.include_router(build_customers_router())
     api.include_router(build_outcomes_router())
     api.include_router(build_history_router())
+    api.include_router(build_docs_router(api.title, OPENAPI_URL))
     if settings.metrics_enabled:
         api.include_router(build_metrics_router(require_auth=settings.metrics_require_auth))
     _document_raw_bodies(api)

@@ -24,6 +24,7 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/assets/{name}"): PUBLIC,  # the docs pages' scripts, styles and icon
     ("GET", "/health/live"): PUBLIC,
     ("GET", "/health/ready"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,  # unless CHURN_METRICS_REQUIRE_AUTH (tested apart)
