@@ -27,7 +27,6 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
@@ -63,6 +62,8 @@ def _canonical_json(document: Any) -> bytes:
 
 
 def _pickle_bytes(estimator: Any) -> bytes:
+    import joblib  # training only: serving never pickles
+
     buffer = io.BytesIO()
     joblib.dump(estimator, buffer)
     return buffer.getvalue()
@@ -153,6 +154,8 @@ class ModelArtifact:
         check of an artifact without parity.npy); serving scores with `forest`."""
         # The model file is a pickle, which runs code when loaded: serve only artifacts made by
         # `churn-mlops train` (its sha256 in the metadata catches corruption, not a forger).
+        import joblib  # here, not at the top: a serving worker never imports it
+
         return joblib.load(io.BytesIO(self.model_bytes))
 
     @property
