@@ -170,17 +170,21 @@ class Settings(BaseSettings):
     so whoever can write to Redis cannot plant answers. Every worker and every instance sharing
     a Redis must have the same secret (one that differs only loses L2 hits); changing it turns
     the values in Redis into misses until they are computed again. Empty means a fixed, public
-    development secret in development and test, and is refused in production."""
+    development secret in development and test; production refuses it while the Redis cache is
+    on (`cache_enabled` and `redis_url`)."""
 
     @field_validator("cache_secret")
     @classmethod
     def _cache_secret(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        # `_strong_secret`'s rule, except that test also gets the fixed secret: test servers
-        # that share a Redis must share it, where a random one per process would not.
+        # `_strong_secret`'s rule, except that test also gets the fixed secret (test servers
+        # that share a Redis must share it, where a random one per process would not), and that
+        # production without the Redis cache has nothing to authenticate.
         dev_value = "churn-mlops-development-cache-secret-not-for-production"
         text = value.get_secret_value()
         if info.data.get("environment") != "production":
             return value if text else SecretStr(dev_value)
+        if not (info.data.get("cache_enabled") and info.data.get("redis_url")):
+            return value
         if not text:
             raise ValueError(
                 "CHURN_CACHE_SECRET is required in production: e.g. "

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from churn_mlops.cache import PredictionCache
+from tests.fixtures.cache_values import TEST_CACHE_SECRET
 from tests.fixtures.redis_server import (
     REDIS_HOST,
     REDIS_PORT,
@@ -39,6 +40,7 @@ async def make_cache(key_prefix: str) -> AsyncIterator[CacheFactory]:
         settings: dict[str, Any] = {
             "key_prefix": key_prefix,
             "l2_url": l2_url,
+            "secret": TEST_CACHE_SECRET,
             "l2_read_timeout": READ_TIMEOUT,
             "l2_write_timeout": WRITE_TIMEOUT,
             "breaker_failure_threshold": 3,

@@ -10,10 +10,12 @@ reads only where `read_policy.py` says it pays, and never more than once per key
   missing are then computed together, so the micro-batcher still sees them in one turn;
 - a batch's missing keys are read in one MGET by the batch itself (`read`).
 
-Every value is checked (`codec.py`): one written by another model version, under another key,
-or not ours at all is a counted miss (`corrupt`), never an answer. A hit is promoted to L1. A
-Redis that fails, hangs or is behind an open breaker is a miss for every key (`unavailable`),
-within the read timeout.
+Every value is authenticated (`codec.py`): one this service did not write for its key and model
+version (planted, another secret, another key or version, damaged) or that holds no probability
+is a counted miss (`corrupt`, exported as `churn_cache_rejected_total`), never an answer. A hit
+is promoted to L1. A Redis that fails, hangs, answers out of protocol or is behind an open
+breaker is a miss for every key (`unavailable`), within the read timeout: `RedisStore.get_many`
+answers a list of one bytes value or None per key, or None.
 """
 
 from __future__ import annotations
@@ -81,10 +83,10 @@ class L2Reader:
             counters.l2_misses += len(keys)
             return [None] * len(keys)
         elapsed = self._clock() - started
-        decode, start, promote = self._codec.decode, len(self._keys.namespace), self._l1.set
+        decode, promote = self._codec.decode, self._l1.set
         found: list[float | None] = []
         for key, name, item in zip(keys, names, raw, strict=True):
-            value = None if item is None else decode(item, name[start:])
+            value = None if item is None else decode(item, name)
             if value is not None:
                 promote(key, value)
             elif item is not None:

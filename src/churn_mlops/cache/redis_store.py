@@ -1,9 +1,15 @@
 """L2: Redis through redis-py's asyncio client (hiredis parser), shared by every worker and pod.
 
 Fail-open by construction: every call runs under its own `asyncio.timeout` and behind a
-`CircuitBreaker`; a timeout, a refused or reset connection, an error reply or an open breaker all
-come back as "unavailable" (None or False), never as an exception, so a prediction never waits
-for Redis longer than the timeout and never fails because of it.
+`CircuitBreaker`; a timeout, a refused or reset connection, an error reply, a reply that is not
+what the command answers, or an open breaker all come back as "unavailable" (None or False),
+never as an exception, so a prediction never waits for Redis longer than the timeout and never
+fails because of it. What a call returns is checked inside the call too: redis-py hands MGET's
+reply over unparsed, and one of another shape (an integer, a list of another length or of
+non-strings, from a proxy or server out of protocol) would raise in every lookup waiting for it
+and answer 500; it is a failed call (`UnexpectedReply`) instead
+(`tests/faults/test_redis_out_of_protocol.py`). Connections reset, cut mid-reply or left
+half-open under load reach no caller (`tests/faults/test_redis_chaos.py`).
 
 Replies can never reach the wrong caller. When a command is cancelled (our timeout, or the
 request that awaited it going away), redis-py 8 closes the connection it was using: both
@@ -11,7 +17,7 @@ request that awaited it going away), redis-py 8 closes the connection it was usi
 any BaseException, CancelledError included (the fix for CVE-2023-28858/28859), and a pipeline
 reads its replies through the same `read_response`. The pool also refuses to hand out a
 connection with unread bytes (`ensure_connection` checks `can_read` and reconnects). The value
-format adds an end-to-end check on top: every value names the key it was written for
+format adds an end-to-end check on top: every value's tag covers the key it was written for
 (see `codec.py`), so even a reply for another key would be a counted miss, never a wrong answer.
 """
 
@@ -28,7 +34,7 @@ from typing import TypeVar, cast
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
 from churn_mlops.cache.breaker import BreakerStats, CircuitBreaker
 
@@ -208,8 +214,11 @@ class RedisStore:
             self.breaker.record_failure(f"{type(error).__name__}: {error}")
             return None
         except Exception as error:
-            # Not an error Redis reports, but a cache must not fail a prediction either way.
             self._errors += 1
+            if _closed_transport(error):
+                self.breaker.record_failure(f"connection reset: {error}")
+                return None
+            # Not an error Redis reports, but a cache must not fail a prediction either way.
             self.breaker.record_failure(f"unexpected {type(error).__name__}: {error}")
             if type(error) not in self._unexpected:  # once per kind, not per request
                 self._unexpected.add(type(error))
@@ -224,12 +233,17 @@ class RedisStore:
 
     async def _mget(self, chunks: list[Sequence[str]]) -> list[bytes | None]:
         if len(chunks) == 1:
-            return _as_bytes(await self._client.mget(chunks[0]))
+            return _mget_values(await self._client.mget(chunks[0]), len(chunks[0]))
         pipeline = self._client.pipeline(transaction=False)
         for chunk in chunks:
             pipeline.mget(chunk)
         replies = await pipeline.execute()
-        return [value for reply in replies for value in _as_bytes(reply)]
+        if len(replies) != len(chunks):
+            raise UnexpectedReply(f"{len(replies)} replies to {len(chunks)} MGETs")
+        values: list[bytes | None] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            values += _mget_values(reply, len(chunk))
+        return values
 
     async def _set_chunks(self, chunks: list[Sequence[tuple[str, bytes]]], ttl_ms: int) -> int:
         if len(chunks) == 1:
@@ -247,9 +261,27 @@ class RedisStore:
         return int(await self._client.unlink(*keys))
 
 
-def _as_bytes(values: list[bytes | str | None]) -> list[bytes | None]:
-    # decode_responses is off, so redis-py returns bytes; its annotations also allow str.
-    return cast(list[bytes | None], values)
+def _closed_transport(error: Exception) -> bool:
+    """Whether `error` is uvloop's way of saying the connection is gone: writing to a transport
+    the peer reset while the connection sat in the pool raises RuntimeError("... the handler is
+    closed"), not an OSError, and redis-py lets it through. A connection failure like any other,
+    not a client error to log (`tests/faults/test_redis_chaos.py`)."""
+    return isinstance(error, RuntimeError) and "handler is closed" in str(error)
+
+
+class UnexpectedReply(ResponseError):
+    """Redis (or whatever answers in its place) sent a reply the command never gives."""
+
+
+def _mget_values(reply: object, count: int) -> list[bytes | None]:
+    """MGET's reply to `count` keys: one bytes value (decode_responses is off) or None each."""
+    if type(reply) is not list or len(reply) != count:
+        shape = f"{len(reply)} items" if type(reply) is list else type(reply).__name__
+        raise UnexpectedReply(f"MGET of {count} keys answered {shape}")
+    for value in reply:
+        if value is not None and type(value) is not bytes:
+            raise UnexpectedReply(f"MGET answered a {type(value).__name__} among its values")
+    return cast(list[bytes | None], reply)
 
 
 def _script_args(chunk: Sequence[tuple[str, bytes]], ttl_ms: int) -> list[int | str | bytes]:

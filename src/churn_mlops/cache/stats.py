@@ -45,7 +45,8 @@ class CacheCounters:
         self.l2_misses = 0
         """Keys read from L2 and not served: absent, corrupt or Redis unavailable."""
         self.l2_corrupt = 0
-        """Values that were not a valid answer for their key and model version."""
+        """Values refused: not written by this service for their key and model version (the
+        tag does not verify), or holding no probability in [0, 1]."""
         self.l2_unavailable = 0
         """Keys not looked up because Redis failed, timed out or the breaker was open."""
 
@@ -68,7 +69,9 @@ class L2Stats:
     misses: int
     """Keys looked up and not served: absent, corrupt or Redis unavailable."""
     corrupt: int
-    """Values that were not a valid answer for their key and model version (read as misses)."""
+    """Values refused, read as misses: not written by this service for their key and model
+    version (planted, another secret, another key or version, damaged: the tag does not
+    verify), or holding no probability in [0, 1]. Exported as `churn_cache_rejected_total`."""
     unavailable: int
     """Keys not looked up because Redis failed, timed out or the breaker was open."""
     ttl_seconds: float

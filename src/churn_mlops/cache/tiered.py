@@ -49,14 +49,16 @@ class PredictionCache:
 
     Arguments (defaults in brackets):
 
-    - `model_version`: the served model's version; part of every Redis key and checked in
-      every value, so a new model never serves the old one's answers. (L1 belongs to this
+    - `model_version`: the served model's version; part of every Redis key and authenticated
+      in every value, so a new model never serves the old one's answers. (L1 belongs to this
       object, hence to this version.)
     - `key_prefix` ["churn:pred"]: namespace of the keys in a shared Redis.
     - `l1_size` [100,000]: entries kept in this worker's memory (0 turns L1 off).
     - `l1_ttl_seconds` [300]: how long an entry stays in L1; it also bounds how long other
       workers keep serving an entry after `clear()` ran in one of them.
     - `l2_url` [None]: Redis URL; None turns L2 off.
+    - `secret` [None]: the key of the HMAC that authenticates every L2 value (`codec.py`);
+      required with L2. Every worker and instance sharing the Redis must use the same one.
     - `l2_ttl_seconds` [3600]: how long an entry stays in Redis.
     - `l2_read_timeout` [0.005 s], `l2_write_timeout` [0.02 s]: budget of one Redis read or
       write command (see `RedisStore`); a slow or hanging Redis costs a lookup at most this.
@@ -94,7 +96,10 @@ class PredictionCache:
         max_pending_writes: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         store: RedisStore | None = None,
+        secret: bytes | None = None,
     ) -> None:
+        if (store is not None or l2_url is not None) and not secret:
+            raise ValueError("an L2 cache needs the secret that authenticates its values")
         if not l2_ttl_seconds > 0:
             raise ValueError("l2_ttl_seconds must be > 0")
         if max_pending_writes < 0:
@@ -123,8 +128,8 @@ class PredictionCache:
         self._flights = SingleFlight(self._store_computed)
         self._reads: L2Reader | None = None
         self._writes: L2WriteBuffer | None = None
-        if store is not None:
-            codec = ValueCodec(model_version)
+        if store is not None and secret:
+            codec = ValueCodec(model_version, secret)
             self._reads = L2Reader(
                 store,
                 self.keys,

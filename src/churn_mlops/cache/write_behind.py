@@ -134,11 +134,10 @@ class L2WriteBuffer:
     async def _write(self, items: list[tuple[bytes, float]]) -> None:
         try:
             encode, redis_key = self._codec.encode, self._keys.redis_key
-            start = len(self._keys.namespace)
             payload = []
             for key, value in items:
                 name = redis_key(key)
-                payload.append((name, encode(value, name[start:])))
+                payload.append((name, encode(value, name)))
             if await self._store.set_many(payload, self.ttl_seconds):
                 self.written += len(items)
             else:

@@ -103,5 +103,6 @@ def build_pipeline(
             l2_read_timeout=read_timeout,
             l2_write_timeout=4 * read_timeout,
             l2_read_policy=settings.cache_l2_read_policy,
+            secret=settings.cache_secret.get_secret_value().encode(),
         )
     return PredictionPipeline(predictor, decoder, runner, batcher, cache, recorder)

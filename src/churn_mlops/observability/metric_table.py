@@ -220,6 +220,13 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         ("version",),
         multiprocess_mode="livemostrecent",
     ),
+    MetricSpec(
+        "counter",
+        "churn_cache_rejected",
+        "Values read from Redis and refused as misses: not written by this service for their "
+        "key and model version (their HMAC tag does not verify: planted, another "
+        "CHURN_CACHE_SECRET, damaged), or holding no probability in [0, 1].",
+    ),
 )
 
 

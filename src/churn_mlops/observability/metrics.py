@@ -162,7 +162,8 @@ class ServiceMetrics:
         self._watches.append(_GaugeWatch(gauge, read))
 
     def watch_cache(self, stats: Callable[[], CacheStats | None]) -> None:
-        """Hits and misses per level and L1 entries, from `PredictionCache.stats()`."""
+        """Hits and misses per level, L1 entries and refused L2 values, from
+        `PredictionCache.stats()`."""
         snapshot: dict[str, CacheStats | None] = {"stats": None}
 
         def take() -> CacheStats | None:
@@ -186,6 +187,8 @@ class ServiceMetrics:
         self.watch_counter(misses.labels("l1"), field(lambda s: s.l1.misses))
         self.watch_counter(hits.labels("l2"), field(lambda s: s.l2.hits))
         self.watch_counter(misses.labels("l2"), field(lambda s: s.l2.misses))
+        rejected = self.families.counter("churn_cache_rejected")
+        self.watch_counter(rejected, field(lambda s: s.l2.corrupt))
 
     def watch_batcher(
         self, shed: Callable[[], int | None], queued: Callable[[], int | None]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
+import redis
 
 from benchmarks.servers import free_port
 from churn_mlops.api.app import create_app
@@ -13,6 +16,7 @@ from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings
 from tests.api.predictions.test_concurrency import running
+from tests.fixtures.cache_values import float_bytes, untagged
 from tests.fixtures.requests import prediction_bodies
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -96,3 +100,44 @@ async def test_misses_skip_unpaying_redis_reads_and_another_worker_still_gets_th
         second_stats = (await second_worker.get("/cache/stats")).json()["l2"]
     assert shared == [{**answer, "cached": True} for answer in computed]
     assert (second_stats["read_policy"], second_stats["hits"]) == ("always", len(bodies))
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        lambda version, name: orjson.dumps({"p": 0.987654321, "v": version, "k": name[-32:]}),
+        lambda version, name: orjson.dumps({"p": -0.0, "v": version, "k": name[-32:]}),
+        lambda version, name: untagged(float_bytes(0.987654321)),
+    ],
+    ids=["json-of-the-right-shape", "json-negative-zero", "made-up-tag"],
+)
+async def test_a_value_planted_under_the_services_key_is_never_served(
+    artifact_dir: Path,
+    artifact: ModelArtifact,
+    redis_url: str,
+    key_prefix: str,
+    raw_redis: redis.Redis,
+    forged: Callable[[str, str], bytes],
+) -> None:
+    settings = Settings(
+        model_dir=artifact_dir,
+        redis_url=redis_url,
+        cache_key_prefix=key_prefix,
+        cache_l2_read_policy="always",
+    )
+    first = create_app(settings, artifact)
+    async with running(first) as first_worker:
+        computed = (await first_worker.post("/predict", json=BODY)).json()
+        await first.runtime.pipeline.cache.wait_for_writes()
+    [name] = raw_redis.keys(f"{key_prefix}:*")
+    raw_redis.set(name, forged(artifact.version, name.decode()))
+    second = create_app(settings, artifact)
+    async with running(second) as second_worker:
+        answered = (await second_worker.post("/predict", json=BODY)).json()
+        stats = (await second_worker.get("/cache/stats")).json()["l2"]
+        metrics = (await second_worker.get("/metrics")).text
+        await second.runtime.pipeline.cache.wait_for_writes()
+    assert answered == computed  # the model's answer, "cached": false
+    assert (stats["hits"], stats["corrupt"]) == (0, 1)
+    assert "\nchurn_cache_rejected_total 1.0\n" in metrics
+    assert raw_redis.get(name) != forged(artifact.version, name.decode())  # overwritten

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from churn_mlops.cache import PredictionCache
+from tests.fixtures.cache_values import TEST_CACHE_SECRET
 
 CacheFactory = Callable[..., PredictionCache]
 
@@ -20,6 +21,7 @@ async def make_cache(redis_url: str, key_prefix: str) -> AsyncIterator[CacheFact
         settings: dict[str, Any] = {
             "key_prefix": key_prefix,
             "l2_url": redis_url,
+            "secret": TEST_CACHE_SECRET,
             "l2_read_timeout": 2.0,
             "l2_write_timeout": 2.0,
         }

@@ -1,9 +1,10 @@
-"""PredictionCache against the real Redis: levels, expiry, versions, corrupt values, clearing."""
+"""PredictionCache against the real Redis: levels, expiry, versions, refused values, clearing."""
 
 from __future__ import annotations
 
 import asyncio
 import pickle
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -11,8 +12,9 @@ import orjson
 import pytest
 import redis
 
-from churn_mlops.cache import PredictionCache
+from churn_mlops.cache import PredictionCache, ValueCodec
 from tests.fixtures.cache import cached_answers, predict, store_answers
+from tests.fixtures.cache_values import TEST_CACHE_SECRET, float_bytes, tagged, untagged
 from tests.integration.cache.conftest import CacheFactory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -41,7 +43,7 @@ async def test_computed_answer_reaches_redis_and_another_worker_reads_it(
     assert await predict(first, key, lambda: _value(0.375)) == (0.375, False)
     await first.wait_for_writes()
     name = first.keys.redis_key(key)
-    assert orjson.loads(raw_redis.get(name)) == {"p": 0.375, "v": "v1", "k": name[-32:]}
+    assert raw_redis.get(name) == ValueCodec("v1", TEST_CACHE_SECRET).encode(0.375, name)
     assert await predict(second, key, lambda: _value(0.9)) == (0.375, True)
     assert first.stats().l2.written == 1
 
@@ -85,25 +87,47 @@ async def test_model_versions_never_share_answers(make_cache: CacheFactory) -> N
     assert await cached_answers(make_cache("v2"), [new_key]) == [0.2]
 
 
+# Planted by whoever can write to Redis: shapes this service wrote before its values carried a
+# tag (JSON naming the version and key digest), values of the tagged layout with a made-up tag,
+# and (`tagged`, a holder of the secret) values that are no probability.
 @pytest.mark.parametrize(
     "planted",
     [
-        pickle.dumps({"p": 0.5, "v": "v1"}),
-        b"\x80\x04garbage",
-        b'{"p":0.5}',
-        b'{"p":2.0,"v":"v1","k":"%s"}',
-        b'{"p":0.5,"v":"v0","k":"%s"}',
-        b"0.5",
+        lambda name: pickle.dumps({"p": 0.5, "v": "v1"}),
+        lambda name: b"\x80\x04garbage",
+        lambda name: b'{"p":0.5}',
+        lambda name: b"0.5",
+        lambda name: orjson.dumps({"p": 0.987654321, "v": "v1", "k": name[-32:]}),
+        lambda name: orjson.dumps({"p": -0.0, "v": "v1", "k": name[-32:]}),
+        lambda name: untagged(float_bytes(0.987654321)),
+        lambda name: untagged(float_bytes(-0.0)),
+        lambda name: ValueCodec("v1", b"another secret").encode(0.987654321, name),
+        lambda name: ValueCodec("v0", TEST_CACHE_SECRET).encode(0.987654321, name),
+        lambda name: tagged(ValueCodec("v1", TEST_CACHE_SECRET), name, float_bytes(2.0)),
+        lambda name: tagged(ValueCodec("v1", TEST_CACHE_SECRET), name, float_bytes(float("nan"))),
     ],
-    ids=["pickle", "binary", "foreign-json", "out-of-range", "other-version", "bare-number"],
+    ids=[
+        "pickle",
+        "binary",
+        "foreign-json",
+        "bare-number",
+        "json-of-the-right-shape",
+        "json-negative-zero",
+        "made-up-tag",
+        "made-up-tag-negative-zero",
+        "another-secret",
+        "other-version",
+        "tagged-out-of-range",
+        "tagged-nan",
+    ],
 )
-async def test_corrupt_or_foreign_value_is_a_counted_miss_then_overwritten(
-    make_cache: CacheFactory, raw_redis: redis.Redis, planted: bytes
+async def test_planted_value_is_a_counted_miss_then_overwritten(
+    make_cache: CacheFactory, raw_redis: redis.Redis, planted: Callable[[str], bytes]
 ) -> None:
     cache = make_cache()
     key = cache.keys.key_for_row(_row(1))
     name = cache.keys.redis_key(key)
-    raw_redis.set(name, planted.replace(b"%s", name[-32:].encode()))
+    raw_redis.set(name, planted(name))
     assert await cached_answers(cache, [key]) == [None]
     assert cache.stats().l2.corrupt == 1
     assert await predict(cache, key, lambda: _value(0.5)) == (0.5, False)

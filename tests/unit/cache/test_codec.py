@@ -1,82 +1,95 @@
-"""ValueCodec: compact JSON round trips exactly; anything else reads as a miss."""
+"""ValueCodec: only values tagged with the secret for their key and version are read, exactly."""
 
 from __future__ import annotations
 
+import hmac
 import pickle
 
 import orjson
 import pytest
 
-from churn_mlops.cache.codec import ValueCodec, is_cacheable
+from churn_mlops.cache.codec import TAG_BYTES, VALUE_BYTES, ValueCodec, is_cacheable
+from tests.fixtures.cache_values import TEST_CACHE_SECRET, float_bytes, tagged, untagged
 
-DIGEST = "0123456789abcdef0123456789abcdef"
-
-
-def test_encoded_value_is_compact_json_naming_version_and_key() -> None:
-    raw = ValueCodec("v1").encode(0.25, DIGEST)
-    assert raw == b'{"p":0.25,"v":"v1","k":"0123456789abcdef0123456789abcdef"}'
+KEY = "churn:test:v1:0123456789abcdef0123456789abcdef"
+OTHER_KEY = "churn:test:v1:ffffffffffffffffffffffffffffffff"
+CODEC = ValueCodec("v1", TEST_CACHE_SECRET)
 
 
-@pytest.mark.parametrize("probability", [0.0, 1.0, 0.08546189030506895, 1e-300, 0.1 + 0.2])
+@pytest.mark.parametrize("secret", [b"k", TEST_CACHE_SECRET, b"x" * 64, b"y" * 65, b"z" * 200])
+def test_tag_is_hmac_sha256_truncated(secret: bytes) -> None:
+    message = b"v1\x00" + KEY.encode() + b"\x00" + float_bytes(0.25)
+    expected = hmac.digest(secret, message, "sha256")[:TAG_BYTES]
+    assert ValueCodec("v1", secret).tag(message) == expected
+
+
+def test_value_is_the_tag_then_the_probability() -> None:
+    raw = CODEC.encode(0.25, KEY)
+    assert len(raw) == VALUE_BYTES
+    assert raw == tagged(CODEC, KEY, float_bytes(0.25))
+
+
+@pytest.mark.parametrize("probability", [0.0, 1.0, 0.08546189030506895, 1e-300, 0.1 + 0.2, 5e-324])
 def test_probability_round_trips_bit_for_bit(probability: float) -> None:
-    codec = ValueCodec("v1")
-    assert codec.decode(codec.encode(probability, DIGEST), DIGEST) == probability
+    assert CODEC.decode(CODEC.encode(probability, KEY), KEY) == probability
 
 
-def test_decode_accepts_str_as_well_as_bytes() -> None:
-    codec = ValueCodec("v1")
-    assert codec.decode(codec.encode(0.5, DIGEST).decode(), DIGEST) == 0.5
+def test_negative_zero_is_stored_as_zero() -> None:
+    raw = CODEC.encode(-0.0, KEY)
+    assert raw == CODEC.encode(0.0, KEY)
+    assert str(CODEC.decode(raw, KEY)) == "0.0"
 
 
-def test_pickled_value_is_refused() -> None:
-    pickled = pickle.dumps({"p": 0.5, "v": "v1", "k": DIGEST})
-    assert ValueCodec("v1").decode(pickled, DIGEST) is None
-
-
-def test_value_of_another_model_version_is_refused() -> None:
-    assert ValueCodec("v2").decode(ValueCodec("v1").encode(0.5, DIGEST), DIGEST) is None
+@pytest.mark.parametrize("forged", [0.987654321, 0.565, 0.0, -0.0, 1.0])
+def test_well_formed_value_without_the_secret_is_refused(forged: float) -> None:
+    assert CODEC.decode(untagged(float_bytes(forged)), KEY) is None
+    assert CODEC.decode(ValueCodec("v1", b"another secret").encode(forged, KEY), KEY) is None
 
 
 def test_value_written_for_another_key_is_refused() -> None:
-    codec = ValueCodec("v1")
-    assert codec.decode(codec.encode(0.5, "f" * 32), DIGEST) is None
+    assert CODEC.decode(CODEC.encode(0.5, OTHER_KEY), KEY) is None
+
+
+def test_value_of_another_model_version_is_refused() -> None:
+    assert ValueCodec("v2", TEST_CACHE_SECRET).decode(CODEC.encode(0.5, KEY), KEY) is None
+
+
+def test_value_whose_probability_was_changed_is_refused() -> None:
+    raw = bytearray(CODEC.encode(0.5, KEY))
+    raw[-2] ^= 0x01  # another float, the tag unchanged
+    assert CODEC.decode(bytes(raw), KEY) is None
 
 
 @pytest.mark.parametrize(
-    "document",
-    [
-        {"p": "0.5", "v": "v1", "k": DIGEST},
-        {"p": 1, "v": "v1", "k": DIGEST},
-        {"p": True, "v": "v1", "k": DIGEST},
-        {"p": None, "v": "v1", "k": DIGEST},
-        {"p": -0.1, "v": "v1", "k": DIGEST},
-        {"p": 1.5, "v": "v1", "k": DIGEST},
-        {"p": 0.5, "v": "v1"},
-        {"p": 0.5, "v": "v1", "k": DIGEST, "x": 1},
-        {"probability": 0.5, "version": "v1", "key": DIGEST},
-        [0.5, "v1", DIGEST],
-        0.5,
-        "0.5",
-    ],
+    "probability",
+    [float("nan"), -float("nan"), float("inf"), -float("inf"), -0.0, -1e-300, 1.0000000000000002],
+    ids=["nan", "negative-nan", "inf", "-inf", "negative-zero", "negative", "above-one"],
 )
-def test_foreign_json_is_refused(document: object) -> None:
-    assert ValueCodec("v1").decode(orjson.dumps(document), DIGEST) is None
+def test_tagged_value_that_is_no_probability_is_refused(probability: float) -> None:
+    assert CODEC.decode(tagged(CODEC, KEY, float_bytes(probability)), KEY) is None
 
 
 @pytest.mark.parametrize(
     "raw",
     [
         b"",
+        b"0.5",
         b"not json",
-        b'{"p":NaN,"v":"v1","k":"' + DIGEST.encode() + b'"}',
-        b'{"p":1e999,"v":"v1","k":"' + DIGEST.encode() + b'"}',
-        b'{"p":0.5,"v":"v1","k":"' + DIGEST.encode() + b'"',
-        b"\xff\xfe\x00",
-        b'{"p":0.5,"v":"v1","k":"' + DIGEST.encode() + b'","pad":"' + b"x" * 300 + b'"}',
+        orjson.dumps({"p": 0.5, "v": "v1", "k": KEY[-32:]}),
+        pickle.dumps({"p": 0.5, "v": "v1", "k": KEY[-32:]}),
+        b"\xff" * VALUE_BYTES,
+        b"\x00" * (VALUE_BYTES - 1),
+        b"\x00" * (VALUE_BYTES + 1),
     ],
+    ids=["empty", "bare-number", "text", "earlier-json", "pickle", "ones", "short", "long"],
 )
 def test_malformed_bytes_are_refused(raw: bytes) -> None:
-    assert ValueCodec("v1").decode(raw, DIGEST) is None
+    assert CODEC.decode(raw, KEY) is None
+
+
+def test_codec_needs_a_secret() -> None:
+    with pytest.raises(ValueError, match="secret"):
+        ValueCodec("v1", b"")
 
 
 @pytest.mark.parametrize(

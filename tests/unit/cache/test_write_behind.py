@@ -6,16 +6,17 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import pytest
 
 from churn_mlops.cache.codec import ValueCodec
 from churn_mlops.cache.keys import PredictionKeys
 from churn_mlops.cache.write_behind import L2WriteBuffer
+from tests.fixtures.cache_values import TEST_CACHE_SECRET
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
 KEYS = PredictionKeys("churn:test", "v1")
+CODEC = ValueCodec("v1", TEST_CACHE_SECRET)
 
 
 class FakeStore:
@@ -43,7 +44,7 @@ def _buffer(store: FakeStore, **options: Any) -> L2WriteBuffer:
         "max_pending": 100,
     }
     settings.update(options)
-    return L2WriteBuffer(store, KEYS, ValueCodec("v1"), **settings)  # type: ignore[arg-type]
+    return L2WriteBuffer(store, KEYS, CODEC, **settings)  # type: ignore[arg-type]
 
 
 def _key(index: int) -> bytes:
@@ -61,8 +62,7 @@ async def test_answers_added_within_the_delay_leave_as_one_command() -> None:
     assert len(store.commands) == 1
     names = [name for name, _ in store.commands[0]]
     assert names == [KEYS.redis_key(_key(index)) for index in range(3)]
-    digest = names[1][len(KEYS.namespace) :]
-    assert orjson.loads(store.commands[0][1][1]) == {"p": 0.1, "v": "v1", "k": digest}
+    assert CODEC.decode(store.commands[0][1][1], names[1]) == 0.1
     assert store.ttls == [60.0]
     assert (buffer.pending, buffer.written, buffer.failed) == (0, 3, 0)
 
