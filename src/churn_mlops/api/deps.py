@@ -73,17 +73,25 @@ SecurityDep = Annotated[SecurityServices, Depends(get_security)]
 # What a lost or refused connection raises: asyncpg's and aiosqlite's errors wrapped by
 # SQLAlchemy, the socket's own, and the statement timeout's cancellation.
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
+CONNECTION_BUDGET_SECONDS = 1.0
+"""Longest a request waits for a live connection (the pool, its pre-ping, a new connect): a
+database that drops packets would otherwise hold it for asyncpg's connect timeout (60 s)."""
+_RETRY = {"Retry-After": "1"}
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """A session of the app's database for one request; 503 problem when it is unreachable."""
+    """A session of the app's database for one request, its connection checked out within
+    CONNECTION_BUDGET_SECONDS; 503 problem with Retry-After when the database is unreachable."""
     if runtime.database is None:
         raise DatabaseUnavailable("The database is not configured (CHURN_DATABASE_URL).")
     try:
-        async with runtime.database.sessions() as session:
+        session = await runtime.database.session_within(CONNECTION_BUDGET_SECONDS)
+        async with session:
             yield session
     except _UNAVAILABLE as error:
-        raise DatabaseUnavailable("The database does not answer; retry in a moment.") from error
+        raise DatabaseUnavailable(
+            "The database does not answer; retry in a moment.", headers=_RETRY
+        ) from error
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, func
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from churn_mlops.db.models import Base, utc_now
@@ -42,3 +42,8 @@ class ApiKey(Base):
     )
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rate_limit_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The key's own sustained rate; NULL (with `rate_limit_burst`) means the service's default
+    (`CHURN_RATE_LIMIT_PER_SECOND`), so that changing the setting applies to such keys."""
+    rate_limit_burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The key's own bucket capacity; set together with `rate_limit_per_second`."""

@@ -126,6 +126,30 @@ def create_engine(
     )
 
 
+# Attempts given up on by `session_within` (and closings of what they opened anyway), referenced
+# until they have unwound.
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+def _abandon(attempt: asyncio.Future[AsyncSession]) -> None:
+    """Give up on an attempt: cancel it, or close the session it opened all the same."""
+    if not attempt.done():
+        attempt.cancel()
+        _abandoned.add(attempt)
+        attempt.add_done_callback(_abandon_done)
+        return
+    _abandoned.discard(attempt)
+    if attempt.cancelled() or attempt.exception() is not None:
+        return  # the exception is retrieved: the caller has answered 503 already
+    closing = asyncio.ensure_future(attempt.result().close())
+    _abandoned.add(closing)
+    closing.add_done_callback(_abandoned.discard)
+
+
+def _abandon_done(attempt: asyncio.Future[AsyncSession]) -> None:
+    _abandon(attempt)
+
+
 class Database:
     """The service's engine (connection pool) and its session factory."""
 
@@ -157,6 +181,33 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    async def session_within(self, seconds: float) -> AsyncSession:
+        """A new session holding a live connection (pooled, after its pre-ping, or newly
+        connected) within `seconds`; TimeoutError past it. The caller closes the session.
+
+        An attempt past its budget is cancelled without waiting for it to unwind: asyncpg
+        cancels a running query (the pre-ping) over a connection of its own, which a database
+        that drops packets holds for seconds more (a 1 s budget became 3 s when awaited)."""
+        attempt = asyncio.ensure_future(self._connected_session())
+        try:
+            done, _ = await asyncio.wait((attempt,), timeout=seconds)
+        except asyncio.CancelledError:  # the request went away
+            _abandon(attempt)
+            raise
+        if attempt in done:
+            return attempt.result()
+        _abandon(attempt)
+        raise TimeoutError(f"no database connection within {seconds:g} s")
+
+    async def _connected_session(self) -> AsyncSession:
+        session = self.sessions()
+        try:
+            await session.connection()
+        except BaseException:
+            await session.close()
+            raise
+        return session
 
     async def ping(self, limit_seconds: float = 1.0) -> bool:
         """Whether the database answers a trivial query within `limit_seconds`."""

@@ -14,7 +14,7 @@ from rich.table import Table
 from churn_mlops.db import schema
 from churn_mlops.db.engine import Database
 from churn_mlops.security.passwords import PasswordVerifier
-from churn_mlops.security.principal import parse_scopes
+from churn_mlops.security.principal import RateLimit, parse_scopes
 from churn_mlops.security.services import pepper
 from churn_mlops.security.store import CredentialConflict, CredentialStore
 from churn_mlops.settings import Settings
@@ -114,21 +114,83 @@ def create_user(
     console.print(f"Created user {name!r} with scopes {', '.join(scopes)}")
 
 
+def _rate_limit(per_second: float | None, burst: int | None) -> RateLimit | None:
+    if per_second is None:
+        if burst is not None:
+            raise typer.BadParameter("give --rate-limit with it", param_hint="--burst")
+        return None
+    try:
+        return RateLimit.of(per_second, burst)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--rate-limit") from None
+
+
+def _describe(limit: RateLimit | None, settings: Settings) -> str:
+    if limit is None:
+        return (
+            f"the default rate limit ({settings.rate_limit_per_second:g}/s, burst "
+            f"{settings.rate_limit_burst})"
+        )
+    return f"a rate limit of {limit.per_second:g}/s, burst {limit.burst}"
+
+
+def _change_user(
+    name: str, change: Callable[[CredentialStore], Awaitable[bool]], done: str, revokes: bool
+) -> None:
+    settings = Settings()
+    if not _with_store(settings, change):
+        raise _fail(f"no user is named {name!r}")
+    ttl = settings.auth_cache_ttl_seconds
+    note = f"; running workers refuse its tokens within {ttl:g} s" if revokes else ""
+    console.print(f"{done} user {name!r}{note}")
+
+
+@users_app.command("disable")
+def disable_user(name: Annotated[str, typer.Argument(help="The username.")]) -> None:
+    """Disable a user: no login, and its tokens are refused within CHURN_AUTH_CACHE_TTL_SECONDS."""
+    _change_user(name, lambda store: store.set_user_disabled(name, True), "Disabled", True)
+
+
+@users_app.command("enable")
+def enable_user(name: Annotated[str, typer.Argument(help="The username.")]) -> None:
+    """Enable a disabled user again."""
+    _change_user(name, lambda store: store.set_user_disabled(name, False), "Enabled", False)
+
+
+@users_app.command("delete")
+def delete_user(name: Annotated[str, typer.Argument(help="The username.")]) -> None:
+    """Delete a user; its tokens are refused within CHURN_AUTH_CACHE_TTL_SECONDS."""
+    _change_user(name, lambda store: store.delete_user(name), "Deleted", True)
+
+
 @keys_app.command("create")
 def create_key(
     name: Annotated[str, typer.Option("--name", help="A unique name for the key's holder.")],
     scope: ScopeOption,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--rate-limit",
+            help="The key's own requests a second (default: CHURN_RATE_LIMIT_PER_SECOND).",
+        ),
+    ] = None,
+    burst: Annotated[
+        int | None,
+        typer.Option(help="Requests at once after being idle; default twice --rate-limit."),
+    ] = None,
 ) -> None:
     """Create an API key; the key is printed once, as the last line of output (on stdout)."""
     settings = Settings()
     scopes = _scopes(scope)
+    limit = _rate_limit(rate_limit, burst)
     try:
-        created = _with_store(settings, lambda store: store.create_key(name, scopes))
+        created = _with_store(settings, lambda store: store.create_key(name, scopes, limit))
     except CredentialConflict as error:
         raise _fail(str(error)) from None
     console.print(
         f"Created API key {created.info.name!r} (id {created.info.key_id}) with scopes "
-        f"{', '.join(scopes)}. It is shown only now; send it as the X-API-Key header:"
+        f"{', '.join(scopes)} and {_describe(limit, settings)}. It is shown only now; send it "
+        "as the X-API-Key header:"
     )
     sys.stdout.write(created.key + "\n")
     sys.stdout.flush()
@@ -136,14 +198,17 @@ def create_key(
 
 @keys_app.command("list")
 def list_keys() -> None:
-    """List API keys: id, name, scopes, created, last used, revoked (never the keys)."""
+    """List API keys: id, name, scopes, rate limit, created, last used, revoked (never the
+    keys)."""
     keys = _with_store(Settings(), lambda store: store.list_keys())
-    table = Table("id", "name", "scopes", "created", "last used", "revoked")
+    table = Table("id", "name", "scopes", "rate limit", "created", "last used", "revoked")
     for key in keys:
+        limit = key.rate_limit
         table.add_row(
             key.key_id,
             key.name,
             ",".join(key.scopes),
+            f"{limit.per_second:g}/s, burst {limit.burst}" if limit else "default",
             f"{key.created_at:%Y-%m-%d %H:%M:%S}",
             f"{key.last_used_at:%Y-%m-%d %H:%M:%S}" if key.last_used_at else "never",
             f"{key.revoked_at:%Y-%m-%d %H:%M:%S}" if key.revoked_at else "",

@@ -1,8 +1,8 @@
 """What the raw-ASGI `/predict` path checks before it reads a body.
 
 One pass over the request's headers (no dict is built), then a dict lookup for a credential
-this worker verified recently, the scope and the principal's bucket. (The body's size is the
-middleware chain's business, on every path.)
+this worker verified recently, the scope and the principal's bucket (of its own limit, if it
+has one). (The body's size is the middleware chain's business, on every path.)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class RequestGuard:
             key = api_key.decode("latin-1")
             principal = authenticator.cached_key(key) or await authenticator.verify_key(key)
         elif authorization:
-            principal = authenticator.from_authorization(authorization.decode("latin-1"))
+            principal = await authenticator.from_authorization(authorization.decode("latin-1"))
         else:
             raise NotAuthenticated(MISSING_CREDENTIALS, invalid=False)
         if self.scope not in principal.scopes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,6 +46,33 @@ class Principal:
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+MAX_RATE_PER_SECOND = 1_000_000.0
+MAX_BURST = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: `burst` requests at once, refilled at `per_second` (an API key's own)."""
+
+    per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        # Also refuses NaN and infinities, which a bucket's arithmetic cannot recover from.
+        if not 0 < self.per_second <= MAX_RATE_PER_SECOND:
+            raise ValueError(f"a rate limit is above 0 and at most {MAX_RATE_PER_SECOND:g}/s")
+        if not 1 <= self.burst <= MAX_BURST:
+            raise ValueError(f"a burst is at least 1 and at most {MAX_BURST}")
+
+    @classmethod
+    def of(cls, per_second: float, burst: int | None = None) -> RateLimit:
+        """`per_second` with `burst`, or else two seconds' worth (the ratio of the defaults)."""
+        if burst is None:
+            finite = 0 < per_second <= MAX_RATE_PER_SECOND  # else the constructor refuses it
+            burst = max(1, math.ceil(2 * per_second)) if finite else 1
+        return cls(per_second, burst)
 
 
 ANONYMOUS = Principal("anonymous", "anonymous", "anonymous", frozenset(ALL_SCOPES))

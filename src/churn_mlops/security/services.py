@@ -57,15 +57,17 @@ class SecurityServices:
                 pepper(settings),
                 cache_ttl=settings.auth_cache_ttl_seconds,
                 cache_size=settings.auth_cache_size,
+                lookup_budget=settings.auth_store_timeout_ms / 1000.0,
             )
         limiter = None
-        if settings.auth_enabled and settings.rate_limit_enabled:
+        if authenticator is not None and settings.rate_limit_enabled:
             limiter = RateLimiter(
                 settings.rate_limit_per_second,
                 settings.rate_limit_burst,
                 redis_url=settings.redis_url if settings.rate_limit_shared else None,
                 key_prefix=settings.rate_limit_key_prefix,
                 timeout=settings.rate_limit_redis_timeout_ms / 1000.0,
+                limits=authenticator.rate_limit_of,
             )
         return cls(settings, tokens, authenticator, limiter)
 
@@ -93,5 +95,7 @@ class SecurityServices:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+        if self.authenticator is not None:
+            await self.authenticator.close()
         if self.limiter is not None:
             await self.limiter.close()

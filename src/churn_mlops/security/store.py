@@ -6,13 +6,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from churn_mlops.db.credentials import ApiKey, User
 from churn_mlops.security.api_keys import generate_api_key, hash_api_key
-from churn_mlops.security.authenticator import StoredKey
+from churn_mlops.security.authenticator import StoredKey, StoredUser
+from churn_mlops.security.principal import RateLimit
 
 
 class CredentialConflict(ValueError):
@@ -29,6 +30,8 @@ class KeyInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    rate_limit: RateLimit | None = None
+    """The key's own rate limit; None: the service's default."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,12 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
 
 
+def _rate_limit(row: ApiKey) -> RateLimit | None:
+    if row.rate_limit_per_second is None or row.rate_limit_burst is None:
+        return None
+    return RateLimit(row.rate_limit_per_second, row.rate_limit_burst)
+
+
 def _info(row: ApiKey) -> KeyInfo:
     return KeyInfo(
         row.key_id,
@@ -59,6 +68,7 @@ def _info(row: ApiKey) -> KeyInfo:
         _aware(row.created_at) or row.created_at,
         _aware(row.last_used_at),
         _aware(row.revoked_at),
+        _rate_limit(row),
     )
 
 
@@ -71,13 +81,18 @@ class CredentialStore:
 
     # -- API keys ------------------------------------------------------------------------------
 
-    async def create_key(self, name: str, scopes: Iterable[str]) -> CreatedKey:
+    async def create_key(
+        self, name: str, scopes: Iterable[str], rate_limit: RateLimit | None = None
+    ) -> CreatedKey:
+        """A new key; `rate_limit` None gives it the service's default limit."""
         new = generate_api_key()
         row = ApiKey(
             key_id=new.key_id,
             name=name,
             key_hash=hash_api_key(self._pepper, new.key),
             scopes=sorted(set(scopes)),
+            rate_limit_per_second=rate_limit.per_second if rate_limit else None,
+            rate_limit_burst=rate_limit.burst if rate_limit else None,
         )
         async with self.sessions() as session:
             session.add(row)
@@ -93,7 +108,12 @@ class CredentialStore:
         if row is None:
             return None
         return StoredKey(
-            row.key_id, row.name, row.key_hash, frozenset(row.scopes), row.revoked_at is not None
+            row.key_id,
+            row.name,
+            row.key_hash,
+            frozenset(row.scopes),
+            row.revoked_at is not None,
+            _rate_limit(row),
         )
 
     async def list_keys(self) -> list[KeyInfo]:
@@ -154,3 +174,32 @@ class CredentialStore:
         if row is None:
             return None
         return UserRecord(row.username, row.password_hash, frozenset(row.scopes), row.disabled)
+
+    async def find_user_state(self, username: str) -> StoredUser | None:
+        """What verifying a bearer token needs of its user (never the password hash)."""
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(User.scopes, User.disabled).where(User.username == username)
+                )
+            ).first()
+        if row is None:
+            return None
+        return StoredUser(username, frozenset(row.scopes), bool(row.disabled))
+
+    async def set_user_disabled(self, username: str, disabled: bool) -> bool:
+        """Disable (or enable again) a user; False if there is none. Its tokens are refused
+        (accepted) by running workers within their verified-credential cache's TTL."""
+        async with self.sessions() as session:
+            result = await session.execute(
+                update(User).where(User.username == username).values(disabled=disabled)
+            )
+            await session.commit()
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def delete_user(self, username: str) -> bool:
+        """Delete a user; False if there is none."""
+        async with self.sessions() as session:
+            result = await session.execute(delete(User).where(User.username == username))
+            await session.commit()
+        return bool(result.rowcount)  # type: ignore[attr-defined]

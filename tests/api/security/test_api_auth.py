@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.security.authenticator import MemoryKeySource
+from churn_mlops.security.principal import RateLimit
 from churn_mlops.security.tokens import TokenService
 from tests.api.security.conftest import AppFactory
 from tests.fixtures.security import TEST_JWT_SECRET
@@ -107,11 +108,54 @@ def test_predict_with_a_key_without_the_predict_scope_is_403(
 def test_predict_with_a_bearer_token_answers(
     client_keys: tuple[TestClient, MemoryKeySource],
 ) -> None:
-    client, _ = client_keys
+    client, keys = client_keys
+    keys.add_user("alice", ["predict"])
     token = _tokens().issue("alice", ["predict"]).token
     with client:
         response = client.post("/predict", json=BODY, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("change", ["delete", "disable"])
+def test_a_token_of_a_deleted_or_disabled_user_is_refused_once_the_cache_ttl_passed(
+    make_app: AppFactory, fast_path: bool, change: str
+) -> None:
+    app, keys = make_app(auth_cache_ttl_seconds=0, fast_predict_enabled=fast_path)
+    keys.add_user("alice", ["predict", "read"])
+    headers = {"Authorization": f"Bearer {_tokens().issue('alice', ['predict', 'read']).token}"}
+    with TestClient(app) as client:
+        before = client.post("/predict", json=BODY, headers=headers).status_code
+        keys.delete_user("alice") if change == "delete" else keys.disable_user("alice")
+        predicted = client.post("/predict", json=BODY, headers=headers)
+        read = client.get("/model", headers=headers)
+    assert before == 200
+    assert (predicted.status_code, read.status_code) == (401, 401)
+    assert predicted.headers["www-authenticate"] == INVALID
+    assert predicted.json()["detail"] == "The bearer token is not valid."
+
+
+def test_a_key_with_its_own_rate_limit_gets_it_rather_than_the_default(
+    make_app: AppFactory, fast_path: bool
+) -> None:
+    app, keys = make_app(
+        rate_limit_per_second=0.01, rate_limit_burst=2, fast_predict_enabled=fast_path
+    )
+    crm = keys.add("crm", ["predict"], rate_limit=RateLimit(0.01, 5))
+    default = keys.add("svc", ["predict"])
+    with TestClient(app) as client:
+        crm_statuses = [
+            client.post("/predict", json=BODY, headers={"X-API-Key": crm}).status_code
+            for _ in range(6)
+        ]
+        default_statuses = [
+            client.post("/predict", json=BODY, headers={"X-API-Key": default}).status_code
+            for _ in range(3)
+        ]
+        refused = client.post("/predict", json=BODY, headers={"X-API-Key": crm})
+    assert crm_statuses == [200] * 5 + [429]
+    assert default_statuses == [200, 200, 429]
+    assert refused.headers["ratelimit-limit"] == "5"
+    assert refused.headers["ratelimit-policy"] == "5;w=500"
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,45 @@ async def test_hanging_redis_costs_at_most_the_timeout_then_the_local_bucket_dec
     assert limiter.stats.failures == 1
     assert limiter.stats.calls == 2
     assert waited < 1.0  # bounded by the 50 ms budget, with room for a busy machine
+
+
+@pytest.mark.parametrize(
+    ("tokens", "ts"),
+    [
+        ("-inf", "0"),
+        ("-1e308", "0"),
+        ("nan", "0"),
+        ("inf", "0"),
+        ("-5", "now"),
+        ("-1e308", "now"),
+        ("1e308", "0"),
+        ("0", "1e308"),
+        ("0", "inf"),
+        ("0", "nan"),
+        ("0", "-inf"),
+        ("x", "y"),
+    ],
+)
+async def test_a_planted_out_of_range_bucket_is_reset_to_a_full_one(
+    redis_url: str, prefix: str, tokens: str, ts: str
+) -> None:
+    """Whoever can write to Redis can plant any bucket: a corrupt one is a fresh bucket, which
+    lets exactly `burst` requests through and then refuses with a Retry-After of its rate."""
+    client = redis.Redis.from_url(redis_url)
+    if ts == "now":
+        ts = str(int(time.time() * 1000))
+    client.hset(f"{prefix}:key:a", mapping={"tokens": tokens, "ts": ts})
+    limiter = RateLimiter(1.0, 3, redis_url=redis_url, key_prefix=prefix, timeout=0.5)
+    try:
+        for _ in range(3):
+            await limiter.check("key:a")
+        with pytest.raises(RateLimited) as refused:
+            await limiter.check("key:a")
+        stored = client.hgetall(f"{prefix}:key:a")
+    finally:
+        await limiter.close()
+        client.close()
+    assert limiter.stats.failures == 0
+    assert refused.value.retry_after == 1
+    assert 0 <= float(stored[b"tokens"]) < 1
+    assert abs(float(stored[b"ts"]) / 1000 - time.time()) < 60

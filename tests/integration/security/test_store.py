@@ -9,6 +9,8 @@ import pytest
 
 from churn_mlops.db.engine import Database
 from churn_mlops.security.api_keys import key_id_of, key_matches
+from churn_mlops.security.authenticator import StoredUser
+from churn_mlops.security.principal import RateLimit
 from churn_mlops.security.store import CredentialConflict, CredentialStore
 from tests.fixtures.security import TEST_PEPPER
 
@@ -87,3 +89,33 @@ async def test_create_user_and_find_it(store: CredentialStore) -> None:
     assert await store.find_user(_name()) is None
     with pytest.raises(CredentialConflict):
         await store.create_user(name, "$argon2id$other", ["read"])
+
+
+async def test_a_keys_own_rate_limit_is_stored_and_found(store: CredentialStore) -> None:
+    limited = await store.create_key(_name(), ["predict"], RateLimit(250.0, 500))
+    default = await store.create_key(_name(), ["predict"])
+    assert limited.info.rate_limit == RateLimit(250.0, 500)
+    found_limited = await store.find_key(limited.info.key_id)
+    found_default = await store.find_key(default.info.key_id)
+    assert found_limited is not None
+    assert found_default is not None
+    assert found_limited.rate_limit == RateLimit(250.0, 500)
+    assert found_default.rate_limit is None
+    listed = {info.key_id: info.rate_limit for info in await store.list_keys()}
+    assert listed[limited.info.key_id] == RateLimit(250.0, 500)
+
+
+async def test_disable_and_delete_a_user(store: CredentialStore) -> None:
+    name = _name()
+    await store.create_user(name, "$argon2id$fake", ["read", "predict"])
+    assert await store.find_user_state(name) == StoredUser(
+        name, frozenset({"read", "predict"}), False
+    )
+    assert await store.set_user_disabled(name, True)
+    assert await store.find_user_state(name) == StoredUser(
+        name, frozenset({"read", "predict"}), True
+    )
+    assert await store.delete_user(name)
+    assert await store.find_user_state(name) is None
+    assert not await store.delete_user(name)
+    assert not await store.set_user_disabled(name, True)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from churn_mlops.cli import app
 from churn_mlops.db.engine import Database
 from churn_mlops.security.api_keys import key_id_of, key_matches
+from churn_mlops.security.principal import RateLimit
 from churn_mlops.security.store import CredentialStore
 from tests.fixtures.security import SECURITY_ENV, TEST_PEPPER
 
@@ -132,3 +133,75 @@ def test_users_create_refuses_a_short_password(env: dict[str, str]) -> None:
     )
     assert result.exit_code == 1
     assert "at least 8 characters" in result.output
+
+
+def test_keys_create_with_a_rate_limit_stores_it(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["keys", "create", "--name", "crm", "--scope", "predict", "--rate-limit", "50000"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "a rate limit of 50000/s, burst 100000" in " ".join(result.output.split())
+    key_id = key_id_of(result.stdout.strip().splitlines()[-1])
+    assert key_id is not None
+    stored = _store_call(env["CHURN_DATABASE_URL"], "find_key", key_id)
+    assert stored.rate_limit == RateLimit(50_000.0, 100_000)  # type: ignore[attr-defined]
+    listed = CliRunner().invoke(app, ["keys", "list"], env={**env, "COLUMNS": "200"})
+    assert "50000/s, burst 100000" in listed.output
+
+
+def test_keys_create_without_a_rate_limit_names_the_default(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(
+        app, ["keys", "create", "--name", "svc", "--scope", "predict"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "the default rate limit (20000/s, burst 40000)" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--burst", "10"], "give --rate-limit with it"),
+        (["--rate-limit", "0"], "a rate limit is above 0"),
+        (["--rate-limit", "10", "--burst", "0"], "a burst is at least 1"),
+    ],
+    ids=["burst-alone", "zero-rate", "zero-burst"],
+)
+def test_keys_create_refuses_a_bad_rate_limit(
+    env: dict[str, str], options: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(
+        app, ["keys", "create", "--name", "svc", "--scope", "predict", *options], env=env
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "disabled"), [("disable", True), ("enable", False), ("delete", None)]
+)
+def test_users_disable_enable_and_delete(
+    env: dict[str, str], command: str, disabled: bool | None
+) -> None:
+    runner = CliRunner()
+    created = runner.invoke(
+        app,
+        ["users", "create", "alice", "--scope", "read", "--password-stdin"],
+        input="correct horse battery\n",
+        env=env,
+    )
+    assert created.exit_code == 0, created.output
+    result = runner.invoke(app, ["users", command, "alice"], env=env)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert said.startswith(f"{command.capitalize()}d user 'alice'")
+    assert ("refuse its tokens within 10 s" in said) is (command != "enable")
+    state = _store_call(env["CHURN_DATABASE_URL"], "find_user_state", "alice")
+    if disabled is None:
+        assert state is None
+    else:
+        assert state.disabled is disabled  # type: ignore[attr-defined]
+    unknown = runner.invoke(app, ["users", command, "nobody"], env=env)
+    assert unknown.exit_code == 1
+    assert "no user is named 'nobody'" in unknown.output

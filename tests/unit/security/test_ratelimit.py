@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from churn_mlops.security.errors import RateLimited
-from churn_mlops.security.ratelimit import LocalTokenBuckets, RateLimiter
+from churn_mlops.security.principal import RateLimit
+from churn_mlops.security.ratelimit import (
+    BadBucketReply,
+    LocalTokenBuckets,
+    RateLimiter,
+    parse_bucket_reply,
+)
+from churn_mlops.settings import Settings
 
 
 class Clock:
@@ -63,3 +70,58 @@ def test_check_local_raises_rate_limited_with_headers() -> None:
         "RateLimit-Reset": "1",
         "RateLimit-Policy": "2;w=1",
     }
+
+
+def _refused_at(limiter: RateLimiter, clock: Clock, per_second: int, seconds: int) -> int:
+    """Requests of one key refused while it sends `per_second`, evenly spaced, for `seconds`."""
+    refused = 0
+    for _ in range(per_second * seconds):
+        clock.now += 1.0 / per_second
+        try:
+            limiter.check_local("key:crm")
+        except RateLimited:
+            refused += 1
+    return refused
+
+
+def test_the_default_limit_lets_one_caller_use_a_whole_instance() -> None:
+    """docs/performance.md: one instance serves about 20,000 requests a second; a CRM that
+    calls with one key is not throttled below that, and a caller far past it is."""
+    settings = Settings(environment="test")
+    clock = Clock()
+    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst, clock=clock)
+    assert _refused_at(limiter, clock, per_second=20_000, seconds=3) == 0
+    assert _refused_at(limiter, clock, per_second=40_000, seconds=3) > 0
+
+
+def test_a_principal_with_its_own_limit_gets_its_own_bucket_size_and_headers() -> None:
+    clock = Clock()
+    own = {"key:crm": RateLimit(per_second=1.0, burst=4)}
+    limiter = RateLimiter(rate=10.0, burst=2, limits=own.get, clock=clock)
+    for _ in range(4):
+        limiter.check_local("key:crm")
+    with pytest.raises(RateLimited) as refused:
+        limiter.check_local("key:crm")
+    limiter.check_local("key:svc")
+    limiter.check_local("key:svc")
+    with pytest.raises(RateLimited):
+        limiter.check_local("key:svc")
+    assert refused.value.headers is not None
+    assert refused.value.headers["RateLimit-Limit"] == "4"
+    assert refused.value.headers["RateLimit-Policy"] == "4;w=4"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [1, b"ok", [1], [b"x", 0], [1, 0, 0], [2, 0], [0, -1.5], None],
+    ids=["int", "bytes", "one", "bytes-item", "three", "not-a-flag", "float", "none"],
+)
+def test_a_reply_that_is_not_a_buckets_is_refused(reply: object) -> None:
+    with pytest.raises(BadBucketReply):
+        parse_bucket_reply(reply, rate=10.0)
+
+
+def test_a_buckets_wait_is_at_most_one_token_at_its_rate() -> None:
+    assert parse_bucket_reply([1, 0], rate=10.0) == 0.0
+    assert parse_bucket_reply([0, 40], rate=10.0) == pytest.approx(0.04)
+    assert parse_bucket_reply([0, 10**18], rate=10.0) == pytest.approx(0.1)

@@ -25,6 +25,7 @@ from churn_mlops.core.errors import (
 )
 from churn_mlops.security.errors import NotAuthenticated
 from churn_mlops.security.limits import json_depth_exceeds, too_deep
+from churn_mlops.security.principal import MAX_BURST, MAX_RATE_PER_SECOND, RateLimit
 from churn_mlops.security.services import SecurityServices
 from churn_mlops.security.store import CredentialConflict, CredentialStore, KeyInfo
 
@@ -59,6 +60,29 @@ class TokenResponse(BaseModel):
     expires_in: int = Field(description="Seconds until the token expires.")
 
 
+class KeyRateLimit(BaseModel):
+    """An API key's own rate limit: a token bucket of `burst` requests refilled at `per_second`."""
+
+    per_second: float = Field(description="Sustained requests a second.")
+    burst: int = Field(description="Requests at once after being idle (the bucket's capacity).")
+
+
+class NewKeyRateLimit(BaseModel):
+    """The rate limit of a key to create, in place of the service's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_second: float = Field(
+        gt=0, le=MAX_RATE_PER_SECOND, description="Sustained requests a second."
+    )
+    burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_BURST,
+        description="Requests at once after being idle; omitted: twice `per_second`.",
+    )
+
+
 class ApiKeyInfo(BaseModel):
     """An API key, without the key itself."""
 
@@ -68,6 +92,10 @@ class ApiKeyInfo(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    rate_limit: KeyRateLimit | None = Field(
+        description="The key's own rate limit; null: the service's default "
+        "(`CHURN_RATE_LIMIT_PER_SECOND`, `CHURN_RATE_LIMIT_BURST`)."
+    )
 
 
 class NewApiKeyRequest(BaseModel):
@@ -77,6 +105,13 @@ class NewApiKeyRequest(BaseModel):
 
     name: Name
     scopes: list[ScopeName] = Field(min_length=1, max_length=3)
+    rate_limit: NewKeyRateLimit | None = Field(
+        default=None, description="The key's own rate limit; omitted: the service's default."
+    )
+
+    def own_rate_limit(self) -> RateLimit | None:
+        limit = self.rate_limit
+        return None if limit is None else RateLimit.of(limit.per_second, limit.burst)
 
 
 class NewApiKeyResponse(ApiKeyInfo):
@@ -124,6 +159,9 @@ def _key_info(info: KeyInfo) -> dict[str, Any]:
         "created_at": info.created_at,
         "last_used_at": info.last_used_at,
         "revoked_at": info.revoked_at,
+        "rate_limit": None
+        if info.rate_limit is None
+        else {"per_second": info.rate_limit.per_second, "burst": info.rate_limit.burst},
     }
 
 
@@ -231,9 +269,10 @@ def _admin_router() -> APIRouter:
     async def create_key(
         caller: AdminAccess, services: SecurityDep, new: NewApiKeyRequest
     ) -> dict[str, Any]:
-        """A new key with the given scopes; the response is the only time the key is shown."""
+        """A new key with the given scopes and, if given, a rate limit of its own; the response
+        is the only time the key is shown."""
         try:
-            created = await _store(services).create_key(new.name, new.scopes)
+            created = await _store(services).create_key(new.name, new.scopes, new.own_rate_limit())
         except CredentialConflict as conflict:
             raise Conflict(str(conflict)) from None
         return {**_key_info(created.info), "key": created.key}

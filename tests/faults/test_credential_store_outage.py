@@ -1,0 +1,133 @@
+"""A PostgreSQL that silently drops packets (a TCP proxy in blackhole mode) never stalls a
+request: an API key this worker verified recently keeps being served once the verified-key cache
+has expired, an unknown key is refused with 503 quickly, and a read of `/customers` gives up
+within its budget with 503 and Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from churn_mlops.api.app import create_app
+from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.db import schema
+from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.settings import Settings
+from tests.fixtures.lifespan import in_process_client
+from tests.fixtures.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
+from tests.fixtures.security import provision_key, security_settings
+from tests.fixtures.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90, func_only=True)]
+
+CACHE_TTL = 0.3
+# The lookup budget is 0.3 s by default and a read's 1 s; on a busy machine a request takes a
+# while longer. Waiting on the blackholed database itself would take 10 s (asyncpg's command
+# timeout) to 60 s (its connect timeout).
+PREDICT_BOUND = 1.5
+READ_BOUND = 2.5
+# Past this, the test gives up on a request (it would otherwise hang with the database).
+GIVE_UP = 15.0
+BODY = {"customer_id": "8879-ZKJOF", "features": EXAMPLE_FEATURES}
+
+
+@pytest.fixture(scope="module")
+def database(postgres_database: str) -> str:
+    """The module's PostgreSQL database, migrated; its direct URL (no proxy)."""
+    schema.upgrade(postgres_database)
+    return postgres_database
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    tcp_proxy = TcpProxy(POSTGRES_HOST, POSTGRES_PORT)
+    await tcp_proxy.start()
+    yield tcp_proxy
+    await tcp_proxy.close()
+
+
+@pytest.fixture(scope="module")
+def keys(database: str) -> tuple[str, str]:
+    """A key the test uses before the outage, and one no worker has verified yet."""
+    return (
+        provision_key(database, "known", ["predict", "read"]),
+        provision_key(database, "never-used", ["predict"]),
+    )
+
+
+def _through(proxy: TcpProxy, database: str) -> str:
+    name = database.rsplit("/", 1)[1]
+    return f"postgresql://{POSTGRES_USER}@{proxy.host}:{proxy.port}/{name}"
+
+
+def _settings(artifact_dir: Path, database_url: str) -> Settings:
+    options: dict[str, Any] = {
+        "model_dir": artifact_dir,
+        "environment": "test",
+        "database_url": database_url,
+        "auth_cache_ttl_seconds": CACHE_TTL,
+        "prediction_log_enabled": False,
+        "cache_enabled": False,
+        **security_settings(),
+    }
+    return Settings(**options)
+
+
+async def _timed(request: Any) -> tuple[httpx.Response, float]:
+    start = time.perf_counter()
+    response = await asyncio.wait_for(request, GIVE_UP)
+    return response, time.perf_counter() - start
+
+
+async def test_a_blackholed_database_never_stalls_a_request(
+    database: str,
+    keys: tuple[str, str],
+    proxy: TcpProxy,
+    artifact_dir: Path,
+    artifact: ModelArtifact,
+) -> None:
+    known, unknown = keys
+    app = create_app(_settings(artifact_dir, _through(proxy, database)), artifact)
+    async with in_process_client(app) as client:
+        verified = await client.post("/predict", json=BODY, headers={"X-API-Key": known})
+        assert verified.status_code == 200, verified.text
+
+        await proxy.blackhole()
+        await asyncio.sleep(CACHE_TTL + 0.1)  # the verified key's cache entry has expired
+        served = [
+            await _timed(client.post("/predict", json=BODY, headers={"X-API-Key": known}))
+            for _ in range(5)
+        ]
+        concurrent = await asyncio.gather(
+            *(
+                _timed(client.post("/predict", json=BODY, headers={"X-API-Key": known}))
+                for _ in range(20)
+            )
+        )
+        refused, refused_in = await _timed(
+            client.post("/predict", json=BODY, headers={"X-API-Key": unknown})
+        )
+        read, read_in = await _timed(
+            client.get("/customers/8879-ZKJOF", headers={"X-API-Key": known})
+        )
+
+        await proxy.pass_through()
+        await asyncio.sleep(CACHE_TTL + 0.1)
+        recovered = await client.post("/predict", json=BODY, headers={"X-API-Key": unknown})
+
+    assert [response.status_code for response, _ in served + concurrent] == [200] * 25
+    assert max(took for _, took in served + concurrent) < PREDICT_BOUND
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused_in < PREDICT_BOUND
+    assert read.status_code == 503
+    assert read.headers["retry-after"] == "1"
+    assert read.json()["detail"] == "The database does not answer; retry in a moment."
+    assert read_in < READ_BOUND
+    assert recovered.status_code == 200
