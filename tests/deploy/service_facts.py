@@ -26,7 +26,7 @@ def exported_metrics() -> frozenset[str]:
     settings = Settings(environment="test", auth_enabled=False, database_url="")
     artifact = train_model(load_telco_csv(), QUICK_TRAINING).artifact
     with TestClient(create_app(settings, artifact)) as client:
-        client.post("/predict", content=b"{}")
+        client.post("/predict", content=b"{}", headers={"Content-Type": "application/json"})
         response = client.get("/metrics")
     response.raise_for_status()
     return exported_names(response.content)

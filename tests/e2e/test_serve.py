@@ -160,7 +160,12 @@ def test_predict_without_a_key_over_http_is_refused(server: str) -> None:
 
 
 def test_bad_input_over_http_is_a_problem_document(server: str, auth: dict[str, str]) -> None:
-    response = httpx.post(f"{server}/predict", content=b"not json", headers=auth, timeout=5)
+    response = httpx.post(
+        f"{server}/predict",
+        content=b"not json",
+        headers={**auth, "Content-Type": "application/json"},
+        timeout=5,
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == "body"

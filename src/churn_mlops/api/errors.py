@@ -25,6 +25,7 @@ from churn_mlops.core.errors import (
     field_errors,
     invalid_request_detail,
 )
+from churn_mlops.security.limits import utf8_refusal
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger("churn_mlops.errors")
@@ -70,12 +71,36 @@ async def _service_error(request: Request, error: Exception) -> Response:
 
 async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)  # noqa: S101
-    errors = field_errors(error.errors())
-    return problem_response(422, invalid_request_detail(errors), errors)
+    errors = [_json_invalid(e) if e["type"] == "json_invalid" else e for e in error.errors()]
+    fields = field_errors(errors)
+    return problem_response(422, invalid_request_detail(fields), fields)
+
+
+def _json_invalid(error: Mapping[str, Any]) -> dict[str, Any]:
+    """FastAPI's JSON decode error locates the body's character in `loc`, which would read as
+    an array index: name the body, with the position in the reason."""
+    position = error["loc"][-1]
+    reason = f"Invalid JSON: {error.get('ctx', {}).get('error', 'decode error')}"
+    return {"loc": ("body",), "msg": f"{reason} at character {position}"}
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)  # noqa: S101
+    cause = error.__cause__
+    # FastAPI turns a failure to decode a route's body into a bare 400, but for a JSON syntax
+    # error (a 422). Answered as the prediction routes answer the same bodies: one of ours (a
+    # body past the size limit while it was read) as itself, a body that is not UTF-8 as a 422
+    # naming the string at fault, one nested too deep for Python's parser as a 413.
+    if isinstance(cause, ServiceError):
+        return await _service_error(request, cause)
+    if isinstance(cause, UnicodeDecodeError):
+        refusal = utf8_refusal(await request.body())
+        errors = refusal.errors if refusal is not None else None
+        if not errors:
+            errors = [FieldError(field="body", reason="Not JSON text, which is UTF-8")]
+        return problem_response(422, invalid_request_detail(errors), errors)
+    if isinstance(cause, RecursionError):
+        return problem_response(413, "The JSON body nests arrays and objects too deep.")
     detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
     headers = error.headers
     if error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
@@ -121,7 +146,7 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
 def document_problem_responses(document: dict[str, Any]) -> None:
     """Declare every 4xx and 5xx response of an OpenAPI document as what the app sends:
     `application/problem+json` with the Problem schema (FastAPI's defaults say JSON, and its
-    validation-error model)."""
+    validation-error model); and the 413 and 415 of every operation that takes a body."""
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     components = document.setdefault("components", {}).setdefault("schemas", {})
     components.update(problem.pop("$defs", {}))
@@ -130,6 +155,13 @@ def document_problem_responses(document: dict[str, Any]) -> None:
     components.pop("ValidationError", None)
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
+            if "requestBody" in operation:
+                # Every body is limited in size and JSON (`security/limits.RequestBodyLimits`).
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("413", {"description": "The body is too large"})
+                responses.setdefault(
+                    "415", {"description": "The body is not declared JSON (Content-Type)"}
+                )
             for status, response in operation.get("responses", {}).items():
                 if status[0] in "45":
                     response["content"] = {

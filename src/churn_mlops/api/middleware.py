@@ -1,10 +1,10 @@
 """The one middleware chain, wrapped around both the fast path and the FastAPI routes.
 
 From the outside in: the per-request profiler (when enabled), telemetry (request id, timing,
-slow log, metrics), compression, the body size limit, then the dispatch that sends
-`POST /predict` to the raw-ASGI fast path and everything else to FastAPI. A middleware added
-to `build_middleware_chain` applies to both paths. Every layer is pure ASGI: none buffers a
-response or builds a Request per call.
+slow log, metrics), compression, the body limits (size per route, JSON only), then the
+dispatch that sends `POST /predict` to the raw-ASGI fast path and everything else to FastAPI.
+A middleware added to `build_middleware_chain` applies to both paths. Every layer is pure
+ASGI: none buffers a response or builds a Request per call.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from churn_mlops.api.errors import problem_body, problem_bytes
+from churn_mlops.api.scopes import LOGIN_PATH
 from churn_mlops.api.telemetry import RequestTelemetryMiddleware
 from churn_mlops.core.errors import ServiceError
 from churn_mlops.observability.logging import RequestIds
 from churn_mlops.observability.profiling import Authorize, Refusal, RequestProfiler
 from churn_mlops.runtime import Runtime
 from churn_mlops.security.guard import RequestGuard
-from churn_mlops.security.limits import RequestSizeLimit
+from churn_mlops.security.limits import RequestBodyLimits
 from churn_mlops.security.principal import Scope as AuthScope
 
 
@@ -58,6 +59,11 @@ class RawRouteDispatch:
         await self.app(scope, receive, send)
 
 
+LARGE_BODY_PATHS = frozenset({"/predict/batch"})
+"""The routes whose body may be as large as `CHURN_MAX_REQUEST_BYTES`; every other route takes
+at most `security.limits.SMALL_BODY_BYTES`."""
+
+
 class NegotiatedGZip:
     """Starlette's GZipMiddleware for clients that accept gzip; nobody else pays for it (its
     identity path wraps `send` on every request)."""
@@ -80,8 +86,12 @@ class NegotiatedGZip:
 def build_middleware_chain(endpoint: ASGIApp, runtime: Runtime) -> ASGIApp:
     """`endpoint` (the dispatch to both paths) inside every middleware the service runs."""
     settings = runtime.settings
-    chain: ASGIApp = RequestSizeLimit(
-        endpoint, max_bytes=settings.max_request_bytes, render=problem_bytes
+    chain: ASGIApp = RequestBodyLimits(
+        endpoint,
+        max_bytes=settings.max_request_bytes,
+        render=problem_bytes,
+        large_body_paths=LARGE_BODY_PATHS,
+        form_paths=(LOGIN_PATH,),
     )
     chain = NegotiatedGZip(chain, minimum_size=settings.gzip_min_bytes)
     chain = RequestTelemetryMiddleware(

@@ -89,6 +89,10 @@ def _struct(model: type[BaseModel], nested: dict[str, Any]) -> type[msgspec.Stru
 FeaturesStruct = _struct(CustomerFeatures, {})
 RequestStruct = _struct(PredictRequest, {"features": FeaturesStruct})
 
+# What msgspec raises for a body it refuses: malformed or invalid JSON (ValidationError is a
+# DecodeError), and a string that is not UTF-8, which it reports as Python's decode would.
+_REFUSED = (msgspec.DecodeError, UnicodeDecodeError)
+
 _features_of = attrgetter("features")
 _values_of = attrgetter(*FEATURE_NAMES)
 
@@ -128,7 +132,7 @@ class RequestDecoder:
     def single(self, raw: bytes) -> tuple[str | None, FloatMatrix]:
         try:
             request = self._single.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except _REFUSED:
             model = self.bodies.single(raw)  # raises the exact errors, or accepts lax input
             return model.customer_id, self.encoder.encode_row(model.features.__dict__)
         values = _values_of(request.features)
@@ -140,7 +144,7 @@ class RequestDecoder:
             requests = self._batch.decode(raw)
             if not 1 <= len(requests) <= self.bodies.max_batch_rows:
                 raise msgspec.ValidationError("batch size")
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except _REFUSED:
             models = self.bodies.batch(raw)
             columns = {n: [m.features.__dict__[n] for m in models] for n in FEATURE_NAMES}
             return [m.customer_id for m in models], self.encoder.encode_columns(columns)

@@ -1,8 +1,8 @@
-"""Decodes and validates prediction bodies straight from bytes, once.
+"""Validates the prediction bodies the fast decoder refused, for pydantic's exact errors.
 
-pydantic's Rust JSON parser validates while it parses, which is several times faster than
-`json.loads` followed by validation, and a too-long batch is refused as soon as the row past
-the limit is seen.
+pydantic's Rust JSON parser is several times faster than `json.loads` followed by validation,
+but it reads the whole body into values before validating them: the body's shape is checked
+before it does (see `StrictBodyParser`).
 """
 
 from __future__ import annotations
@@ -17,36 +17,57 @@ from churn_mlops.core.errors import (
     field_errors,
     invalid_request_detail,
 )
-from churn_mlops.core.features import PredictRequest
-from churn_mlops.security.limits import json_depth_exceeds, too_deep
+from churn_mlops.core.features import CustomerFeatures, PredictRequest
+from churn_mlops.security.limits import json_shape, too_deep, utf8_refusal
 
 REQUEST_SCHEMA_REF = "#/components/schemas/PredictRequest"
 
+_FIELDS = len(PredictRequest.model_fields) + len(CustomerFeatures.model_fields)
+# A valid row is two objects (four braces) with a colon per field and commas between fields and
+# rows: at most this many structural bytes.
+ROW_STRUCTURAL = 4 + 2 * _FIELDS
+# Room for a few mistakes in an otherwise valid body (an extra field or two), which then get
+# pydantic's 422 naming the field rather than a 413 for the shape.
+_SLACK = 64
+MAX_MEMBERS = len(CustomerFeatures.model_fields) + _SLACK // 2
+# No field takes a string longer than 64 characters; 4 KiB holds that many, each escaped.
+MAX_STRING_BYTES = 4096
+
 
 class StrictBodyParser:
-    """Parsers for `/predict` and `/predict/batch` bodies, built once per app."""
+    """Parsers for `/predict` and `/predict/batch` bodies, built once per app.
+
+    pydantic parses a whole body into values before it validates, and lists every error: before
+    it sees a body, the body's shape (one compiled pass, `security/limits.py`) must fit what a
+    valid request could be (nesting, values, members of an object, string lengths), else 413.
+    A batch is refused at its first invalid row (`fail_fast`), so a refusal names at most one
+    row's fields, however many rows are wrong: the cost of an answer stays that of the body.
+    """
 
     def __init__(self, max_batch_rows: int, max_json_depth: int = 32) -> None:
         self.max_batch_rows = max_batch_rows
         self.max_json_depth = max_json_depth
         self._single = TypeAdapter(PredictRequest)
         self._batch = TypeAdapter(
-            Annotated[list[PredictRequest], Field(min_length=1, max_length=max_batch_rows)]
+            Annotated[
+                list[PredictRequest],
+                Field(min_length=1, max_length=max_batch_rows, fail_fast=True),
+            ]
         )
+        # Compiles the shape scan now, at start-up, rather than at the first refused body.
+        json_shape(b"[]", max_json_depth)
 
     # These parse what the fast decoder refused (which a body of valid shape, at most three
-    # levels deep, never is), so the depth check costs nothing on the usual path.
+    # levels deep, never is), so the shape check costs nothing on the usual path.
     def single(self, body: bytes) -> PredictRequest:
-        if json_depth_exceeds(body, self.max_json_depth):
-            raise too_deep(self.max_json_depth)
+        self._check_body(body, rows=1)
         try:
             return self._single.validate_json(body)
         except ValidationError as error:
             raise _invalid(error) from None
 
     def batch(self, body: bytes) -> list[PredictRequest]:
-        if json_depth_exceeds(body, self.max_json_depth):
-            raise too_deep(self.max_json_depth)
+        self._check_body(body, rows=self.max_batch_rows)
         try:
             return self._batch.validate_json(body)
         except ValidationError as error:
@@ -56,6 +77,33 @@ class StrictBodyParser:
                     "several requests."
                 ) from None
             raise _invalid(error) from None
+
+    def _check_body(self, body: bytes, rows: int) -> None:
+        """413 for a body no valid request of `rows` rows could be; 422 for one that is not
+        UTF-8. Linear in the body: one compiled pass, one decode."""
+        shape = json_shape(body, self.max_json_depth)
+        if shape.depth > self.max_json_depth:
+            raise too_deep(self.max_json_depth)
+        if shape.widest > MAX_MEMBERS:
+            raise PayloadTooLarge(
+                f"An object of the JSON body has {shape.widest} members; a request's objects "
+                f"have at most {len(CustomerFeatures.model_fields)}."
+            )
+        if shape.structural > rows * ROW_STRUCTURAL + _SLACK:
+            if rows == 1:
+                raise PayloadTooLarge("The JSON body holds more values than one request can.")
+            raise PayloadTooLarge(
+                f"A batch holds at most {rows} rows, and this body holds more values than that "
+                "many can; split it into several requests."
+            )
+        if shape.longest_string > MAX_STRING_BYTES:
+            raise PayloadTooLarge(
+                f"The JSON body holds a string of {shape.longest_string} bytes; no field of a "
+                "request takes one that long."
+            )
+        refusal = utf8_refusal(body)
+        if refusal is not None:
+            raise refusal
 
     def openapi_single(self) -> dict[str, Any]:
         return _request_body({"$ref": REQUEST_SCHEMA_REF})

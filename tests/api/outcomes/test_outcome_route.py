@@ -151,5 +151,5 @@ def test_record_outcome_with_the_database_down_is_503(
 
 def test_record_outcome_refuses_a_body_that_is_not_json(client: TestClient) -> None:
     response = client.post(URL, content=b"\xff{", headers={"content-type": "application/json"})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"

@@ -19,7 +19,7 @@ from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.settings import Settings
 from tests.fixtures.lifespan import in_process_client
-from tests.fixtures.requests import prediction_bodies
+from tests.fixtures.requests import JSON_HEADERS, prediction_bodies
 from tests.fixtures.security import api_key_headers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -113,7 +113,7 @@ async def test_fast_path_and_fastapi_route_answer_identically(
         settings = Settings(model_dir=artifact_dir, fast_predict_enabled=fast_path)
         async with running(create_app(settings, artifact)) as client:
             good = await client.post("/predict", json={"features": EXAMPLE_FEATURES})
-            bad = await client.post("/predict", content=content)
+            bad = await client.post("/predict", content=content, headers=JSON_HEADERS)
         answers.append((good.status_code, good.json(), bad.status_code, bad.json()))
         assert "x-process-time" in good.headers
         assert bad.headers["content-type"] == "application/problem+json"

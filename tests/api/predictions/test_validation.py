@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churn_mlops.core.features import CUSTOMER_ID_PATTERN, EXAMPLE_FEATURES
+from tests.fixtures.requests import JSON_HEADERS
 
 
 def _problem(*errors: tuple[str, str]) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def test_predict_refuses_with_exact_problem(
 def test_predict_refuses_nan_and_infinity(client: TestClient, token: str, field: str) -> None:
     others = json.dumps({k: v for k, v in EXAMPLE_FEATURES.items() if k != field})
     body = f'{{"features": {{{others[1:-1]}, "{field}": {token}}}}}'
-    response = client.post("/predict", content=body.encode())
+    response = client.post("/predict", content=body.encode(), headers=JSON_HEADERS)
     assert response.status_code == 422
     expected = (
         "Input should be a valid integer"
@@ -156,7 +157,9 @@ def test_predict_refuses_nan_and_infinity(client: TestClient, token: str, field:
 
 
 def test_broken_json_names_the_body(client: TestClient) -> None:
-    response = client.post("/predict", content=b'{"features": {"gender": "Fem')
+    response = client.post(
+        "/predict", content=b'{"features": {"gender": "Fem', headers=JSON_HEADERS
+    )
     assert response.status_code == 422
     assert response.json() == _problem(
         ("body", "Invalid JSON: EOF while parsing a string at line 1 column 28")

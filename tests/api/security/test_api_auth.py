@@ -11,6 +11,7 @@ from churn_mlops.security.authenticator import MemoryKeySource
 from churn_mlops.security.principal import RateLimit
 from churn_mlops.security.tokens import TokenService
 from tests.api.security.conftest import AppFactory
+from tests.fixtures.requests import JSON_HEADERS
 from tests.fixtures.security import TEST_JWT_SECRET
 
 BODY = {"customer_id": "8879-ZKJOF", "features": EXAMPLE_FEATURES}
@@ -208,8 +209,8 @@ def test_streamed_body_past_max_request_bytes_is_413(make_app: AppFactory, fast_
 
     with TestClient(app, headers={"X-API-Key": key}) as client:
         # A generator body goes out chunked, with no Content-Length to refuse early.
-        single = client.post("/predict", content=chunks())  # type: ignore[arg-type]
-        batch = client.post("/predict/batch", content=chunks())  # type: ignore[arg-type]
+        single = client.post("/predict", content=chunks(), headers=JSON_HEADERS)  # type: ignore[arg-type]
+        batch = client.post("/predict/batch", content=chunks(), headers=JSON_HEADERS)  # type: ignore[arg-type]
     assert single.status_code == 413
     assert batch.status_code == 413
 
@@ -229,9 +230,9 @@ def test_too_deep_json_is_413(make_app: AppFactory, fast_path: bool) -> None:
     key = keys.add("svc", ["predict"])
     deep = b'{"features": ' + b"[" * 20 + b"]" * 20 + b"}"
     with TestClient(app, headers={"X-API-Key": key}) as client:
-        single = client.post("/predict", content=deep)
-        batch = client.post("/predict/batch", content=b"[" + deep + b"]")
-        shallow = client.post("/predict", content=b'{"features": [[1]]}')
+        single = client.post("/predict", content=deep, headers=JSON_HEADERS)
+        batch = client.post("/predict/batch", content=b"[" + deep + b"]", headers=JSON_HEADERS)
+        shallow = client.post("/predict", content=b'{"features": [[1]]}', headers=JSON_HEADERS)
     assert (single.status_code, batch.status_code) == (413, 413)
     assert single.json()["detail"] == "The JSON body nests arrays and objects deeper than 8 levels."
     assert shallow.status_code == 422

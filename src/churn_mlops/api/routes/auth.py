@@ -24,7 +24,7 @@ from churn_mlops.core.errors import (
     invalid_request_detail,
 )
 from churn_mlops.security.errors import NotAuthenticated
-from churn_mlops.security.limits import json_depth_exceeds, too_deep
+from churn_mlops.security.limits import json_depth_exceeds, too_deep, utf8_refusal
 from churn_mlops.security.principal import MAX_BURST, MAX_RATE_PER_SECOND, RateLimit
 from churn_mlops.security.services import SecurityServices
 from churn_mlops.security.store import CredentialConflict, CredentialStore, KeyInfo
@@ -185,6 +185,9 @@ def _parse_login(body: bytes, content_type: str, max_depth: int) -> LoginRequest
             return LoginForm.model_validate(form)
         if json_depth_exceeds(body, max_depth):
             raise too_deep(max_depth)
+        refusal = utf8_refusal(body)
+        if refusal is not None:
+            raise refusal
         return LoginRequest.model_validate_json(body)
     except ValidationError as error:
         errors = field_errors(error.errors(include_input=False, include_url=False))
