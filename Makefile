@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-unit lint typecheck services tools bench loadtest lock clean
+.PHONY: help install serve test test-unit lint typecheck services tools bench loadtest lock clean cluster
 
 help:
 	@echo "make serve   set up .venv, train a model if there is none, serve on 127.0.0.1:8000"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench   compare the service with a naive baseline and two ceilings (installs wrk if missing);"
 	@echo "             BENCH_ARGS=\"cache --rounds 3\" runs another suite: python -m benchmarks --help lists them"
 	@echo "make loadtest  Locust against a seeded server it starts; fails past 0.1 % errors or p95 500 ms"
+	@echo "make cluster three instances behind HAProxy on 127.0.0.1:8080, on this machine's PostgreSQL and Redis"
 	@echo "make lock    re-resolve requirements/*.lock from pyproject.toml"
 
 # One locked environment for serving and testing; bytecode compiled at install so that the first
@@ -40,6 +41,8 @@ tools:
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	@# promtool (from Debian's prometheus) checks deploy/prometheus/alerts.yml in the tests.
 	@command -v promtool >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@# haproxy balances the three instances of the cluster rehearsal (tests/e2e/cluster) and make cluster.
+	@command -v haproxy >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends haproxy; }
 	@# chromium renders /docs offline in tests/e2e/test_docs_in_chromium.py (with its fonts: recommends).
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
@@ -77,6 +80,11 @@ loadtest: install
 	$(BIN)/python -m tests.load.run_loadtest --users $(LOADTEST_USERS) \
 		--spawn-rate $(LOADTEST_SPAWN_RATE) --duration $(LOADTEST_DURATION) \
 		--p95-ms $(LOADTEST_P95_MS) --max-error-ratio $(LOADTEST_MAX_ERROR_RATIO)
+
+# Three `serve --workers 1` behind HAProxy (deploy/haproxy/haproxy.cfg), sharing PostgreSQL,
+# Redis and var/models, for a person to try; Ctrl-C stops them (scripts/cluster.sh).
+cluster: install services tools
+	@scripts/cluster.sh
 
 lock: $(STAMP)
 	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 -o requirements/runtime.lock
