@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from churn_mlops.core.errors import DatabaseUnavailable, ModelNotReady
@@ -73,6 +73,24 @@ SecurityDep = Annotated[SecurityServices, Depends(get_security)]
 # What a lost or refused connection raises: asyncpg's and aiosqlite's errors wrapped by
 # SQLAlchemy, the socket's own, and the statement timeout's cancellation.
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
+# PostgreSQL's refusals that asyncpg raises as server errors, which SQLAlchemy wraps as a plain
+# DBAPIError: connection exceptions (08), insufficient resources (53: too many connections),
+# operator intervention (57: shutting down, starting up, a cancelled statement), and 55000 (a
+# database not accepting connections). Other DBAPIErrors are bugs and stay 500s.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55000")
+
+
+def _database_unavailable(error: BaseException) -> bool:
+    if isinstance(error, _UNAVAILABLE):
+        return True
+    state = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return (
+        isinstance(error, DBAPIError)
+        and isinstance(state, str)
+        and (state.startswith(_UNAVAILABLE_SQLSTATES))
+    )
+
+
 CONNECTION_BUDGET_SECONDS = 1.0
 """Longest a request waits for a live connection (the pool, its pre-ping, a new connect): a
 database that drops packets would otherwise hold it for asyncpg's connect timeout (60 s)."""
@@ -88,7 +106,9 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         session = await runtime.database.session_within(CONNECTION_BUDGET_SECONDS)
         async with session:
             yield session
-    except _UNAVAILABLE as error:
+    except Exception as error:
+        if not _database_unavailable(error):
+            raise
         raise DatabaseUnavailable(
             "The database does not answer; retry in a moment.", headers=_RETRY
         ) from error

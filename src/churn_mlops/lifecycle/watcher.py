@@ -201,6 +201,10 @@ class ModelWatcher:
         )
         return artifact
 
+    def _clear_refusal(self, alias: str) -> None:
+        if self.slot.refused.pop(alias, None) is not None and self._metrics is not None:
+            self._metrics.clear_model_refused(alias)
+
     def _refuse(self, refused: RefusedVersion) -> None:
         if self.slot.refused.get(refused.alias) != refused:
             logger.error(
@@ -217,6 +221,7 @@ class ModelWatcher:
     async def _follow_champion(self, version: str) -> None:
         served = self.slot.current
         if served is not None and served.artifact.version == version:
+            self._clear_refusal(CHAMPION)  # a rollback to the served version ends a refusal
             return
         refused = self.slot.refused.get(CHAMPION)
         if refused is not None and refused.version == version:
@@ -259,6 +264,7 @@ class ModelWatcher:
         if version == served.artifact.version:
             version = None  # the champion itself: nothing to compare
         if (None if current is None else current.version) == version:
+            self._clear_refusal(CHALLENGER)
             return
         if version is None:
             self._stop_challenger()

@@ -240,6 +240,12 @@ class ServiceMetrics:
             if refused is not None:
                 self.families.gauge("churn_model_refused").labels(alias, *refused).set(0)
 
+    def clear_model_refused(self, alias: str) -> None:
+        """The alias names a version this worker serves again: its refusal is over."""
+        refused = self._refused.pop(alias, None)
+        if refused is not None:
+            self.families.gauge("churn_model_refused").labels(alias, *refused).set(0)
+
     def record_model_refused(self, alias: str, version: str, reason: str) -> None:
         """This worker refused `version` under `alias` for `reason`; the previous one serves."""
         self.families.counter("churn_model_swaps").labels(alias, "refused").inc()

@@ -238,3 +238,27 @@ async def test_a_refusal_is_logged_once_however_many_polls_see_it(
     said = [r for r in caplog.records if r.getMessage().startswith("refusing model version")]
     assert len(said) == 1
     assert fake in said[0].getMessage()
+
+
+async def test_a_rollback_to_the_served_version_ends_a_refusal(
+    registry_settings: Settings, registry: LocalRegistry, artifact: ModelArtifact
+) -> None:
+    fake = corrupt_copy(registry, artifact.version)
+    app = create_app(registry_settings)
+    async with in_process_client(app, api_key_headers(app)) as client:
+        registry.promote(fake)
+
+        async def refused() -> bool:
+            return bool((await client.get("/model")).json()["refused"])
+
+        await eventually(refused)
+        registry.rollback()  # the alias names the version still served
+
+        async def cleared() -> bool:
+            return not (await client.get("/model")).json()["refused"]
+
+        await eventually(cleared)
+        metrics = (await client.get("/metrics")).text
+    assert (
+        f'churn_model_refused{{alias="champion",reason="modified",version="{fake}"}} 0.0' in metrics
+    )

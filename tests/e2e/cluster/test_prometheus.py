@@ -378,13 +378,6 @@ def test_adapter_rule_serves_requests_per_second_for_each_pod(observed: Observed
     assert re.fullmatch(rule["name"]["matches"], name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a champion alias moved back to the version a worker still serves (a rollback "
-    "after a refused promotion) leaves the refusal in GET /model and churn_model_refused at 1 "
-    "(lifecycle/watcher.py `_follow_champion` returns early), so ChurnModelVersionRefused "
-    "fires 5 minutes later",
-)
 def test_a_refusal_ends_once_the_champion_alias_names_the_served_version_again(
     observed: Observed,
 ) -> None:

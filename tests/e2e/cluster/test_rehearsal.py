@@ -370,13 +370,6 @@ async def _refusing_connections(database: str, refuse: bool) -> None:
         await admin.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: while PostgreSQL refuses connections (here `database ... is not currently "
-    "accepting connections`; likewise `the database system is starting up` or `too many "
-    "connections`), asyncpg's error reaches api/deps.py as SQLAlchemy's plain DBAPIError, "
-    "which get_session does not turn into a 503: the database routes answer 500",
-)
 def test_database_routes_answer_503_while_postgresql_refuses_connections(
     healthy: Cluster,
 ) -> None:
