@@ -189,7 +189,10 @@ class RedisStore:
     async def close(self) -> None:
         """Close every pooled connection; later calls are refused (unavailable)."""
         self._closed = True
-        await self._client.aclose()
+        try:
+            await self._client.aclose()
+        except Exception as error:  # at shutdown a dropped connection has nothing to release
+            logger.debug("cache: closing Redis raised %r", error)
 
     async def _call(self, budget: float, operation: Callable[[], Awaitable[T]]) -> T | None:
         if self._closed or not self.breaker.allow():
