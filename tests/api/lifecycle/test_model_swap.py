@@ -77,6 +77,11 @@ async def _serves(client: httpx.AsyncClient, version: str) -> bool:
     return await served_version(client) == version
 
 
+async def _refuses(client: httpx.AsyncClient, expected: bool = True) -> bool:
+    """Whether `GET /model` lists a refused version (or, with `expected=False`, none)."""
+    return bool((await client.get("/model")).json()["refused"]) == expected
+
+
 async def test_put_champion_serves_the_version_at_once_and_names_the_previous(
     registry_settings: Settings, registry: LocalRegistry, artifact: ModelArtifact, v2: str
 ) -> None:
@@ -144,10 +149,7 @@ async def test_a_corrupt_version_promoted_elsewhere_is_refused_shown_and_measure
     async with in_process_client(app, api_key_headers(app)) as client:
         registry.promote(fake)
 
-        async def refused() -> bool:
-            return bool((await client.get("/model")).json()["refused"])
-
-        await eventually(refused)
+        await eventually(lambda: _refuses(client))
         model = (await client.get("/model")).json()
         assert model["version"] == artifact.version  # the old model keeps serving
         (entry,) = model["refused"]
@@ -230,10 +232,7 @@ async def test_a_refusal_is_logged_once_however_many_polls_see_it(
     async with in_process_client(app, api_key_headers(app)) as client:
         registry.promote(fake)
 
-        async def refused() -> bool:
-            return bool((await client.get("/model")).json()["refused"])
-
-        await eventually(refused)
+        await eventually(lambda: _refuses(client))
         await asyncio.sleep(0.5)  # ten more polls of the same alias
     said = [r for r in caplog.records if r.getMessage().startswith("refusing model version")]
     assert len(said) == 1
@@ -248,16 +247,10 @@ async def test_a_rollback_to_the_served_version_ends_a_refusal(
     async with in_process_client(app, api_key_headers(app)) as client:
         registry.promote(fake)
 
-        async def refused() -> bool:
-            return bool((await client.get("/model")).json()["refused"])
-
-        await eventually(refused)
+        await eventually(lambda: _refuses(client))
         registry.rollback()  # the alias names the version still served
 
-        async def cleared() -> bool:
-            return not (await client.get("/model")).json()["refused"]
-
-        await eventually(cleared)
+        await eventually(lambda: _refuses(client, expected=False))
         metrics = (await client.get("/metrics")).text
     assert (
         f'churn_model_refused{{alias="champion",reason="modified",version="{fake}"}} 0.0' in metrics

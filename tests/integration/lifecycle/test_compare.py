@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,11 +16,10 @@ from churn_mlops.api.app import create_app
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.quality_metrics import brier_score, pr_auc, roc_auc
-from churn_mlops.model.registry import LocalRegistry
-from churn_mlops.settings import Settings
 from tests.fixtures.lifespan import in_process_client
 from tests.fixtures.requests import prediction_bodies
 from tests.integration.db.prediction_log.conftest import add_customers
+from tests.integration.lifecycle.conftest import SettingsFactory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]  # trains a challenger once per session
 
@@ -40,21 +38,12 @@ async def compared_once_logged(client: httpx.AsyncClient, rows: int) -> dict[str
 
 async def test_compare_reports_agreement_deltas_and_outcome_quality(
     migrated_database_url: str,
-    lifecycle_registry: LocalRegistry,
     artifact: ModelArtifact,
     challenger_artifact: ModelArtifact,
     dataset: TelcoDataset,
-    tmp_path: Path,
+    lifecycle_settings: SettingsFactory,
 ) -> None:
-    settings = Settings(
-        environment="test",
-        auth_enabled=False,
-        model_registry_dir=lifecycle_registry.root,
-        database_url=migrated_database_url,
-        prediction_log_flush_ms=20.0,
-        prediction_log_spill_path=tmp_path / "spill" / "predictions.jsonl",
-        quality_refresh_seconds=0.1,
-    )
+    settings = lifecycle_settings(quality_refresh_seconds=0.1)
     prefix = f"c{uuid.uuid4().hex[:8]}-"
     bodies = prediction_bodies(dataset, CUSTOMERS, start=1000)
     ids = [f"{prefix}{n}" for n in range(CUSTOMERS)]
@@ -114,16 +103,9 @@ async def test_compare_reports_agreement_deltas_and_outcome_quality(
 
 
 async def test_compare_without_a_challenger_is_a_conflict(
-    migrated_database_url: str, lifecycle_registry: LocalRegistry, tmp_path: Path
+    lifecycle_settings: SettingsFactory,
 ) -> None:
-    settings = Settings(
-        environment="test",
-        auth_enabled=False,
-        model_registry_dir=lifecycle_registry.root,
-        database_url=migrated_database_url,
-        challenger_mode="off",
-        prediction_log_spill_path=tmp_path / "spill" / "predictions.jsonl",
-    )
+    settings = lifecycle_settings(challenger_mode="off")
     app = create_app(settings)
     async with in_process_client(app) as client:
         response = await client.get("/model/compare")

@@ -4,7 +4,6 @@ answered row is logged once with the challenger's probability of the same row.""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,10 +15,9 @@ from churn_mlops.data import TelcoDataset
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Prediction
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.model.registry import LocalRegistry
-from churn_mlops.settings import Settings
 from tests.fixtures.lifespan import in_process_client
 from tests.fixtures.requests import prediction_bodies
+from tests.integration.lifecycle.conftest import SettingsFactory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]  # trains a challenger once per session
 
@@ -49,20 +47,12 @@ async def shadow_rows(url: str, prefix: str) -> dict[str, tuple[Any, ...]]:
 
 async def test_shadow_logs_both_models_probabilities_of_every_answered_row(
     migrated_database_url: str,
-    lifecycle_registry: LocalRegistry,
     artifact: ModelArtifact,
     challenger_artifact: ModelArtifact,
     dataset: TelcoDataset,
-    tmp_path: Path,
+    lifecycle_settings: SettingsFactory,
 ) -> None:
-    settings = Settings(
-        environment="test",
-        auth_enabled=False,
-        model_registry_dir=lifecycle_registry.root,
-        database_url=migrated_database_url,
-        prediction_log_flush_ms=20.0,
-        prediction_log_spill_path=tmp_path / "spill" / "predictions.jsonl",
-    )
+    settings = lifecycle_settings()
     prefix = f"s{uuid.uuid4().hex[:8]}-"
     bodies = prediction_bodies(dataset, SINGLES + BATCH_ROWS)
     for n, body in enumerate(bodies):

@@ -24,7 +24,8 @@ from churn_mlops.db.prediction_log.spill_files import (
     claim_spill_files,
 )
 from churn_mlops.db.prediction_log.sql_sink import SqlPredictionSink
-from churn_mlops.db.prediction_log.writer import PredictionLogStats, PredictionLogWriter
+from churn_mlops.db.prediction_log.stats import PredictionLogStats
+from churn_mlops.db.prediction_log.writer import PredictionLogWriter
 from churn_mlops.settings import Settings
 
 __all__ = [
