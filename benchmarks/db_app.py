@@ -15,13 +15,25 @@ from sqlalchemy import select
 
 from churn_mlops.api.app import create_app_from_env as create_service_from_env
 from churn_mlops.api.deps import SessionDep
-from churn_mlops.api.routes.customers import MAX_ID, MAX_PAGE, customer_summary
-from churn_mlops.api.schemas.customers import CustomerPage
+from churn_mlops.api.routes.customers import MAX_ID, MAX_PAGE, prediction_record
+from churn_mlops.api.schemas.customers import CustomerPage, CustomerSummary
 from churn_mlops.api.scopes import ReadAccess
 from churn_mlops.db.models import Customer, Prediction
-from churn_mlops.db.repository import CustomerWithLatest
+from churn_mlops.db.repository import CustomerWithLatest, customer_features
 
 N_PLUS_ONE_PATH = "/bench/customers-n-plus-one"
+
+
+def customer_summary(row: CustomerWithLatest) -> CustomerSummary:
+    """A listed customer through the response models, as the seed's listing builds it."""
+    customer = row.customer
+    return CustomerSummary(
+        customer_id=customer.external_id,
+        features=customer_features(customer),
+        created_at=customer.created_at,
+        updated_at=customer.updated_at,
+        latest_prediction=None if row.latest is None else prediction_record(row.latest),
+    )
 
 
 def build_n_plus_one_router() -> APIRouter:

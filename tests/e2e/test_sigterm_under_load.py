@@ -112,7 +112,7 @@ def test_sigterm_writes_every_answered_row_to_a_reachable_database(
     assert process.wait(timeout=60) == 0
     rows = asyncio.run(rows_in(postgres_database))
     spilled = (
-        sum(1 for path in spill.parent.glob("*") for _ in path.open())
+        sum(path.read_bytes().count(b"\n") for path in spill.parent.glob("*"))
         if spill.parent.exists()
         else 0
     )

@@ -24,7 +24,7 @@ from tests.fixtures.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
 from tests.fixtures.security import provision_key, security_settings
 from tests.fixtures.tcp_proxy import TcpProxy
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90, func_only=True)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 CACHE_TTL = 0.3
 # The lookup budget is 0.3 s by default and a read's 1 s; on a busy machine a request takes a

@@ -27,7 +27,7 @@ from tests.fixtures.tcp_proxy import TcpProxy
 from tests.integration.db.prediction_log.conftest import logged_rows, running
 
 # The bound covers each test itself; the first one's fixtures may train the session's model.
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30, func_only=True)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
 # A prediction never waits for the database; on a busy machine one still takes a while.
 ANSWER_BOUND = 1.0

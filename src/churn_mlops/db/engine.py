@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,10 @@ _ASYNC_DRIVERS = {
 }
 # How long a SQLite writer waits for another connection's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# How long closing the pool may wait on the database before its connections are cut.
+DISPOSE_LIMIT_SECONDS = 2.0
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseURLError(ValueError):
@@ -158,6 +164,12 @@ class Database:
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             engine, expire_on_commit=False
         )
+        # The driver's connections, so that `dispose` can cut those the database holds.
+        self._opened: weakref.WeakSet[Any] = weakref.WeakSet()
+        event.listen(engine.sync_engine, "connect", self._track)
+
+    def _track(self, dbapi_connection: Any, _record: Any) -> None:
+        self._opened.add(dbapi_connection.driver_connection)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Database:
@@ -218,5 +230,23 @@ class Database:
             return False
         return True
 
-    async def dispose(self) -> None:
+    async def dispose(self, limit_seconds: float = DISPOSE_LIMIT_SECONDS) -> None:
+        """Close the pool's connections; past `limit_seconds`, cut the rest without a goodbye.
+
+        A polite close waits for the server's reply, up to asyncpg's command timeout (10 s)
+        per connection: a database that drops packets would hold a worker's shutdown for
+        minutes."""
+        try:
+            async with asyncio.timeout(limit_seconds):
+                await self.engine.dispose()
+            return
+        except TimeoutError:
+            log.warning(
+                "the database did not answer within %g s at shutdown; cutting its connections",
+                limit_seconds,
+            )
+        for connection in list(self._opened):
+            terminate = getattr(connection, "terminate", None)
+            if terminate is not None:
+                terminate()
         await self.engine.dispose()

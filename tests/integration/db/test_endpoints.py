@@ -142,7 +142,8 @@ def test_get_customer_sends_the_same_statements_for_1_and_50_predictions(api: Ap
         fifty_body = api.client.get(f"/customers/{many}", params={"limit": 100}).json()
     assert len(one_body["recent_predictions"]) == 1
     assert len(fifty_body["recent_predictions"]) == 50
-    assert len(one) == len(fifty) == 2
+    # PostgreSQL: one statement on the driver's connection; SQLite: the ORM's two.
+    assert len(one) == len(fifty) == (2 if api.url.startswith("sqlite") else 1)
 
 
 async def _load_more(url: str, external_id: str, count: int) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
-from churn_mlops.db import schema
+from churn_mlops.db import customer_reads, schema
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.db.repository import CustomerRepository, PredictionRepository
@@ -109,3 +109,16 @@ async def test_customer_lookup_uses_the_external_id_index(connection: AsyncConne
     explained = await plan(connection, select(Customer).where(Customer.external_id == "X-1"))
     assert "uq_customers_external_id" in explained
     assert Prediction.__tablename__ not in explained
+
+
+async def test_the_read_endpoints_statements_use_the_indexes(connection: AsyncConnection) -> None:
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    detail = await driver.fetch(f"EXPLAIN {customer_reads._DETAIL_SQL}", "X-1", 10)
+    page = await driver.fetch(f"EXPLAIN {customer_reads._PAGE_SQL}", 100, 50)
+    detail_plan = "\n".join(row[0] for row in detail)
+    page_plan = "\n".join(row[0] for row in page)
+    assert "uq_customers_external_id" in detail_plan
+    assert "ix_predictions_customer_id_created_at" in detail_plan
+    assert "pk_customers" in page_plan
+    assert "ix_predictions_customer_id_created_at" in page_plan
+    assert "Seq Scan" not in detail_plan + page_plan

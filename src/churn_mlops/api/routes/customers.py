@@ -1,5 +1,6 @@
 """`/customers`: stored customers, their prediction history, and predictions from stored
-features. Thin: the queries live in `churn_mlops.db.repository`."""
+features. Thin: the queries live in `churn_mlops.db.repository` and, for the reads answered as
+JSON bytes, `churn_mlops.db.customer_reads`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from churn_mlops.api.deps import PipelineDep, SessionDep
 from churn_mlops.api.schemas.customers import (
     CustomerDetail,
     CustomerPage,
-    CustomerSummary,
     PredictionRecord,
 )
 from churn_mlops.api.schemas.predictions import PredictResponse
@@ -20,13 +20,9 @@ from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.scopes import AUTH_RESPONSES, PredictAccess, ReadAccess
 from churn_mlops.core.errors import NotFound
 from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID
-from churn_mlops.db.models import Customer, Prediction
-from churn_mlops.db.repository import (
-    CustomerNotFound,
-    CustomerRepository,
-    CustomerWithLatest,
-    customer_features,
-)
+from churn_mlops.db.customer_reads import customer_detail_json, customer_page_json
+from churn_mlops.db.models import Prediction
+from churn_mlops.db.repository import CustomerNotFound, CustomerRepository, customer_features
 
 MAX_PAGE = 100
 MAX_RECENT = 100
@@ -64,21 +60,6 @@ def prediction_record(prediction: Prediction) -> PredictionRecord:
     )
 
 
-def _customer_fields(customer: Customer) -> dict[str, Any]:
-    return {
-        "customer_id": customer.external_id,
-        "features": customer_features(customer),
-        "created_at": customer.created_at,
-        "updated_at": customer.updated_at,
-    }
-
-
-def customer_summary(row: CustomerWithLatest) -> CustomerSummary:
-    """A listed customer with its latest prediction, as `GET /customers` answers it."""
-    latest = None if row.latest is None else prediction_record(row.latest)
-    return CustomerSummary(**_customer_fields(row.customer), latest_prediction=latest)
-
-
 def _not_found(error: CustomerNotFound) -> NotFound:
     return NotFound(f"No customer has the id {error.external_id!r}.")
 
@@ -100,13 +81,11 @@ def build_customers_router() -> APIRouter:
             Query(ge=0, le=MAX_ID, description="`next_after` of the previous page."),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-    ) -> CustomerPage:
+    ) -> Response:
         """Customers in id order, each with its latest prediction; keyset pagination, so every
         page costs one index seek however deep it is (an offset would scan the skipped rows)."""
-        rows = await CustomerRepository(session).page(after, limit)
-        items = [customer_summary(row) for row in rows]
-        next_after = rows[-1].customer.id if len(rows) == limit else None
-        return CustomerPage(items=items, next_after=next_after)
+        page = await customer_page_json(session, after, limit)
+        return Response(page, media_type="application/json")
 
     @router.get(
         "/customers/{customer_id}",
@@ -121,16 +100,13 @@ def build_customers_router() -> APIRouter:
         limit: Annotated[
             int, Query(ge=1, le=MAX_RECENT, description="How many recent predictions.")
         ] = 10,
-    ) -> CustomerDetail:
+    ) -> Response:
         """The customer's features and its most recent predictions, newest first."""
         try:
-            found = await CustomerRepository(session).with_recent_predictions(customer_id, limit)
+            detail = await customer_detail_json(session, customer_id, limit)
         except CustomerNotFound as error:
             raise _not_found(error) from None
-        return CustomerDetail(
-            **_customer_fields(found.customer),
-            recent_predictions=[prediction_record(p) for p in found.predictions],
-        )
+        return Response(detail, media_type="application/json")
 
     @router.post(
         "/customers/{customer_id}/predict",

@@ -4,7 +4,7 @@
   (the flusher and the spiller), with its stats;
 - `guarded_sink`: the sink as the writer sees it, each write bounded in time, failures counted
   as one outage;
-- `sql_sink`: `SqlPredictionSink`, one idempotent multi-row insert per batch;
+- `sql_sink`: `SqlPredictionSink`, one idempotent write per batch (binary COPY on PostgreSQL);
 - `spill_files`: the append-only files that hold rows while the database is away, shared by the
   workers of one host and replayed after a crash;
 - `ids`: the rows, and their time-ordered UUIDv7-style ids.

@@ -1,5 +1,6 @@
-"""SqlPredictionSink on SQLite and PostgreSQL: one idempotent insert per batch, customer ids
-resolved in it, values stored as given."""
+"""SqlPredictionSink on SQLite and PostgreSQL: one idempotent write per batch (a multi-row
+insert on SQLite, COPY through a staging table on PostgreSQL), customer ids resolved in it,
+values stored as given."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 from sqlalchemy import event, select
 
 from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.db import schema
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Prediction
 from churn_mlops.db.prediction_log.ids import identify
-from churn_mlops.db.prediction_log.sql_sink import SqlPredictionSink
+from churn_mlops.db.prediction_log.sql_sink import COPY_CHUNK_ROWS, SqlPredictionSink
 from tests.integration.db.prediction_log.conftest import add_customers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -27,7 +29,21 @@ async def database(migrated_database_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-async def test_a_batch_is_one_insert_statement_and_a_repeat_inserts_nothing(
+@pytest.fixture(scope="module")
+def migrated_postgres(postgres_database: str) -> str:
+    schema.upgrade(postgres_database)
+    return postgres_database
+
+
+@pytest.fixture
+async def postgres(migrated_postgres: str) -> AsyncIterator[Database]:
+    """PostgreSQL alone: the COPY path."""
+    database = Database.from_url(migrated_postgres)
+    yield database
+    await database.dispose()
+
+
+async def test_a_batch_is_stored_once_and_a_repeat_inserts_nothing(
     database: Database, migrated_database_url: str
 ) -> None:
     prefix = f"k{uuid.uuid4().hex[:8]}-"
@@ -51,7 +67,9 @@ async def test_a_batch_is_one_insert_statement_and_a_repeat_inserts_nothing(
         assert await sink.write(rows[:10]) == 0
     finally:
         event.remove(database.engine.sync_engine, "before_cursor_execute", count)
-    assert len(inserts) == 2
+    # SQLite: one multi-row INSERT per batch; PostgreSQL: COPY and its INSERT bypass
+    # SQLAlchemy's cursor, on the driver's connection.
+    assert len(inserts) == (2 if database.is_sqlite else 0)
 
     async with database.engine.connect() as connection:
         stored = {
@@ -85,3 +103,37 @@ async def test_an_empty_batch_inserts_nothing_and_does_not_fail(database: Databa
     sink = SqlPredictionSink.for_engine(database.engine)
 
     assert await sink.write([]) == 0
+
+
+async def test_a_batch_larger_than_one_copy_is_stored_whole_and_retries_add_only_new_rows(
+    postgres: Database,
+) -> None:
+    created = 1_790_000_000.0
+    rows = identify(
+        [(f"chunk-{n}", "v2", n / 10_000, False, False, 0.5, created) for n in range(3_407)]
+    )
+    assert len(rows) > 2 * COPY_CHUNK_ROWS
+    sink = SqlPredictionSink.for_engine(postgres.engine)
+
+    assert await sink.write(rows[:2_000]) == 2_000
+    assert await sink.write(rows) == len(rows) - 2_000  # a retry carrying rows already stored
+
+    async with postgres.engine.connect() as connection:
+        stored = await connection.execute(
+            select(Prediction.id, Prediction.probability).where(Prediction.model_version == "v2")
+        )
+        probabilities = {row.id.hex: row.probability for row in stored}
+    assert probabilities == {row.id: row.probability for row in rows}
+
+
+async def test_a_failed_batch_stores_none_of_its_rows_and_the_next_one_is_whole(
+    postgres: Database,
+) -> None:
+    created = 1_790_000_000.0
+    good = identify([(f"ok-{n}", "v3", 0.5, False, False, 0.5, created) for n in range(2_000)])
+    broken = [*good[:1_900], good[1_900]._replace(will_churn="yes"), *good[1_901:]]
+    sink = SqlPredictionSink.for_engine(postgres.engine)
+
+    with pytest.raises(Exception, match="boolean"):
+        await sink.write(broken)
+    assert await sink.write(good) == len(good)  # nothing of the failed batch was left staged

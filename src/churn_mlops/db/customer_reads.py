@@ -1,0 +1,147 @@
+"""The customer read endpoints' queries, answered as JSON bytes.
+
+`GET /customers/{id}` and `GET /customers` are read far more often than customers change, so
+they skip the ORM and pydantic: on PostgreSQL one statement per request on the driver's own
+connection (asyncpg prepares it once per connection and keeps it), no transaction around it,
+and rows encoded by orjson straight into the documented JSON. SQLite, the embedded default,
+reads through the repository's ORM queries and shares the encoder. The bytes equal what the
+pydantic response models would make of the same rows (tests/integration/db/test_customer_reads.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from churn_mlops.core.features import FEATURE_NAMES
+from churn_mlops.db.models import Prediction
+from churn_mlops.db.repository import CustomerNotFound, CustomerRepository, customer_features
+
+_FEATURES = ", ".join(f"c.{name}" for name in FEATURE_NAMES)
+# The prediction's columns in PredictionRecord's order; the id as text in its canonical form.
+_PREDICTION = (
+    "p.id::text AS prediction_id, p.external_customer_id, p.model_version, p.probability, "
+    "p.will_churn, p.cached, p.latency_ms, p.created_at AS predicted_at"
+)
+_PREDICTION_FIELDS = (
+    *("id", "customer_id", "model_version", "churn_probability", "will_churn", "cached"),
+    *("latency_ms", "created_at"),
+)
+_LATEST = (
+    "LEFT JOIN LATERAL (SELECT * FROM predictions WHERE customer_id = c.id "
+    "ORDER BY created_at DESC LIMIT {limit}) AS p ON true"
+)
+# A customer and its newest predictions; one row per prediction (one with nulls if none).
+_DETAIL_SQL = (
+    f"SELECT c.external_id, {_FEATURES}, c.created_at, c.updated_at, {_PREDICTION} "  # noqa: S608
+    f"FROM customers AS c {_LATEST.format(limit='$2')} WHERE c.external_id = $1 "
+    "ORDER BY p.created_at DESC"
+)
+# Customers after a cursor, each with its latest prediction: an index probe per customer.
+_PAGE_SQL = (
+    f"SELECT c.external_id, {_FEATURES}, c.created_at, c.updated_at, {_PREDICTION}, "  # noqa: S608
+    f"c.id AS cursor FROM customers AS c {_LATEST.format(limit='1')} "
+    "WHERE c.id > $1 ORDER BY c.id LIMIT $2"
+)
+_FEATURE_COLUMNS = slice(1, 1 + len(FEATURE_NAMES))
+_CUSTOMER_TIMES = slice(1 + len(FEATURE_NAMES), 3 + len(FEATURE_NAMES))
+_PREDICTION_COLUMNS = slice(3 + len(FEATURE_NAMES), 3 + len(FEATURE_NAMES) + 8)
+_OPTIONS = orjson.OPT_UTC_Z
+
+
+def _customer(row: Sequence[Any]) -> dict[str, Any]:
+    created_at, updated_at = row[_CUSTOMER_TIMES]
+    return {
+        "customer_id": row[0],
+        "features": dict(zip(FEATURE_NAMES, row[_FEATURE_COLUMNS], strict=True)),
+        "created_at": created_at,
+        "updated_at": updated_at,
+    }
+
+
+def _prediction(row: Sequence[Any]) -> dict[str, Any] | None:
+    values = row[_PREDICTION_COLUMNS]
+    if values[0] is None:
+        return None
+    return dict(zip(_PREDICTION_FIELDS, values, strict=True))
+
+
+def _orm_prediction(prediction: Prediction) -> tuple[Any, ...]:
+    return (
+        str(prediction.id),
+        prediction.external_customer_id,
+        prediction.model_version,
+        prediction.probability,
+        prediction.will_churn,
+        prediction.cached,
+        prediction.latency_ms,
+        prediction.created_at,
+    )
+
+
+_NO_PREDICTION = (None,) * 8
+
+
+async def _driver(session: AsyncSession) -> Any | None:
+    """The asyncpg connection under the session's, or None on another database."""
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        return None
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+async def customer_detail_json(session: AsyncSession, external_id: str, limit: int) -> bytes:
+    """CustomerDetail of `external_id` with its `limit` newest predictions; CustomerNotFound."""
+    driver = await _driver(session)
+    if driver is not None:
+        rows: Sequence[Sequence[Any]] = await driver.fetch(_DETAIL_SQL, external_id, limit)
+        if not rows:
+            raise CustomerNotFound(external_id)
+    else:
+        found = await CustomerRepository(session).with_recent_predictions(external_id, limit)
+        customer = found.customer
+        head = (
+            customer.external_id,
+            *customer_features(customer).values(),
+            customer.created_at,
+            customer.updated_at,
+        )
+        rows = [(*head, *_orm_prediction(p)) for p in found.predictions] or [
+            (*head, *_NO_PREDICTION)
+        ]
+    detail = _customer(rows[0])
+    detail["recent_predictions"] = [
+        prediction for prediction in map(_prediction, rows) if prediction is not None
+    ]
+    return orjson.dumps(detail, option=_OPTIONS)
+
+
+async def customer_page_json(session: AsyncSession, after: int | None, limit: int) -> bytes:
+    """CustomerPage: customers with id > `after` in id order, each with its latest prediction."""
+    cursor = -1 if after is None else after
+    driver = await _driver(session)
+    if driver is not None:
+        rows: Sequence[Sequence[Any]] = await driver.fetch(_PAGE_SQL, cursor, limit)
+    else:
+        rows = [
+            (
+                row.customer.external_id,
+                *customer_features(row.customer).values(),
+                row.customer.created_at,
+                row.customer.updated_at,
+                *(_NO_PREDICTION if row.latest is None else _orm_prediction(row.latest)),
+                row.customer.id,
+            )
+            for row in await CustomerRepository(session).page(after, limit)
+        ]
+    items = []
+    for row in rows:
+        item = _customer(row)
+        item["latest_prediction"] = _prediction(row)
+        items.append(item)
+    next_after = rows[-1][-1] if len(rows) == limit else None
+    return orjson.dumps({"items": items, "next_after": next_after}, option=_OPTIONS)
