@@ -14,8 +14,9 @@ from fastapi import APIRouter, FastAPI, Query
 from sqlalchemy import select
 
 from churn_mlops.api.app import create_app_from_env as create_service_from_env
+from churn_mlops.api.customer_fastpath import MAX_ID, MAX_PAGE
 from churn_mlops.api.deps import SessionDep
-from churn_mlops.api.routes.customers import MAX_ID, MAX_PAGE, prediction_record
+from churn_mlops.api.routes.customers import prediction_record
 from churn_mlops.api.schemas.customers import CustomerPage, CustomerSummary
 from churn_mlops.api.scopes import ReadAccess
 from churn_mlops.db.models import Customer, Prediction

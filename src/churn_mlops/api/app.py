@@ -14,6 +14,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from churn_mlops import __version__
+from churn_mlops.api.customer_fastpath import CustomerReadEndpoints
 from churn_mlops.api.deps import State
 from churn_mlops.api.errors import document_problem_responses, install_error_handlers
 from churn_mlops.api.fastpath import FastPredictEndpoint
@@ -37,6 +38,7 @@ from churn_mlops.prediction.strict_parser import StrictBodyParser
 from churn_mlops.runtime import Runtime, open_runtime
 from churn_mlops.security.authenticator import KeySource
 from churn_mlops.security.guard import RequestGuard
+from churn_mlops.security.principal import Scope as AuthScope
 from churn_mlops.settings import Settings
 
 OPENAPI_URL = "/openapi.json"
@@ -79,8 +81,17 @@ class ChurnAPI(FastAPI):
                 self._check_declared(method, path)
                 guard = RequestGuard(security.authenticator, security.limiter, scope)
                 raw_routes[(method, path)] = FastPredictEndpoint(runtime, guard)
+        reads = CustomerReadEndpoints(
+            runtime,
+            RequestGuard(
+                runtime.security.authenticator, runtime.security.limiter, str(AuthScope.READ)
+            ),
+        )
+        for template in reads.templates:
+            self._check_declared("GET", template)
         routed = super().__call__
-        self._handler = build_middleware_chain(RawRouteDispatch(routed, raw_routes), runtime)
+        dispatch = RawRouteDispatch(routed, raw_routes, parsed=[reads])
+        self._handler = build_middleware_chain(dispatch, runtime)
         self.runtime = runtime
 
     def detach(self) -> None:

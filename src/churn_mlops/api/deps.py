@@ -7,6 +7,7 @@ Every dependency here is `async def`, even where nothing is awaited: FastAPI run
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
@@ -97,11 +98,21 @@ database that drops packets would otherwise hold it for asyncpg's connect timeou
 _RETRY = {"Retry-After": "1"}
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """A session of the app's database for one request, its connection checked out within
+UNAVAILABLE = "The database does not answer; retry in a moment."
+NOT_CONFIGURED = "The database is not configured (CHURN_DATABASE_URL)."
+
+
+def database_unavailable() -> DatabaseUnavailable:
+    """The 503 problem of a database that does not answer, with Retry-After."""
+    return DatabaseUnavailable(UNAVAILABLE, headers=_RETRY)
+
+
+@asynccontextmanager
+async def database_session(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    """A session of the app's database, its connection checked out within
     CONNECTION_BUDGET_SECONDS; 503 problem with Retry-After when the database is unreachable."""
     if runtime.database is None:
-        raise DatabaseUnavailable("The database is not configured (CHURN_DATABASE_URL).")
+        raise DatabaseUnavailable(NOT_CONFIGURED)
     try:
         session = await runtime.database.session_within(CONNECTION_BUDGET_SECONDS)
         async with session:
@@ -109,9 +120,13 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     except Exception as error:
         if not _database_unavailable(error):
             raise
-        raise DatabaseUnavailable(
-            "The database does not answer; retry in a moment.", headers=_RETRY
-        ) from error
+        raise database_unavailable() from error
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """`database_session` for one request."""
+    async with database_session(runtime) as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

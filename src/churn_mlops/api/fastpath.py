@@ -19,8 +19,8 @@ from churn_mlops.security.guard import RequestGuard
 
 logger = logging.getLogger("churn_mlops.api")
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-_PROBLEM_HEADERS = [(b"content-type", b"application/problem+json")]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+PROBLEM_HEADERS = [(b"content-type", b"application/problem+json")]
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -53,24 +53,26 @@ class FastPredictEndpoint:
                 raise ModelNotReady("The model is still loading; retry in a moment.")
             body = await served.pipeline.predict_one(await read_body(receive))
         except ServiceError as error:
-            await _send(send, error.status, problem_bytes(error), _problem_headers(error))
+            await send_response(send, error.status, problem_bytes(error), problem_headers(error))
             return
         except Exception as error:
             log_unexpected_error("POST /predict", error)
             failure = ServiceError("The server failed to answer this request.")
-            await _send(send, 500, problem_bytes(failure), _PROBLEM_HEADERS)
+            await send_response(send, 500, problem_bytes(failure), PROBLEM_HEADERS)
             return
-        await _send(send, 200, body, _JSON_HEADERS)
+        await send_response(send, 200, body, JSON_HEADERS)
 
 
-def _problem_headers(error: ServiceError) -> list[tuple[bytes, bytes]]:
+def problem_headers(error: ServiceError) -> list[tuple[bytes, bytes]]:
     if not error.headers:
-        return _PROBLEM_HEADERS
+        return PROBLEM_HEADERS
     extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    return _PROBLEM_HEADERS + extra
+    return PROBLEM_HEADERS + extra
 
 
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_response(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
     start: Message = {
         "type": "http.response.start",
         "status": status,

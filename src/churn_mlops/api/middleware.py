@@ -9,8 +9,9 @@ ASGI: none buffers a response or builds a Request per call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,19 +36,38 @@ class RawRoute:
     path: str
 
 
+class ParsedRoutes(Protocol):
+    """Raw endpoints of paths with parameters: `arguments` says which requests they answer
+    (a template of `templates` and what `answer` takes), None for FastAPI."""
+
+    templates: tuple[str, ...]
+
+    def arguments(self, scope: Scope) -> tuple[str, Any] | None: ...
+
+    async def answer(self, template: str, arguments: Any, scope: Scope, send: Send) -> None: ...
+
+
 class RawRouteDispatch:
     """Sends each request whose (method, path) is in `raw_routes` to its raw-ASGI endpoint,
-    the rest to `app`, and sets `scope["route"]` so that telemetry labels both alike.
+    each that `parsed` takes to it, the rest to `app`, and sets `scope["route"]` so that
+    telemetry labels all alike.
 
     The route is a plain object of our own rather than FastAPI's route context, whose `path`
     is computed through properties at every read (docs/performance.md, "The restructuring").
     """
 
-    def __init__(self, app: ASGIApp, raw_routes: Mapping[tuple[str, str], ASGIApp]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        raw_routes: Mapping[tuple[str, str], ASGIApp],
+        parsed: Sequence[ParsedRoutes] = (),
+    ) -> None:
         self.app = app
         self.raw_routes = {
             key: (endpoint, RawRoute(key[1])) for key, endpoint in raw_routes.items()
         }
+        self.parsed = tuple(parsed)
+        self._templates = {t: RawRoute(t) for routes in parsed for t in routes.templates}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -56,6 +76,12 @@ class RawRouteDispatch:
                 endpoint, scope["route"] = found
                 await endpoint(scope, receive, send)
                 return
+            for routes in self.parsed:
+                matched = routes.arguments(scope)
+                if matched is not None:
+                    scope["route"] = self._templates[matched[0]]
+                    await routes.answer(*matched, scope, send)
+                    return
         await self.app(scope, receive, send)
 
 

@@ -1,11 +1,12 @@
-"""The customer read endpoints' queries, answered as JSON bytes.
+"""The customer read endpoints' statements and their answers as JSON bytes.
 
 `GET /customers/{id}` and `GET /customers` are read far more often than customers change, so
-they skip the ORM and pydantic: on PostgreSQL one statement per request on the driver's own
-connection (asyncpg prepares it once per connection and keeps it), no transaction around it,
-and rows encoded by orjson straight into the documented JSON. SQLite, the embedded default,
-reads through the repository's ORM queries and shares the encoder. The bytes equal what the
-pydantic response models would make of the same rows (tests/integration/db/test_customer_reads.py).
+they skip the ORM and pydantic: on PostgreSQL one statement per request (DETAIL_SQL, PAGE_SQL,
+run on the read pool's connections, where asyncpg keeps them prepared), no transaction around
+it, and rows encoded by orjson straight into the documented JSON. SQLite, the embedded default,
+reads through the repository's ORM queries into rows of the same shape and shares the encoder.
+The JSON equals what the pydantic response models would make of the same rows
+(tests/integration/db/test_customer_reads.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.db.models import Prediction
-from churn_mlops.db.repository import CustomerNotFound, CustomerRepository, customer_features
+from churn_mlops.db.repository import CustomerRepository, customer_features
 
 _FEATURES = ", ".join(f"c.{name}" for name in FEATURE_NAMES)
 # The prediction's columns in PredictionRecord's order; the id as text in its canonical form.
@@ -35,13 +36,13 @@ _LATEST = (
     "ORDER BY created_at DESC LIMIT {limit}) AS p ON true"
 )
 # A customer and its newest predictions; one row per prediction (one with nulls if none).
-_DETAIL_SQL = (
+DETAIL_SQL = (
     f"SELECT c.external_id, {_FEATURES}, c.created_at, c.updated_at, {_PREDICTION} "  # noqa: S608
     f"FROM customers AS c {_LATEST.format(limit='$2')} WHERE c.external_id = $1 "
     "ORDER BY p.created_at DESC"
 )
 # Customers after a cursor, each with its latest prediction: an index probe per customer.
-_PAGE_SQL = (
+PAGE_SQL = (
     f"SELECT c.external_id, {_FEATURES}, c.created_at, c.updated_at, {_PREDICTION}, "  # noqa: S608
     f"c.id AS cursor FROM customers AS c {_LATEST.format(limit='1')} "
     "WHERE c.id > $1 ORDER BY c.id LIMIT $2"
@@ -85,34 +86,8 @@ def _orm_prediction(prediction: Prediction) -> tuple[Any, ...]:
 _NO_PREDICTION = (None,) * 8
 
 
-async def _driver(session: AsyncSession) -> Any | None:
-    """The asyncpg connection under the session's, or None on another database."""
-    connection = await session.connection()
-    if connection.dialect.name != "postgresql":
-        return None
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
-
-
-async def customer_detail_json(session: AsyncSession, external_id: str, limit: int) -> bytes:
-    """CustomerDetail of `external_id` with its `limit` newest predictions; CustomerNotFound."""
-    driver = await _driver(session)
-    if driver is not None:
-        rows: Sequence[Sequence[Any]] = await driver.fetch(_DETAIL_SQL, external_id, limit)
-        if not rows:
-            raise CustomerNotFound(external_id)
-    else:
-        found = await CustomerRepository(session).with_recent_predictions(external_id, limit)
-        customer = found.customer
-        head = (
-            customer.external_id,
-            *customer_features(customer).values(),
-            customer.created_at,
-            customer.updated_at,
-        )
-        rows = [(*head, *_orm_prediction(p)) for p in found.predictions] or [
-            (*head, *_NO_PREDICTION)
-        ]
+def detail_json(rows: Sequence[Sequence[Any]]) -> bytes:
+    """CustomerDetail from the rows of DETAIL_SQL (at least one)."""
     detail = _customer(rows[0])
     detail["recent_predictions"] = [
         prediction for prediction in map(_prediction, rows) if prediction is not None
@@ -120,24 +95,8 @@ async def customer_detail_json(session: AsyncSession, external_id: str, limit: i
     return orjson.dumps(detail, option=_OPTIONS)
 
 
-async def customer_page_json(session: AsyncSession, after: int | None, limit: int) -> bytes:
-    """CustomerPage: customers with id > `after` in id order, each with its latest prediction."""
-    cursor = -1 if after is None else after
-    driver = await _driver(session)
-    if driver is not None:
-        rows: Sequence[Sequence[Any]] = await driver.fetch(_PAGE_SQL, cursor, limit)
-    else:
-        rows = [
-            (
-                row.customer.external_id,
-                *customer_features(row.customer).values(),
-                row.customer.created_at,
-                row.customer.updated_at,
-                *(_NO_PREDICTION if row.latest is None else _orm_prediction(row.latest)),
-                row.customer.id,
-            )
-            for row in await CustomerRepository(session).page(after, limit)
-        ]
+def page_json(rows: Sequence[Sequence[Any]], limit: int) -> bytes:
+    """CustomerPage from the rows of PAGE_SQL, asked for with `limit`."""
     items = []
     for row in rows:
         item = _customer(row)
@@ -145,3 +104,35 @@ async def customer_page_json(session: AsyncSession, after: int | None, limit: in
         items.append(item)
     next_after = rows[-1][-1] if len(rows) == limit else None
     return orjson.dumps({"items": items, "next_after": next_after}, option=_OPTIONS)
+
+
+async def orm_detail_rows(
+    session: AsyncSession, external_id: str, limit: int
+) -> list[tuple[Any, ...]]:
+    """DETAIL_SQL's rows through the ORM (SQLite has no LATERAL); CustomerNotFound."""
+    found = await CustomerRepository(session).with_recent_predictions(external_id, limit)
+    customer = found.customer
+    head = (
+        customer.external_id,
+        *customer_features(customer).values(),
+        customer.created_at,
+        customer.updated_at,
+    )
+    return [(*head, *_orm_prediction(p)) for p in found.predictions] or [(*head, *_NO_PREDICTION)]
+
+
+async def orm_page_rows(
+    session: AsyncSession, after: int | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """PAGE_SQL's rows through the ORM."""
+    return [
+        (
+            row.customer.external_id,
+            *customer_features(row.customer).values(),
+            row.customer.created_at,
+            row.customer.updated_at,
+            *(_NO_PREDICTION if row.latest is None else _orm_prediction(row.latest)),
+            row.customer.id,
+        )
+        for row in await CustomerRepository(session).page(after, limit)
+    ]

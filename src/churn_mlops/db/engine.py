@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from churn_mlops.db.read_pool import ReadPool
 from churn_mlops.settings import Settings
 
 _ASYNC_DRIVERS = {
@@ -31,6 +32,10 @@ _ASYNC_DRIVERS = {
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # How long closing the pool may wait on the database before its connections are cut.
 DISPOSE_LIMIT_SECONDS = 2.0
+# The customer reads' own pool per worker: one statement each, a few connections serve
+# thousands a second.
+READ_POOL_SIZE = 8
+READ_CONNECT_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +164,18 @@ def _abandon_done(attempt: asyncio.Future[AsyncSession]) -> None:
 class Database:
     """The service's engine (connection pool) and its session factory."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000) -> None:
         self.engine = engine
+        self.reads: ReadPool | None = None
+        """PostgreSQL: the customer reads' own asyncpg pool (opened on the first read)."""
+        if engine.dialect.name == "postgresql":
+            plain = engine.url.set(drivername="postgresql")
+            self.reads = ReadPool(
+                plain.render_as_string(hide_password=False),
+                max_size=READ_POOL_SIZE,
+                statement_timeout_ms=statement_timeout_ms,
+                connect_seconds=READ_CONNECT_SECONDS,
+            )
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             engine, expire_on_commit=False
         )
@@ -173,7 +188,8 @@ class Database:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Database:
-        return cls(create_engine(url, **options))
+        timeout = options.get("statement_timeout_ms", 5000)
+        return cls(create_engine(url, **options), statement_timeout_ms=timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -236,6 +252,8 @@ class Database:
         A polite close waits for the server's reply, up to asyncpg's command timeout (10 s)
         per connection: a database that drops packets would hold a worker's shutdown for
         minutes."""
+        if self.reads is not None:
+            await self.reads.close(limit_seconds)
         try:
             async with asyncio.timeout(limit_seconds):
                 await self.engine.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
+from churn_mlops.db.read_pool import ReadPool
 
 
 @pytest.fixture
@@ -32,12 +33,13 @@ _NOT_QUERIES = {";", "BEGIN;", "BEGIN", "COMMIT;", "ROLLBACK;", "COMMIT", "ROLLB
 
 class QueryCounter:
     """Counts the statements an engine sends while `counting()` is open: SQLAlchemy's cursor
-    executions and, on PostgreSQL, what code sends on the driver's own connection past
-    SQLAlchemy (the read endpoints), seen by asyncpg's query logger. The logger also sees some
-    of SQLAlchemy's statements (executemany); those count once."""
+    executions, on PostgreSQL what code sends on the driver's own connection past SQLAlchemy
+    (seen by asyncpg's query logger, which also sees some of SQLAlchemy's statements, such as
+    executemany: those count once), and the statement of each read on `reads` (the read pool)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reads: ReadPool | None = None) -> None:
         self.engine = engine
+        self.reads = reads
         self.statements: list[str] = []
         self._through_sqlalchemy: list[str] = []
         self._watched: list[Any] = []
@@ -58,6 +60,13 @@ class QueryCounter:
             driver.add_query_logger(self._log)
             self._watched.append(driver)
 
+    def _counted(self, fetch: Any) -> Any:
+        async def counted(sql: str, *arguments: Any, budget: float) -> Any:
+            self.statements.append(sql)
+            return await fetch(sql, *arguments, budget=budget)
+
+        return counted
+
     @contextmanager
     def counting(self) -> Iterator[list[str]]:
         self.statements = []
@@ -65,9 +74,13 @@ class QueryCounter:
         pool = self.engine.sync_engine.pool
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._record)
         event.listen(pool, "checkout", self._watch)
+        if self.reads is not None:
+            self.reads.fetch = self._counted(self.reads.fetch)  # type: ignore[method-assign]
         try:
             yield self.statements
         finally:
+            if self.reads is not None:
+                del self.reads.fetch  # the class's method again
             event.remove(self.engine.sync_engine, "before_cursor_execute", self._record)
             event.remove(pool, "checkout", self._watch)
             for driver in self._watched:

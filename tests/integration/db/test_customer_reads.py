@@ -1,23 +1,26 @@
 """The read endpoints' JSON, made from rows without pydantic, says what the documented response
 models say of the same rows, on SQLite (through the ORM) and on PostgreSQL (one statement on
-the driver's connection). Their plans on PostgreSQL: test_explain.py."""
+the read pool). Their plans on PostgreSQL: test_explain.py."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
+from churn_mlops.api.customer_fastpath import detail_bytes, page_bytes
 from churn_mlops.api.routes.customers import prediction_record
 from churn_mlops.api.schemas.customers import CustomerDetail, CustomerPage, CustomerSummary
+from churn_mlops.core.errors import NotFound
 from churn_mlops.core.features import EXAMPLE_FEATURES
-from churn_mlops.db.customer_reads import customer_detail_json, customer_page_json
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
-from churn_mlops.db.repository import CustomerNotFound, CustomerRepository, customer_features
+from churn_mlops.db.repository import CustomerRepository, customer_features
+from churn_mlops.runtime import Runtime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -51,6 +54,11 @@ async def _store(database: Database) -> None:
         session.add_all([_prediction(first, n) for n in range(5)] + [_prediction(third, 4)])
 
 
+def _runtime(database: Database) -> Runtime:
+    """What the reads use of a Runtime: its database."""
+    return cast(Runtime, SimpleNamespace(database=database))
+
+
 def _customer(customer: Customer) -> dict[str, Any]:
     return {
         "customer_id": customer.external_id,
@@ -63,8 +71,7 @@ def _customer(customer: Customer) -> dict[str, Any]:
 async def test_a_customer_detail_says_what_the_response_model_says(database: Database) -> None:
     await _store(database)
     for external_id, limit in (("R-0", 3), ("R-0", 100), ("R-1", 10), ("R-2", 1)):
-        async with database.sessions() as session:
-            fast = await customer_detail_json(session, external_id, limit)
+        fast = await detail_bytes(_runtime(database), external_id, limit)
         async with database.sessions() as session:
             found = await CustomerRepository(session).with_recent_predictions(external_id, limit)
         documented = CustomerDetail(
@@ -78,8 +85,7 @@ async def test_a_customer_detail_says_what_the_response_model_says(database: Dat
 async def test_a_customer_page_says_what_the_response_model_says(database: Database) -> None:
     await _store(database)
     for after, limit in ((None, 2), (None, 3), (None, 50)):
-        async with database.sessions() as session:
-            fast = await customer_page_json(session, after, limit)
+        fast = await page_bytes(_runtime(database), after, limit)
         async with database.sessions() as session:
             rows = await CustomerRepository(session).page(after, limit)
         documented = CustomerPage(
@@ -100,10 +106,8 @@ async def test_a_customer_page_says_what_the_response_model_says(database: Datab
 
 async def test_the_page_cursor_goes_on_from_the_last_customer(database: Database) -> None:
     await _store(database)
-    async with database.sessions() as session:
-        first = json.loads(await customer_page_json(session, None, 2))
-    async with database.sessions() as session:
-        rest = json.loads(await customer_page_json(session, first["next_after"], 2))
+    first = json.loads(await page_bytes(_runtime(database), None, 2))
+    rest = json.loads(await page_bytes(_runtime(database), first["next_after"], 2))
     assert [item["customer_id"] for item in first["items"] + rest["items"]] == [
         "R-0",
         "R-1",
@@ -113,6 +117,5 @@ async def test_the_page_cursor_goes_on_from_the_last_customer(database: Database
 
 
 async def test_an_unknown_customer_is_not_found(database: Database) -> None:
-    async with database.sessions() as session:
-        with pytest.raises(CustomerNotFound):
-            await customer_detail_json(session, "NOPE", 10)
+    with pytest.raises(NotFound, match="No customer has the id 'NOPE'"):
+        await detail_bytes(_runtime(database), "NOPE", 10)

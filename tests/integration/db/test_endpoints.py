@@ -51,7 +51,7 @@ class Api:
 
     def counter(self) -> QueryCounter:
         database: Database = self.app.runtime.database
-        return QueryCounter(database.engine)
+        return QueryCounter(database.engine, database.reads)
 
 
 async def _load(url: str, customers: int, predictions_each: int) -> list[str]:

@@ -113,8 +113,8 @@ async def test_customer_lookup_uses_the_external_id_index(connection: AsyncConne
 
 async def test_the_read_endpoints_statements_use_the_indexes(connection: AsyncConnection) -> None:
     driver: Any = (await connection.get_raw_connection()).driver_connection
-    detail = await driver.fetch(f"EXPLAIN {customer_reads._DETAIL_SQL}", "X-1", 10)
-    page = await driver.fetch(f"EXPLAIN {customer_reads._PAGE_SQL}", 100, 50)
+    detail = await driver.fetch(f"EXPLAIN {customer_reads.DETAIL_SQL}", "X-1", 10)
+    page = await driver.fetch(f"EXPLAIN {customer_reads.PAGE_SQL}", 100, 50)
     detail_plan = "\n".join(row[0] for row in detail)
     page_plan = "\n".join(row[0] for row in page)
     assert "uq_customers_external_id" in detail_plan

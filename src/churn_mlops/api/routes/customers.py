@@ -1,6 +1,6 @@
 """`/customers`: stored customers, their prediction history, and predictions from stored
-features. Thin: the queries live in `churn_mlops.db.repository` and, for the reads answered as
-JSON bytes, `churn_mlops.db.customer_reads`."""
+features. Thin: the queries live in `churn_mlops.db.repository`; the two reads are
+`churn_mlops.api.customer_fastpath`'s, which also answers them before FastAPI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
-from churn_mlops.api.deps import PipelineDep, SessionDep
+from churn_mlops.api.customer_fastpath import (
+    DEFAULT_PAGE,
+    DEFAULT_RECENT,
+    MAX_ID,
+    MAX_PAGE,
+    MAX_RECENT,
+    detail_bytes,
+    not_found,
+    page_bytes,
+)
+from churn_mlops.api.deps import PipelineDep, RuntimeDep, SessionDep
 from churn_mlops.api.schemas.customers import (
     CustomerDetail,
     CustomerPage,
@@ -18,17 +28,12 @@ from churn_mlops.api.schemas.customers import (
 from churn_mlops.api.schemas.predictions import PredictResponse
 from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.scopes import AUTH_RESPONSES, PredictAccess, ReadAccess
-from churn_mlops.core.errors import NotFound
 from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID
-from churn_mlops.db.customer_reads import customer_detail_json, customer_page_json
 from churn_mlops.db.models import Prediction
 from churn_mlops.db.repository import CustomerNotFound, CustomerRepository, customer_features
 
-MAX_PAGE = 100
-MAX_RECENT = 100
 # Ids are text of any script, but no control characters (PostgreSQL refuses NUL in text).
 EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-MAX_ID = 2**63 - 1
 
 CustomerId = Annotated[
     str,
@@ -60,10 +65,6 @@ def prediction_record(prediction: Prediction) -> PredictionRecord:
     )
 
 
-def _not_found(error: CustomerNotFound) -> NotFound:
-    return NotFound(f"No customer has the id {error.external_id!r}.")
-
-
 def build_customers_router() -> APIRouter:
     router = APIRouter(tags=["customers"])
 
@@ -75,16 +76,16 @@ def build_customers_router() -> APIRouter:
     )
     async def list_customers(
         caller: ReadAccess,
-        session: SessionDep,
+        runtime: RuntimeDep,
         after: Annotated[
             int | None,
             Query(ge=0, le=MAX_ID, description="`next_after` of the previous page."),
         ] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     ) -> Response:
         """Customers in id order, each with its latest prediction; keyset pagination, so every
         page costs one index seek however deep it is (an offset would scan the skipped rows)."""
-        page = await customer_page_json(session, after, limit)
+        page = await page_bytes(runtime, after, limit)
         return Response(page, media_type="application/json")
 
     @router.get(
@@ -96,16 +97,13 @@ def build_customers_router() -> APIRouter:
     async def get_customer(
         caller: ReadAccess,
         customer_id: CustomerId,
-        session: SessionDep,
+        runtime: RuntimeDep,
         limit: Annotated[
             int, Query(ge=1, le=MAX_RECENT, description="How many recent predictions.")
-        ] = 10,
+        ] = DEFAULT_RECENT,
     ) -> Response:
         """The customer's features and its most recent predictions, newest first."""
-        try:
-            detail = await customer_detail_json(session, customer_id, limit)
-        except CustomerNotFound as error:
-            raise _not_found(error) from None
+        detail = await detail_bytes(runtime, customer_id, limit)
         return Response(detail, media_type="application/json")
 
     @router.post(
@@ -126,7 +124,7 @@ def build_customers_router() -> APIRouter:
         try:
             customer = await CustomerRepository(session).get(customer_id)
         except CustomerNotFound as error:
-            raise _not_found(error) from None
+            raise not_found(error.external_id) from None
         features = customer_features(customer)
         # Release the connection before waiting on the model.
         await session.close()

@@ -1,0 +1,90 @@
+"""A small asyncpg pool of its own for the customer reads' fast path, on PostgreSQL.
+
+Through SQLAlchemy's pool a read costs a session, a pre-ping round trip and a few greenlet
+switches before its one statement; asyncpg's own pool hands out a connection in microseconds
+and keeps each statement prepared. A connection the database dropped fails its query, which
+answers 503 like any outage, and the pool replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+# PostgreSQL's refusals that mean "not now" rather than a bug: connection exceptions (08),
+# insufficient resources (53), operator intervention (57) and a database not accepting
+# connections (55000); as in the HTTP layer's mapping of SQLAlchemy's errors.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55000")
+
+
+class ReadsUnavailable(Exception):
+    """The database did not answer a read within its budget, or refused it for now."""
+
+
+def _unavailable(error: BaseException) -> bool:
+    if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    state = getattr(error, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+class ReadPool:
+    """Connections for single-statement reads; the pool opens on the first read."""
+
+    def __init__(
+        self, url: str, *, max_size: int, statement_timeout_ms: int, connect_seconds: float
+    ) -> None:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("the read pool takes a plain postgresql:// URL")
+        self.url = url
+        self.max_size = max_size
+        self.statement_timeout_ms = statement_timeout_ms
+        self.connect_seconds = connect_seconds
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def fetch(self, sql: str, *arguments: Any, budget: float) -> Sequence[Any]:
+        """The rows of one statement, within `budget` seconds (waiting for a connection
+        included); ReadsUnavailable if the database does not answer or refuses."""
+        try:
+            async with asyncio.timeout(budget):
+                pool = self._pool or await self._open()
+                async with pool.acquire() as connection:
+                    rows: Sequence[Any] = await connection.fetch(sql, *arguments)
+                    return rows
+        except Exception as error:
+            if _unavailable(error):
+                raise ReadsUnavailable(str(error) or type(error).__name__) from error
+            raise
+
+    async def _open(self) -> asyncpg.Pool:
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self.url,
+                    min_size=0,
+                    max_size=self.max_size,
+                    timeout=self.connect_seconds,
+                    server_settings={
+                        "statement_timeout": str(self.statement_timeout_ms),
+                        "application_name": "churn-mlops-reads",
+                    },
+                )
+            return self._pool
+
+    async def close(self, limit_seconds: float = 2.0) -> None:
+        """Close the connections; past `limit_seconds` (a database that drops packets), cut
+        them."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(limit_seconds):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
