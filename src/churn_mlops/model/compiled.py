@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+
+from churn_mlops.core.jit import njit
 
 FloatMatrix = npt.NDArray[np.float32]
 Probabilities = npt.NDArray[np.float64]

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pydantic_core
-from numba import njit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from churn_mlops.core.errors import (
@@ -30,6 +29,7 @@ from churn_mlops.core.errors import (
     field_path,
     invalid_request_detail,
 )
+from churn_mlops.core.jit import njit
 
 SMALL_BODY_BYTES = 16 * 1024
 """The largest body of a route that takes one small document: every route but the batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from churn_mlops.db.prediction_log.ids import LoggedPrediction
+from churn_mlops.db.prediction_log.sqlite_sink import SqliteThreadSink
 
 
 class SqlPredictionSink:
@@ -28,8 +30,9 @@ class SqlPredictionSink:
       former `INSERT ... SELECT FROM json_array_elements($1::json)`, for 1.4 us of Python
       against 0.4 us (docs/performance.md, "Prediction log"). A batch goes in COPYs of
       `COPY_CHUNK_ROWS`, so the event loop serves requests while the server works on each.
-    - SQLite: SQLAlchemy's "insertmanyvalues" renders the executemany of an INSERT ... RETURNING
-      as one multi-row VALUES statement (up to 1000 rows), with a scalar subquery per row.
+    - SQLite file: the batch in a worker thread (`SqliteThreadSink`), off the event loop.
+    - SQLite in memory (tests): SQLAlchemy's "insertmanyvalues" renders the executemany of an
+      INSERT ... RETURNING as one multi-row VALUES statement, with a scalar subquery per row.
     """
 
     def __init__(self, engine: AsyncEngine, predictions: Table, customers: Table) -> None:
@@ -38,6 +41,12 @@ class SqlPredictionSink:
         self._copy = (
             _StagedCopy(engine, predictions, customers)
             if engine.dialect.name == "postgresql"
+            else None
+        )
+        database = engine.url.database
+        self._thread = (
+            SqliteThreadSink(Path(database))
+            if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
             else None
         )
 
@@ -55,6 +64,8 @@ class SqlPredictionSink:
             return 0
         if self._copy is not None:
             return await self._copy.write(rows)
+        if self._thread is not None:
+            return await self._thread.write(rows)
         parameters = [
             {
                 "id": uuid.UUID(hex=row.id),
