@@ -161,10 +161,13 @@ def over_http(options: PredictionLogABOptions) -> list[str]:
     rows_before = asyncio.run(_count_rows(options.database_url))
     out = options.out or Path(tempfile.mkdtemp(prefix="bench-prediction-log-"))
     out.mkdir(parents=True, exist_ok=True)
+    spill = out / "prediction-log" / "predictions.jsonl"
     common = {
         "CHURN_DATABASE_URL": options.database_url,
         "CHURN_AUTH_ENABLED": "false",
         "CHURN_CACHE_ENABLED": "true" if options.cache else "false",
+        # What the database does not take in time is counted too, never replayed elsewhere.
+        "CHURN_PREDICTION_LOG_SPILL_PATH": str(spill),
     }
     specs = {
         name: churn_service(
@@ -185,10 +188,12 @@ def over_http(options: PredictionLogABOptions) -> list[str]:
         warmup_s=options.warmup_s,
     )
     logged = asyncio.run(_count_rows(options.database_url)) - rows_before
+    spilled = sum(path.read_bytes().count(b"\n") for path in spill.parent.glob("*"))
     answered = sum(run.answered for run in runs if run.server == "log-on")
     return [
         *ab_table(runs, "log-on", "log-off"),
-        f"rows logged by log-on: {logged:,} (wrk counted {answered:,} answers)",
+        f"rows logged by log-on: {logged:,} in the database, {spilled:,} in its spill file "
+        f"(wrk counted {answered:,} answers)",
     ]
 
 
