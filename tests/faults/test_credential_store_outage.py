@@ -35,6 +35,11 @@ READ_BOUND = 2.5
 # Past this, the test gives up on a request (it would otherwise hang with the database).
 GIVE_UP = 15.0
 BODY = {"customer_id": "8879-ZKJOF", "features": EXAMPLE_FEATURES}
+# After the outage, a key's lookup begun during it (abandoned by its callers, still waiting on a
+# connection the proxy swallows) is shared by new requests until it is cancelled at the
+# verifier's `lookup_seconds` (5 s); the store's retry window follows. So a key no worker has
+# verified is accepted again within seconds, not at once (about 8 s here).
+RECOVERY_BOUND = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +84,18 @@ def _settings(artifact_dir: Path, database_url: str) -> Settings:
     return Settings(**options)
 
 
+async def _recovery(client: httpx.AsyncClient, key: str) -> float:
+    """Seconds until a key no worker has verified is accepted again (RECOVERY_BOUND at most)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < RECOVERY_BOUND:
+        response = await client.post("/predict", json=BODY, headers={"X-API-Key": key})
+        if response.status_code == 200:
+            break
+        assert response.status_code == 503, response.text
+        await asyncio.sleep(0.2)
+    return time.perf_counter() - start
+
+
 async def _timed(request: Any) -> tuple[httpx.Response, float]:
     start = time.perf_counter()
     response = await asyncio.wait_for(request, GIVE_UP)
@@ -118,8 +135,7 @@ async def test_a_blackholed_database_never_stalls_a_request(
         )
 
         await proxy.pass_through()
-        await asyncio.sleep(CACHE_TTL + 0.1)
-        recovered = await client.post("/predict", json=BODY, headers={"X-API-Key": unknown})
+        recovered_in = await _recovery(client, unknown)
 
     assert [response.status_code for response, _ in served + concurrent] == [200] * 25
     assert max(took for _, took in served + concurrent) < PREDICT_BOUND
@@ -130,4 +146,5 @@ async def test_a_blackholed_database_never_stalls_a_request(
     assert read.headers["retry-after"] == "1"
     assert read.json()["detail"] == "The database does not answer; retry in a moment."
     assert read_in < READ_BOUND
-    assert recovered.status_code == 200
+    print(f"recovered in {recovered_in:.2f} s")
+    assert recovered_in < RECOVERY_BOUND

@@ -31,6 +31,11 @@ def _unavailable(error: BaseException) -> bool:
     return isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES)
 
 
+async def _keep_as_is(connection: Any) -> None:
+    """A read leaves nothing behind (no transaction, setting, lock or listener), so a released
+    connection needs no reset query: asyncpg's default would cost a round trip per read."""
+
+
 class ReadPool:
     """Connections for single-statement reads; the pool opens on the first read."""
 
@@ -45,22 +50,34 @@ class ReadPool:
         self.connect_seconds = connect_seconds
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
+        self._closed = False
 
     async def fetch(self, sql: str, *arguments: Any, budget: float) -> Sequence[Any]:
         """The rows of one statement, within `budget` seconds (waiting for a connection
         included); ReadsUnavailable if the database does not answer or refuses."""
+        pool: asyncpg.Pool | None = None
+        connection: Any = None
         try:
             async with asyncio.timeout(budget):
                 pool = self._pool or await self._open()
-                async with pool.acquire() as connection:
-                    rows: Sequence[Any] = await connection.fetch(sql, *arguments)
-                    return rows
-        except Exception as error:
-            if _unavailable(error):
+                connection = await pool.acquire()
+                rows: Sequence[Any] = await connection.fetch(sql, *arguments)
+        except BaseException as error:
+            if connection is not None and pool is not None:
+                if not isinstance(error, asyncpg.PostgresError):
+                    # A read cut short leaves the connection mid-reply or cancelling, which
+                    # releasing would wait for on a database that does not answer.
+                    connection.terminate()
+                await pool.release(connection)
+            if isinstance(error, Exception) and _unavailable(error):
                 raise ReadsUnavailable(str(error) or type(error).__name__) from error
             raise
+        await pool.release(connection)
+        return rows
 
     async def _open(self) -> asyncpg.Pool:
+        if self._closed:  # a read that arrives while the worker stops must not reopen it
+            raise ReadsUnavailable("the read pool is closed")
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
@@ -70,6 +87,7 @@ class ReadPool:
                     min_size=0,
                     max_size=self.max_size,
                     timeout=self.connect_seconds,
+                    reset=_keep_as_is,
                     server_settings={
                         "statement_timeout": str(self.statement_timeout_ms),
                         "application_name": "churn-mlops-reads",
@@ -80,6 +98,7 @@ class ReadPool:
     async def close(self, limit_seconds: float = 2.0) -> None:
         """Close the connections; past `limit_seconds` (a database that drops packets), cut
         them."""
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is None:
             return

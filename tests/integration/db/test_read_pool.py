@@ -1,0 +1,82 @@
+"""The customer reads' asyncpg pool: opened by the first read, a read within its budget or
+ReadsUnavailable, never reopened once closed, and cut when the database does not answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from churn_mlops.db.read_pool import ReadPool, ReadsUnavailable
+from tests.fixtures.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_postgres
+from tests.fixtures.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    require_postgres()
+    tcp_proxy = TcpProxy(POSTGRES_HOST, POSTGRES_PORT)
+    await tcp_proxy.start()
+    yield tcp_proxy
+    await tcp_proxy.close()
+
+
+def _pool(proxy: TcpProxy) -> ReadPool:
+    url = f"postgresql://{POSTGRES_USER}@{proxy.host}:{proxy.port}/test"
+    return ReadPool(url, max_size=2, statement_timeout_ms=1000, connect_seconds=5.0)
+
+
+async def test_a_read_opens_the_pool_and_answers(proxy: TcpProxy) -> None:
+    reads = _pool(proxy)
+    try:
+        rows = await reads.fetch("SELECT $1::int + 1", 41, budget=5.0)
+    finally:
+        await reads.close()
+    assert rows[0][0] == 42
+    assert proxy.accepted == 1
+
+
+async def test_a_blackholed_database_is_unavailable_within_the_budget(proxy: TcpProxy) -> None:
+    reads = _pool(proxy)
+    await reads.fetch("SELECT 1", budget=5.0)  # a pooled, idle connection
+    await proxy.blackhole()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ReadsUnavailable):
+            await reads.fetch("SELECT 1", budget=0.5)
+        took = time.perf_counter() - start
+    finally:
+        await reads.close(limit_seconds=0.5)
+    assert took < 1.5
+
+
+async def test_a_refusing_database_is_unavailable(proxy: TcpProxy) -> None:
+    reads = _pool(proxy)
+    await proxy.refuse()
+    try:
+        with pytest.raises(ReadsUnavailable):
+            await reads.fetch("SELECT 1", budget=2.0)
+    finally:
+        await reads.close()
+
+
+async def test_a_closed_pool_is_never_reopened(proxy: TcpProxy) -> None:
+    reads = _pool(proxy)
+    await reads.fetch("SELECT 1", budget=5.0)
+    await reads.close()
+    with pytest.raises(ReadsUnavailable, match="closed"):
+        await reads.fetch("SELECT 1", budget=5.0)
+    assert proxy.accepted == 1
+
+
+async def test_a_bug_in_a_statement_is_not_an_outage(proxy: TcpProxy) -> None:
+    reads = _pool(proxy)
+    try:
+        with pytest.raises(Exception, match="no_such_table") as raised:
+            await reads.fetch("SELECT * FROM no_such_table", budget=5.0)
+    finally:
+        await reads.close()
+    assert not isinstance(raised.value, ReadsUnavailable)
