@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     """Extra PostgreSQL connections a worker may open past the pool under a burst."""
 
+    db_read_pool_size: int = Field(default=8, ge=1)
+    """PostgreSQL connections each worker may open for the customer reads' own pool (opened on
+    the first read), besides `db_pool_size` and `db_max_overflow`."""
+
     db_pool_pre_ping: bool = True
     """Test a pooled connection before use, so one the server dropped is replaced, not failed."""
 

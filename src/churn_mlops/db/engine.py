@@ -32,8 +32,8 @@ _ASYNC_DRIVERS = {
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # How long closing the pool may wait on the database before its connections are cut.
 DISPOSE_LIMIT_SECONDS = 2.0
-# The customer reads' own pool per worker: one statement each, a few connections serve
-# thousands a second.
+# The customer reads' own pool per worker (CHURN_DB_READ_POOL_SIZE): one statement each, a few
+# connections serve thousands a second.
 READ_POOL_SIZE = 8
 READ_CONNECT_SECONDS = 5.0
 
@@ -164,7 +164,13 @@ def _abandon_done(attempt: asyncio.Future[AsyncSession]) -> None:
 class Database:
     """The service's engine (connection pool) and its session factory."""
 
-    def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        statement_timeout_ms: int = 5000,
+        read_pool_size: int = READ_POOL_SIZE,
+    ) -> None:
         self.engine = engine
         self.reads: ReadPool | None = None
         """PostgreSQL: the customer reads' own asyncpg pool (opened on the first read)."""
@@ -172,7 +178,7 @@ class Database:
             plain = engine.url.set(drivername="postgresql")
             self.reads = ReadPool(
                 plain.render_as_string(hide_password=False),
-                max_size=READ_POOL_SIZE,
+                max_size=read_pool_size,
                 statement_timeout_ms=statement_timeout_ms,
                 connect_seconds=READ_CONNECT_SECONDS,
             )
@@ -187,9 +193,13 @@ class Database:
         self._opened.add(dbapi_connection.driver_connection)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Database:
+    def from_url(cls, url: str, read_pool_size: int = READ_POOL_SIZE, **options: Any) -> Database:
         timeout = options.get("statement_timeout_ms", 5000)
-        return cls(create_engine(url, **options), statement_timeout_ms=timeout)
+        return cls(
+            create_engine(url, **options),
+            statement_timeout_ms=timeout,
+            read_pool_size=read_pool_size,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -200,6 +210,7 @@ class Database:
             pool_pre_ping=settings.db_pool_pre_ping,
             pool_recycle_seconds=settings.db_pool_recycle_seconds,
             statement_timeout_ms=settings.db_statement_timeout_ms,
+            read_pool_size=settings.db_read_pool_size,
         )
 
     @property

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from churn_mlops.db.engine import Database
 from churn_mlops.db.read_pool import ReadPool, ReadsUnavailable
+from churn_mlops.settings import Settings
 from tests.fixtures.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_postgres
 from tests.fixtures.tcp_proxy import TcpProxy
 
@@ -80,3 +82,15 @@ async def test_a_bug_in_a_statement_is_not_an_outage(proxy: TcpProxy) -> None:
     finally:
         await reads.close()
     assert not isinstance(raised.value, ReadsUnavailable)
+
+
+def test_the_pool_size_comes_from_the_settings() -> None:
+    settings = Settings(
+        database_url="postgresql://churn@db.internal:5432/churn", db_read_pool_size=3
+    )
+    database = Database.from_settings(settings)
+    sqlite = Database.from_url("sqlite:///:memory:")
+    assert database.reads is not None
+    assert database.reads.max_size == 3
+    assert database.reads.url == "postgresql://churn@db.internal:5432/churn"
+    assert sqlite.reads is None  # SQLite reads through the ORM
