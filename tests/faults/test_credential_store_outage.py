@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from churn_mlops.db import schema
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings
 from tests.fixtures.lifespan import in_process_client
-from tests.fixtures.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
+from tests.fixtures.postgres import POSTGRES_USER
 from tests.fixtures.security import provision_key, security_settings
 from tests.fixtures.tcp_proxy import TcpProxy
 
@@ -66,11 +65,8 @@ async def _checkpoint(url: str) -> None:
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    tcp_proxy = TcpProxy(POSTGRES_HOST, POSTGRES_PORT)
-    await tcp_proxy.start()
-    yield tcp_proxy
-    await tcp_proxy.close()
+def proxy(postgres_proxy: TcpProxy) -> TcpProxy:
+    return postgres_proxy
 
 
 @pytest.fixture(scope="module")

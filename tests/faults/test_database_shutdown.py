@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
 
 from churn_mlops.db.engine import Database
-from tests.fixtures.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_postgres
+from tests.fixtures.postgres import POSTGRES_USER
 from tests.fixtures.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -22,12 +21,8 @@ LIMIT = 0.5
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    require_postgres()
-    tcp_proxy = TcpProxy(POSTGRES_HOST, POSTGRES_PORT)
-    await tcp_proxy.start()
-    yield tcp_proxy
-    await tcp_proxy.close()
+def proxy(postgres_proxy: TcpProxy) -> TcpProxy:
+    return postgres_proxy
 
 
 async def _open_pool(proxy: TcpProxy) -> Database:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from churn_mlops.core.errors import DatabaseUnavailable, ModelNotReady
+from churn_mlops.db.read_pool import UNAVAILABLE_SQLSTATES
 from churn_mlops.prediction.pipeline import PredictionPipeline
 from churn_mlops.runtime import Runtime, ServedModel
 from churn_mlops.security.services import SecurityServices
@@ -74,11 +75,8 @@ SecurityDep = Annotated[SecurityServices, Depends(get_security)]
 # What a lost or refused connection raises: asyncpg's and aiosqlite's errors wrapped by
 # SQLAlchemy, the socket's own, and the statement timeout's cancellation.
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
-# PostgreSQL's refusals that asyncpg raises as server errors, which SQLAlchemy wraps as a plain
-# DBAPIError: connection exceptions (08), insufficient resources (53: too many connections),
-# operator intervention (57: shutting down, starting up, a cancelled statement), and 55000 (a
-# database not accepting connections). Other DBAPIErrors are bugs and stay 500s.
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55000")
+# PostgreSQL's refusals (UNAVAILABLE_SQLSTATES) reach here as a plain DBAPIError wrapping
+# asyncpg's server error. Other DBAPIErrors are bugs and stay 500s.
 
 
 def _database_unavailable(error: BaseException) -> bool:
@@ -88,7 +86,7 @@ def _database_unavailable(error: BaseException) -> bool:
     return (
         isinstance(error, DBAPIError)
         and isinstance(state, str)
-        and (state.startswith(_UNAVAILABLE_SQLSTATES))
+        and (state.startswith(UNAVAILABLE_SQLSTATES))
     )
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import asyncpg
 
-# PostgreSQL's refusals that mean "not now" rather than a bug: connection exceptions (08),
-# insufficient resources (53), operator intervention (57) and a database not accepting
-# connections (55000); as in the HTTP layer's mapping of SQLAlchemy's errors.
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55000")
+UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55000")
+"""PostgreSQL's refusals that mean "not now" rather than a bug: connection exceptions (08),
+insufficient resources (53: too many connections), operator intervention (57: shutting down,
+starting up, a cancelled statement) and a database not accepting connections (55000)."""
 
 
 class ReadsUnavailable(Exception):
@@ -28,7 +28,7 @@ def _unavailable(error: BaseException) -> bool:
     if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
     state = getattr(error, "sqlstate", None)
-    return isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES)
+    return isinstance(state, str) and state.startswith(UNAVAILABLE_SQLSTATES)
 
 
 async def _keep_as_is(connection: Any) -> None:

@@ -4,26 +4,21 @@ ReadsUnavailable, never reopened once closed, and cut when the database does not
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from churn_mlops.db.engine import Database
 from churn_mlops.db.read_pool import ReadPool, ReadsUnavailable
 from churn_mlops.settings import Settings
-from tests.fixtures.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_postgres
+from tests.fixtures.postgres import POSTGRES_USER
 from tests.fixtures.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    require_postgres()
-    tcp_proxy = TcpProxy(POSTGRES_HOST, POSTGRES_PORT)
-    await tcp_proxy.start()
-    yield tcp_proxy
-    await tcp_proxy.close()
+def proxy(postgres_proxy: TcpProxy) -> TcpProxy:
+    return postgres_proxy
 
 
 def _pool(proxy: TcpProxy) -> ReadPool:

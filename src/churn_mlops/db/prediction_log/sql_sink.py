@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select
@@ -13,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
+from churn_mlops.db.engine import sqlite_path
 from churn_mlops.db.prediction_log.ids import LoggedPrediction
 from churn_mlops.db.prediction_log.sqlite_sink import SqliteThreadSink
 
@@ -43,12 +43,8 @@ class SqlPredictionSink:
             if engine.dialect.name == "postgresql"
             else None
         )
-        database = engine.url.database
-        self._thread = (
-            SqliteThreadSink(Path(database))
-            if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
-            else None
-        )
+        path = sqlite_path(engine.url.render_as_string(hide_password=False))
+        self._thread = None if path is None else SqliteThreadSink(path)
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine) -> SqlPredictionSink:

@@ -37,19 +37,10 @@ _SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _parameters(row: LoggedPrediction) -> tuple[object, ...]:
-    return (
-        row.id,
-        row.external_customer_id,
-        row.external_customer_id,
-        row.model_version,
-        row.probability,
-        row.will_churn,
-        row.cached,
-        row.latency_ms,
-        datetime.fromtimestamp(row.created_at, UTC).strftime(_SQLITE_DATETIME),
-        row.challenger_version,
-        row.challenger_probability,
-    )
+    """The row in `_INSERT`'s order: the external id twice (the customer lookup, the column),
+    created_at as SQLAlchemy's text."""
+    created_at = datetime.fromtimestamp(row.created_at, UTC).strftime(_SQLITE_DATETIME)
+    return (row.id, row.external_customer_id, *row[1:7], created_at, *row[8:])
 
 
 class SqliteThreadSink:
