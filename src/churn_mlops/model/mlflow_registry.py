@@ -70,6 +70,8 @@ HISTORY_TAG_PREFIX = "churn_history."
 # CHURN_MODEL_REGISTRY_DIR's default, relative to where the command runs.
 DEFAULT_CACHE_DIR = Path("var/models/mlflow-cache")
 INSTALL_HINT = "pip install 'churn-mlops[mlflow]'"
+# An alias write that lost a race to create the alias is tried again (see `_point`).
+ALIAS_WRITE_ATTEMPTS = 3
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -200,7 +202,7 @@ class MlflowRegistry:
             promoted = self._local(version, mv)
             # The alias first: a crash before the history entry leaves a history whose
             # rollback still returns to the version before this one.
-            self._client.set_registered_model_alias(self.model_name, alias, mv.version)
+            self._point(alias, mv.version)
             self._record(alias, version)
         return promoted
 
@@ -224,7 +226,7 @@ class MlflowRegistry:
             # again, finishes this one.
             for entry in history[len(kept) :]:
                 self._client.delete_registered_model_tag(self.model_name, entry.tag)
-            self._client.set_registered_model_alias(self.model_name, alias, mv.version)
+            self._point(alias, mv.version)
         return restored
 
     def aliases(self) -> dict[str, str]:
@@ -354,6 +356,21 @@ class MlflowRegistry:
                     f"MLflow model {self.model_name!r}: unreadable history tag {tag}"
                 ) from None
         return entries
+
+    def _point(self, alias: str, number: str) -> None:
+        """Set `alias` to MLflow version `number`, last writer wins.
+
+        MLflow's server reads the alias, then inserts or updates it: two first writes of one
+        alias at once make the later insert fail on the alias's unique key (a BAD_REQUEST
+        naming an IntegrityError). The alias exists by then, so the same write again is an
+        update; a failure with the alias still absent is a real one."""
+        for attempt in range(ALIAS_WRITE_ATTEMPTS):
+            try:
+                self._client.set_registered_model_alias(self.model_name, alias, number)
+                return
+            except self._mlflow_error:
+                if attempt + 1 == ALIAS_WRITE_ATTEMPTS or alias not in self._registered()[0]:
+                    raise
 
     def _record(self, alias: str, version: str | None) -> None:
         """Add one history entry under a key of its own: concurrent writers never collide."""

@@ -151,6 +151,68 @@ def test_promote_sets_the_mlflow_alias(
     assert by_alias.tags["churn_content_version"] == v1
 
 
+class _LosesTheFirstAliasRace:
+    """The registry's client, except that its first alias write meets the server's answer to
+    two first writes at once: another writer's alias is stored, then this write is refused."""
+
+    def __init__(self, client: MlflowClient, other_writer: MlflowClient, other_number: str):
+        self._client = client
+        self._other_writer = other_writer
+        self._other_number = other_number
+        self.alias_writes = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        self.alias_writes += 1
+        if self.alias_writes == 1:
+            self._other_writer.set_registered_model_alias(name, alias, self._other_number)
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases",
+                error_code="BAD_REQUEST",
+            )
+        self._client.set_registered_model_alias(name, alias, version)
+
+
+def test_a_promotion_that_loses_the_race_to_create_the_alias_is_written_again(
+    registry: MlflowRegistry, mlflow_client: MlflowClient, v1: str, v2: str
+) -> None:
+    other_number = registry.get(v2)  # downloaded: the other writer's version exists
+    [mv2] = mlflow_client.search_model_versions(
+        f"name='{registry.model_name}' and tags.churn_content_version='{other_number.version}'"
+    )
+    racing = _LosesTheFirstAliasRace(registry._client, mlflow_client, mv2.version)
+    registry._client = racing  # type: ignore[assignment]
+
+    registry.promote(v1)
+
+    assert racing.alias_writes == 2
+    assert registry.aliases() == {"champion": v1}  # the later writer wins
+    assert [v for v, _ in registry.history("champion")] == [v1]
+
+
+def test_an_alias_write_refused_with_the_alias_still_absent_is_an_error(
+    registry: MlflowRegistry, mlflow_client: MlflowClient, v1: str
+) -> None:
+    class Refuses(_LosesTheFirstAliasRace):
+        def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+            from mlflow.exceptions import MlflowException
+
+            self.alias_writes += 1
+            raise MlflowException("refused", error_code="BAD_REQUEST")
+
+    refusing = Refuses(registry._client, mlflow_client, "1")
+    registry._client = refusing  # type: ignore[assignment]
+
+    with pytest.raises(MlflowUnavailable, match="refused"):
+        registry.promote(v1)
+    assert refusing.alias_writes == 1
+    assert registry.aliases() == {}
+
+
 def test_promote_an_unknown_version_changes_nothing(registry: MlflowRegistry, v1: str) -> None:
     registry.promote(v1)
     with pytest.raises(UnknownModelVersion, match="v0123456789ab"):
