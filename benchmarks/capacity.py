@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 SERVER_LABELS = {
+    "production": "production configuration",
     "service": "cache off",
     "cache-l1": "cache L1",
     "cache-l2": "cache L1 + L2",
@@ -119,10 +120,13 @@ def best_throughput(
 
 
 def throughputs_from_results(document: dict[str, Any], p99_target_ms: float) -> list[Throughput]:
-    """Every configuration of a bench `results.json` the plan can use, cache off first."""
+    """Every configuration of a bench `results.json` the plan can use: the production
+    configuration first (what a pod runs), then the service with its cache off and the cache
+    suite's configurations."""
     cores = int(document["meta"]["cores"])
     summaries = document["summaries"]
     wanted = [
+        ("predict", "production"),
         ("predict", "service"),
         ("mixed", "cache-l1"),
         ("mixed", "cache-l2"),

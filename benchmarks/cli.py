@@ -37,6 +37,7 @@ from benchmarks.constants import (
 from benchmarks.db_suite import DbBenchOptions, run_db_suite
 from benchmarks.http_suite import DEFAULT_SERVICE_ENV, HttpBenchOptions, run_http_bench
 from benchmarks.plan import ALL_SERVERS
+from benchmarks.production import DEFAULT_DATABASE_URL
 from benchmarks.terminal import console, log
 from benchmarks.tree_ab import TreeABOptions, run_tree_ab, run_tree_ab_in_process
 from churn_mlops.db.engine import DatabaseURLError, is_sqlite
@@ -68,6 +69,7 @@ def _http_options(
     hit_ratio: float,
     connections: str = "1,32,128",
     overload_connections: int = 512,
+    production_database_url: str = DEFAULT_DATABASE_URL,
 ) -> HttpBenchOptions:
     """The options of `service` and `cache`, checked and parsed in one place."""
     duration_s, warmup_s = opt.durations(duration, warmup)
@@ -87,6 +89,7 @@ def _http_options(
         cache_levels=opt.connection_levels(cache_connections, "--cache-connections"),
         # What the mixed runs really send: the ratio rounded to the schedule's granularity.
         hit_ratio=schedule_ratio(mix_schedule(hit_ratio)),
+        production_database_url=production_database_url,
     )
 
 
@@ -113,8 +116,16 @@ def service(
     cache_connections: opt.CacheConnectionsOption = "32",
     hit_ratio: opt.HitRatioOption = 0.5,
     redis_url: opt.RedisUrlOption = DEFAULT_REDIS_URL,
+    production_database_url: Annotated[
+        str,
+        typer.Option(
+            help="PostgreSQL of the production server (its API key and prediction log); "
+            "created if missing and migrated."
+        ),
+    ] = DEFAULT_DATABASE_URL,
 ) -> None:
-    """Compare the naive baseline, the service and two ceilings under the same wrk load.
+    """Compare the production configuration, the naive baseline, the service with its cache
+    off and two ceilings under the same wrk load.
 
     Every server runs with 2 uvicorn workers on a free 127.0.0.1 port; at each connection level
     the servers take turns going first. Then /predict/batch with 1,000 and 10,000 rows, and an
@@ -135,6 +146,7 @@ def service(
         hit_ratio=hit_ratio,
         connections=connections,
         overload_connections=overload_connections,
+        production_database_url=production_database_url,
     )
     run_http_bench(options)
 

@@ -16,7 +16,7 @@ from churn_mlops.db.models import Customer
 from churn_mlops.db.seed import SYNTHETIC_PREFIX
 
 
-async def _create_database(url: str) -> None:
+async def create_database(url: str) -> None:
     """CREATE DATABASE for `url` unless it exists, through the server's `postgres` database."""
     target = make_url(async_database_url(url))
     name = target.database
@@ -50,7 +50,7 @@ def prepare_database(
     url: str, customers: int, predictions: int, log: Callable[[str], None]
 ) -> tuple[int, int]:
     """Create, migrate and seed the bench database (only what is missing); its id range."""
-    asyncio.run(_create_database(url))
+    asyncio.run(create_database(url))
     schema.upgrade(url)
     held = asyncio.run(
         seed_with_progress(url, dataset=False, synthetic=customers, predictions=predictions)

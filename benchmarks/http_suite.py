@@ -45,6 +45,13 @@ from benchmarks.load import (
 )
 from benchmarks.options import results_dir, served_model, stops_cleanly
 from benchmarks.plan import ALL_SERVERS, CACHE_SCENARIOS, Run, plan_runs
+from benchmarks.production import (
+    DEFAULT_DATABASE_URL,
+    ProductionDatabaseError,
+    prepare_database,
+    production_credentials,
+    production_service,
+)
 from benchmarks.report import write_results
 from benchmarks.runner import Runner
 from benchmarks.servers import (
@@ -84,6 +91,8 @@ class HttpBenchOptions:
     cache_levels: Sequence[int] = (32,)
     hit_ratio: float = 0.5
     """What the mixed runs really send: the target rounded to the schedule's granularity."""
+    production_database_url: str = DEFAULT_DATABASE_URL
+    """The production server's PostgreSQL database: created if missing, migrated."""
 
     @property
     def name(self) -> str:
@@ -99,6 +108,8 @@ class HttpBenchOptions:
         for key, value in sorted(self.service_env.items()):
             if DEFAULT_SERVICE_ENV.get(key) != value:
                 command += f" --service-env {shlex.quote(f'{key}={value}')}"
+        if "production" in servers and self.production_database_url != DEFAULT_DATABASE_URL:
+            command += f" --production-database-url {shlex.quote(self.production_database_url)}"
         if "default" in self.suites:
             command += (
                 f" --connections {','.join(map(str, self.levels))}"
@@ -138,15 +149,19 @@ def run_http_bench(options: HttpBenchOptions) -> None:
             console.print(f"[red]{error}[/]")
             raise typer.Exit(2) from None
         credentials = _credentials(work) if prepared.served is not None else None
+        production = (
+            _credentials(work, options.production_database_url)
+            if "production" in prepared.needed
+            else None
+        )
         cache = (
             CacheWorkload.write(work)
             if any(run.scenario in CACHE_SCENARIOS for run in prepared.runs)
             else None
         )
         meta = _meta(options, prepared, wrk, cache)
-        _measure_all(
-            options, prepared, wrk, _specs(options, prepared, credentials), work, meta, cache
-        )
+        specs = _specs(options, prepared, credentials, production)
+        _measure_all(options, prepared, wrk, specs, work, meta, cache)
 
 
 def _prepare(options: HttpBenchOptions) -> Prepared:
@@ -173,19 +188,32 @@ def _prepare(options: HttpBenchOptions) -> Prepared:
             "or leave cache-l2 out with --only"
         )
         raise typer.Exit(2)
+    if "production" in needed:
+        try:
+            with console.status("preparing the production server's PostgreSQL database"):
+                prepare_database(options.production_database_url)
+        except ProductionDatabaseError as error:
+            console.print(
+                f"[red]{error}[/]: start it (`make services`), give --production-database-url, "
+                "or leave production out with --only"
+            )
+            raise typer.Exit(2) from None
     started = datetime.now(UTC)
     served, version = None, None
-    if {"naive", "service", *CACHE_SERVER_NAMES} & set(needed):
+    if {"production", "naive", "service", *CACHE_SERVER_NAMES} & set(needed):
         served, artifact = served_model(options.model_dir)
         version = artifact.version
     out_dir = results_dir(options.out, options.name, started)
     return Prepared(runs, needed, key_prefix, out_dir, started, served, version)
 
 
-def _credentials(work: Path) -> BenchCredentials:
-    """The API key our service's servers get (in a database of the bench's own)."""
+def _credentials(work: Path, production_database_url: str | None = None) -> BenchCredentials:
+    """The API key our service's servers get, in a database of the bench's own: SQLite, or
+    the production server's PostgreSQL database."""
     try:
         with console.status("creating the bench's API key (churn-mlops keys create)"):
+            if production_database_url:
+                return production_credentials(work, production_database_url)
             return provision_credentials(work)
     except ServerError as error:
         console.print(f"[red]{error}[/]")
@@ -193,10 +221,15 @@ def _credentials(work: Path) -> BenchCredentials:
 
 
 def _specs(
-    options: HttpBenchOptions, prepared: Prepared, credentials: BenchCredentials | None
+    options: HttpBenchOptions,
+    prepared: Prepared,
+    credentials: BenchCredentials | None,
+    production: BenchCredentials | None,
 ) -> dict[str, ServerSpec]:
     env = options.service_env
     specs = bench_servers(prepared.served, service_env=env, credentials=credentials)
+    if prepared.served is not None and production is not None:
+        specs["production"] = production_service(prepared.served, production)
     if prepared.served is not None:
         specs |= cache_servers(
             prepared.served,

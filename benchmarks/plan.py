@@ -8,8 +8,10 @@ from typing import Literal
 
 Scenario = Literal["predict", "batch", "overload", "hit", "mixed"]
 
-SERVERS = ("naive", "service", "fastapi", "asgi")
-"""The default suite's servers; "service" runs with its prediction cache off."""
+SERVERS = ("production", "naive", "service", "fastapi", "asgi")
+"""The default suite's servers. "production" is the service as deployed (`benchmarks.production`:
+authentication, rate limits, metrics, L1 cache, log on PostgreSQL), the headline; "service" runs
+with its prediction cache off and its log on SQLite, to measure the model path."""
 CACHE_SERVERS = ("service", "cache-l1", "cache-l2")
 """The cache suite's servers: the service with its cache off (the reference), with L1 only,
 and with L1 and L2 (Redis)."""

@@ -61,11 +61,15 @@ class BenchCredentials:
     api_key: str
 
 
-def provision_credentials(work_dir: Path, scopes: str = "predict,read,admin") -> BenchCredentials:
-    """Create an API key with `churn-mlops keys create`, as an operator would, in a SQLite
-    database under `work_dir`."""
+def provision_credentials(
+    work_dir: Path, scopes: str = "predict,read,admin", *, database_url: str | None = None
+) -> BenchCredentials:
+    """Create an API key with `churn-mlops keys create`, as an operator would, in
+    `database_url` (a migrated database) or else a SQLite database under `work_dir`."""
+    work_dir.mkdir(parents=True, exist_ok=True)
     env = {
-        "CHURN_DATABASE_URL": f"sqlite:///{work_dir.resolve() / 'bench-credentials.db'}",
+        "CHURN_DATABASE_URL": database_url
+        or f"sqlite:///{work_dir.resolve() / 'bench-credentials.db'}",
         "CHURN_API_KEY_PEPPER": secrets.token_urlsafe(48),
         "CHURN_JWT_SECRET": secrets.token_urlsafe(48),
         # `serve` in development creates a key of its own: keep it out of the checkout's var/.

@@ -12,6 +12,7 @@ from benchmarks.load import LoadResult
 from benchmarks.plan import ALL_SERVERS, CACHE_SCENARIOS, Run
 
 LABELS = {
+    "production": "production configuration",
     "naive": "naive baseline",
     "service": "churn-mlops service",
     "fastapi": "bare FastAPI (ceiling)",

@@ -9,20 +9,20 @@ def _predict_order(runs: list[Run], connections: int) -> list[str]:
 
 def test_plan_runs_rotates_which_server_goes_first_at_each_connection_level() -> None:
     runs = plan_runs(SERVERS, [1, 32, 128])
-    assert _predict_order(runs, 1) == ["naive", "service", "fastapi", "asgi"]
-    assert _predict_order(runs, 32) == ["service", "fastapi", "asgi", "naive"]
-    assert _predict_order(runs, 128) == ["fastapi", "asgi", "naive", "service"]
+    assert _predict_order(runs, 1) == ["production", "naive", "service", "fastapi", "asgi"]
+    assert _predict_order(runs, 32) == ["naive", "service", "fastapi", "asgi", "production"]
+    assert _predict_order(runs, 128) == ["service", "fastapi", "asgi", "production", "naive"]
 
 
 def test_plan_runs_follows_the_predict_runs_with_batches_and_overload() -> None:
     runs = plan_runs(SERVERS, [1], overload_connections=512)
-    assert runs[4:] == [
+    assert runs[5:] == [
         Run("batch", "service", 4, 1_000),
         Run("batch", "naive", 4, 1_000),
         Run("batch", "service", 4, 10_000),
         Run("overload", "service", 512),
     ]
-    assert [r.path for r in runs[4:]] == ["/predict/batch"] * 3 + ["/predict"]
+    assert [r.path for r in runs[5:]] == ["/predict/batch"] * 3 + ["/predict"]
 
 
 def test_plan_runs_keeps_rotating_across_rounds() -> None:
