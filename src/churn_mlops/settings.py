@@ -258,6 +258,11 @@ class Settings(BaseSettings):
     """At shutdown, how long the buffered rows may take to reach the database before the rest
     is spilled to `prediction_log_spill_path`."""
 
+    log_features: bool = False
+    """Also record each scored row's features in the prediction log (`predictions.features`:
+    the model's encoded float32 row, 76 bytes), what `churn-mlops drift report` reads. Off, the
+    log writes exactly what it wrote before."""
+
     # --- Security: authentication, API keys, rate limits ---
 
     auth_enabled: bool = Field(default=True, validate_default=True)

@@ -8,7 +8,8 @@ from typing import Protocol
 
 class PredictionRecorder(Protocol):
     """What the prediction pipeline calls after each answer (the prediction log's writer in the
-    service); called on the request path, so it must return at once and never raise."""
+    service); called on the request path, so it must return at once and never raise. `features`
+    (only with `CHURN_LOG_FEATURES`) is the scored row in the log's compact encoding."""
 
     def record(
         self,
@@ -20,6 +21,7 @@ class PredictionRecorder(Protocol):
         model_version: str,
         challenger_version: str | None = None,
         challenger_probability: float | None = None,
+        features: bytes | None = None,
     ) -> None: ...
 
     def record_many(
@@ -32,4 +34,5 @@ class PredictionRecorder(Protocol):
         model_version: str,
         challenger_version: str | None = None,
         challenger_probabilities: Sequence[float] | None = None,
+        features: Sequence[bytes] | None = None,
     ) -> None: ...

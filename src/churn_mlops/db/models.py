@@ -20,6 +20,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     TypeDecorator,
@@ -131,6 +132,9 @@ class Prediction(Base):
     challenger_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """The shadow challenger that also scored this row (null: none did)."""
     challenger_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    features: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """The scored row's encoded features (`CHURN_LOG_FEATURES`; decoded by
+    `db.prediction_log.features.decode_rows`); null when they were not logged."""
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, default=utc_now, server_default=func.now()
     )

@@ -105,4 +105,6 @@ def build_pipeline(
             l2_read_policy=settings.cache_l2_read_policy,
             secret=settings.cache_secret.get_secret_value().encode(),
         )
-    return PredictionPipeline(predictor, decoder, runner, batcher, cache, recorder)
+    return PredictionPipeline(
+        predictor, decoder, runner, batcher, cache, recorder, log_features=settings.log_features
+    )

@@ -294,7 +294,10 @@ class ModelWatcher:
             )
         elif champion.recorder is not None:
             scorer = ShadowScorer(
-                ChurnPredictor(artifact).probabilities, artifact.version, champion.recorder
+                ChurnPredictor(artifact).probabilities,
+                artifact.version,
+                champion.recorder,
+                log_features=champion.log_features,
             )
             challenger = Challenger(artifact.version, "shadow", shadow=scorer)
         else:

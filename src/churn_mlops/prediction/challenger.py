@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from churn_mlops.core.protocols import PredictionRecorder
+from churn_mlops.db.prediction_log.features import encode_row, encode_rows
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import Probabilities
 
@@ -69,10 +70,14 @@ class ShadowScorer:
         score: Callable[[FloatMatrix], Probabilities],
         version: str,
         recorder: PredictionRecorder,
+        *,
+        log_features: bool = False,
     ) -> None:
         self.score = score
         self.version = version
         self.recorder = recorder
+        self.log_features = log_features
+        """Record each row's encoded features too (`CHURN_LOG_FEATURES`, as the champion)."""
         self.rows_scored = 0
         self.failures = 0
         self._pending: list[_ShadowRow] = []
@@ -109,16 +114,13 @@ class ShadowScorer:
 
         def score_batch() -> None:
             shadow = self._score(rows)
-            self.recorder.record_many(
-                customer_ids,
-                probabilities,
-                will_churn,
-                cached,
-                latency_ms,
-                champion_version,
-                self.version if shadow is not None else None,
-                shadow,
-            )
+            answers = (customer_ids, probabilities, will_churn, cached, latency_ms)
+            version = self.version if shadow is not None else None
+            if self.log_features:
+                features = encode_rows(rows)
+                self.recorder.record_many(*answers, champion_version, version, shadow, features)
+            else:
+                self.recorder.record_many(*answers, champion_version, version, shadow)
 
         self._batches.append(score_batch)
         self._schedule()
@@ -157,10 +159,15 @@ class ShadowScorer:
             record = self.recorder.record
             version = None if shadow is None else self.version
             scores: Sequence[float | None] = shadow if shadow is not None else [None] * len(pending)
-            for (_, customer, probability, churns, hit, latency, champion), score in zip(
+            log_features = self.log_features
+            for (row, customer, probability, churns, hit, latency, champion), score in zip(
                 pending, scores, strict=True
             ):
-                record(customer, probability, churns, hit, latency, champion, version, score)
+                answer = (customer, probability, churns, hit, latency, champion, version, score)
+                if log_features:
+                    record(*answer, encode_row(row))
+                else:
+                    record(*answer)
         for score_batch in batches:
             score_batch()
 

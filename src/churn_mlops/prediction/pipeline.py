@@ -13,6 +13,7 @@ import orjson
 
 from churn_mlops.cache import PredictionCache
 from churn_mlops.core.protocols import PredictionRecorder
+from churn_mlops.db.prediction_log.features import encode_row, encode_rows
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.prediction.batcher import MicroBatcher, ModelRunner
@@ -31,6 +32,8 @@ class PredictionPipeline:
         batcher: MicroBatcher | None,
         cache: PredictionCache | None,
         recorder: PredictionRecorder | None = None,
+        *,
+        log_features: bool = False,
     ) -> None:
         self.predictor = predictor
         self.decoder = decoder
@@ -40,6 +43,9 @@ class PredictionPipeline:
         self.recorder = recorder
         """Told about every answered prediction (the prediction log), after the answer is
         serialised; None records nothing."""
+        self.log_features = log_features
+        """Whether the recorder also gets each scored row's encoded features
+        (`CHURN_LOG_FEATURES`); off, it is called exactly as without them."""
         self.challenger: Challenger | None = None
         """Set while a `challenger` alias is followed: scored in shadow or answering a canary
         share; replaced by a single store, like the served model."""
@@ -116,6 +122,11 @@ class PredictionPipeline:
                 challenger.shadow.add(
                     row, customer_id, probability, will_churn, cached, latency_ms, self._version
                 )
+            elif self.log_features:
+                recorder.record(
+                    customer_id, probability, will_churn, cached, latency_ms, self._version,
+                    features=encode_row(row),
+                )  # fmt: skip
             else:
                 recorder.record(
                     customer_id, probability, will_churn, cached, latency_ms, self._version
@@ -158,6 +169,11 @@ class PredictionPipeline:
                 challenger.shadow.add_many(
                     rows, customer_ids, probabilities, will_churn, cached, latency_ms, version
                 )
+            elif self.log_features:
+                self.recorder.record_many(
+                    customer_ids, probabilities, will_churn, cached, latency_ms, version,
+                    features=encode_rows(rows),
+                )  # fmt: skip
             else:
                 self.recorder.record_many(
                     customer_ids, probabilities, will_churn, cached, latency_ms, version
@@ -209,14 +225,17 @@ class PredictionPipeline:
                     "model_version": pipeline._version,
                     "cached": hit,
                 }
-            recorded.append((pipeline, ids, probabilities, will_churn, cached))
+            recorded.append((pipeline, indices, ids, probabilities, will_churn, cached))
         answer = orjson.dumps({"predictions": answers})
         latency_ms = (time.perf_counter() - start) * 1000.0
-        for pipeline, ids, probabilities, will_churn, cached in recorded:
-            if pipeline.recorder is not None:
-                pipeline.recorder.record_many(
-                    ids, probabilities, will_churn, cached, latency_ms, pipeline._version
-                )
+        for pipeline, indices, ids, probabilities, will_churn, cached in recorded:
+            if pipeline.recorder is None:
+                continue
+            part = (ids, probabilities, will_churn, cached, latency_ms, pipeline._version)
+            if pipeline.log_features:
+                pipeline.recorder.record_many(*part, features=encode_rows(rows[indices]))
+            else:
+                pipeline.recorder.record_many(*part)
         return answer
 
     def warm_up(self, body: bytes) -> None:

@@ -6,10 +6,13 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
-RecordedRow = tuple[str | None, str, float, bool, bool, float, float, str | None, float | None]
+RecordedRow = tuple[
+    str | None, str, float, bool, bool, float, float, str | None, float | None, bytes | None
+]
 """What `record` buffers: external customer id, model version, probability, will_churn, cached,
-latency in milliseconds, created_at as seconds since the epoch, and the shadow challenger's
-version and probability (None, None without one)."""
+latency in milliseconds, created_at as seconds since the epoch, the shadow challenger's
+version and probability (None, None without one), and the encoded features (None unless
+`CHURN_LOG_FEATURES`; `features.encode_row`)."""
 
 
 class LoggedPrediction(NamedTuple):
@@ -27,6 +30,8 @@ class LoggedPrediction(NamedTuple):
     """Seconds since the epoch (UTC)."""
     challenger_version: str | None = None
     challenger_probability: float | None = None
+    features: bytes | None = None
+    """The scored row as `features.encode_row` stores it; None when features are not logged."""
 
 
 # The variant nibble of a UUID (binary 10xx) from any hex digit.

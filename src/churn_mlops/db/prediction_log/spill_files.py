@@ -13,6 +13,7 @@ Every function here blocks: the writer calls them in a worker thread.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import fcntl
@@ -46,6 +47,7 @@ def _encode(rows: Iterable[LoggedPrediction]) -> bytes:
                 row.created_at,
                 row.challenger_version,
                 row.challenger_probability,
+                None if row.features is None else base64.b64encode(row.features).decode(),
             ]
         )
         + b"\n"
@@ -54,8 +56,11 @@ def _encode(rows: Iterable[LoggedPrediction]) -> bytes:
 
 
 def _decode(line: bytes) -> LoggedPrediction:
-    # A line spilled before the challenger columns existed has 8 values: they default to None.
+    # A line spilled before the challenger columns existed has 8 values, one spilled before
+    # the features column 10: the missing ones default to None. Features are base64 text.
     values = orjson.loads(line)
+    if len(values) > 10 and values[10] is not None:
+        values[10] = base64.b64decode(values[10], validate=True)
     return LoggedPrediction(uuid.UUID(hex=values[0]).hex, *values[1:])
 
 

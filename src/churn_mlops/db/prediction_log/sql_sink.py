@@ -75,6 +75,7 @@ class SqlPredictionSink:
                 "created_at": datetime.fromtimestamp(row.created_at, UTC),
                 "challenger_version": row.challenger_version,
                 "challenger_probability": row.challenger_probability,
+                "features": row.features,
             }
             for row in rows
         ]
@@ -88,7 +89,7 @@ COPY_CHUNK_ROWS = 1500
 _STAGING_TABLE = "churn_predictions_staging"
 _STAGING_TYPES = (
     *("uuid", "varchar", "varchar", "float8", "bool", "bool", "float8", "float8"),
-    *("varchar", "float8"),
+    *("varchar", "float8", "bytea"),
 )
 
 

@@ -25,11 +25,11 @@ _BUSY_TIMEOUT_MS = 5000
 _COLUMNS = (
     *("id", "customer_id", "external_customer_id", "model_version", "probability"),
     *("will_churn", "cached", "latency_ms", "created_at", "challenger_version"),
-    "challenger_probability",
+    *("challenger_probability", "features"),
 )
 _INSERT = (
     f"INSERT INTO predictions ({', '.join(_COLUMNS)}) "  # noqa: S608 - our own column names
-    "VALUES (?, (SELECT id FROM customers WHERE external_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "VALUES (?, (SELECT id FROM customers WHERE external_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (id) DO NOTHING"
 )
 # SQLAlchemy's storage format of a DateTime on SQLite (always six digits of microseconds).

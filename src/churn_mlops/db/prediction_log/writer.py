@@ -136,8 +136,10 @@ class PredictionLogWriter:
         model_version: str,
         challenger_version: str | None = None,
         challenger_probability: float | None = None,
+        features: bytes | None = None,
     ) -> None:
-        """Buffer one answered prediction; O(1), never blocks, never raises."""
+        """Buffer one answered prediction; O(1), never blocks, never raises. `features`: the
+        scored row as `features.encode_row` stores it (`CHURN_LOG_FEATURES`)."""
         buffer = self._buffer
         buffer.append(
             (
@@ -150,6 +152,7 @@ class PredictionLogWriter:
                 time.time(),
                 challenger_version,
                 challenger_probability,
+                features,
             )
         )
         self._recorded += 1
@@ -166,15 +169,20 @@ class PredictionLogWriter:
         model_version: str,
         challenger_version: str | None = None,
         challenger_probabilities: Sequence[float] | None = None,
+        features: Sequence[bytes] | None = None,
     ) -> None:
-        """Buffer the answers of one batch request (one latency, the request's)."""
+        """Buffer the answers of one batch request (one latency, the request's); `features`:
+        one encoded row per answer, or None."""
         now = time.time()
         buffer = self._buffer
-        shadow: Sequence[float | None] = challenger_probabilities or [None] * len(customer_ids)
+        absent = [None] * len(customer_ids)
+        shadow: Sequence[float | None] = challenger_probabilities or absent
+        encoded: Sequence[bytes | None] = absent if features is None else features
+        version = challenger_version
         buffer.extend(
-            (customer, model_version, p, churns, hit, latency_ms, now, challenger_version, score)
-            for customer, p, churns, hit, score in zip(
-                customer_ids, probabilities, will_churn, cached, shadow, strict=True
+            (customer, model_version, p, churns, hit, latency_ms, now, version, score, row)
+            for customer, p, churns, hit, score, row in zip(
+                customer_ids, probabilities, will_churn, cached, shadow, encoded, strict=True
             )
         )
         self._recorded += len(customer_ids)
