@@ -86,6 +86,20 @@ def test_throughputs_from_results_lists_cache_configurations_after_cache_off() -
     ]
 
 
+def test_throughputs_from_results_puts_the_production_configuration_first() -> None:
+    document = results(
+        summary("service", 32, 10_000, 7.0),
+        summary("production", 32, 8_000, 6.0),
+        summary("production", 128, 9_000, 40.0),
+    )
+
+    first, second = throughputs_from_results(document, 25)
+
+    assert first.label == "production configuration, every request computed"
+    assert (first.rps, first.connections) == (8_000, 32)
+    assert second.label == "cache off, every request computed"
+
+
 def test_plan_takes_the_metric_that_asks_for_most_pods() -> None:
     throughput = Throughput("cache off", rps=10_000, cores=2, connections=32, p99_ms=7)
     seed = ClusterShape()

@@ -53,6 +53,32 @@ def test_markdown_states_the_cost_per_million_of_the_best_service_run(meta: Benc
     ) in report
 
 
+def test_markdown_opens_with_the_production_configuration_against_the_asgi_ceiling(
+    meta: BenchMeta,
+) -> None:
+    runs = [
+        Measurement(Run("predict", "asgi", 32), load_result(20_000, 2.0, duration_s=1.0)),
+        Measurement(Run("predict", "production", 32), load_result(11_000, 4.0, duration_s=1.0)),
+        Measurement(Run("predict", "service", 32), load_result(12_000, 3.0, duration_s=1.0)),
+    ]
+    report = markdown(summarise(runs), meta)
+    headline = (
+        "**Headline**: the production configuration (API-key auth, rate limits, metrics, L1 "
+        "cache, prediction log on PostgreSQL) answered 11,000 requests/s at 32 connections, "
+        "p99 16.00 ms, 55% of the raw-ASGI ceiling's 20,000."
+    )
+    assert headline in report
+    assert report.index(headline) < report.index("## POST /predict")
+    # The cost is the production configuration's, even where the cache-off service is faster.
+    assert "Cost: the production configuration's best `/predict` run (32 connections)" in report
+
+
+def test_markdown_has_no_headline_without_a_production_run(
+    measurements: list[Measurement], meta: BenchMeta
+) -> None:
+    assert "Headline" not in markdown(summarise(measurements), meta)
+
+
 def test_markdown_cost_target_is_missed_by_a_slow_service(meta: BenchMeta) -> None:
     runs = [Measurement(Run("predict", "service", 1), load_result(100, 1.0, duration_s=1.0))]
     report = markdown(summarise(runs), replace(meta, price_per_core_hour=40.0))
