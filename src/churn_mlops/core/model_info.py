@@ -38,3 +38,8 @@ class ModelInfo(BaseModel):
         "which a load checks the compiled forest against without unpickling the estimator "
         "(absent in artifacts made before it existed, which are checked against the estimator).",
     )
+    explainer_sha256: str | None = Field(
+        default=None,
+        description="sha256 of explainer.npz, the trees' arrays that reason codes (TreeSHAP) are "
+        "computed from (absent in artifacts made before it existed, which answer no reasons).",
+    )

@@ -42,12 +42,14 @@ from churn_mlops.model.compiled import (
     check_probabilities,
 )
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
+from churn_mlops.model.treeshap import ExplainerFileError, TreeExplainer
 
 MODEL_FILE = "model.joblib"
 ENCODER_FILE = "encoder.json"
 METADATA_FILE = "metadata.json"
 FOREST_FILE = "forest.npz"
 PARITY_FILE = "parity.npy"
+EXPLAINER_FILE = "explainer.npz"
 
 # Rows of the shipped dataset that parity_rows varies (missing values, unseen categories).
 _VARIED_ROWS = 32
@@ -78,6 +80,9 @@ def content_version(forest_bytes: bytes, encoder: dict[str, Any], metadata: dict
     if unversioned.get("parity_sha256") is None:
         # Artifacts made before parity.npy existed keep the version they were given.
         unversioned.pop("parity_sha256", None)
+    if unversioned.get("explainer_sha256") is None:
+        # Nor those made before explainer.npz existed.
+        unversioned.pop("explainer_sha256", None)
     digest.update(_canonical_json(unversioned))
     return "v" + digest.hexdigest()[:12]
 
@@ -147,6 +152,16 @@ class ModelArtifact:
     # The estimator's probabilities on parity_rows, as np.save wrote them; None in artifacts
     # made before they were stored.
     parity_bytes: bytes | None = field(default=None, repr=False)
+    # explainer.npz as written: the trees' arrays for reason codes (TreeSHAP); None in
+    # artifacts made before it existed (they answer no reasons).
+    explainer_bytes: bytes | None = field(default=None, repr=False)
+
+    @cached_property
+    def explainer(self) -> TreeExplainer | None:
+        """Exact TreeSHAP contributions of the model; None for an older model."""
+        if self.explainer_bytes is None:
+            return None
+        return TreeExplainer.from_bytes(self.explainer_bytes)
 
     @cached_property
     def estimator(self) -> Any:
@@ -179,6 +194,11 @@ class ModelArtifact:
         np.save(buffer, expected, allow_pickle=False)
         parity_bytes = buffer.getvalue()
         info = info.model_copy(update={"parity_sha256": hashlib.sha256(parity_bytes).hexdigest()})
+        explainer = TreeExplainer.from_estimator(estimator)
+        explainer_bytes = explainer.to_bytes()
+        info = info.model_copy(
+            update={"explainer_sha256": hashlib.sha256(explainer_bytes).hexdigest()}
+        )
         version = content_version(forest_bytes, encoder.to_dict(), info.model_dump(mode="json"))
         model_sha256 = hashlib.sha256(model_bytes).hexdigest()
         artifact = cls(
@@ -188,8 +208,10 @@ class ModelArtifact:
             forest,
             forest_bytes,
             parity_bytes,
+            explainer_bytes=explainer_bytes,
         )
         artifact.__dict__["estimator"] = estimator  # the cached_property, already known
+        artifact.__dict__["explainer"] = explainer
         return artifact
 
     def save(self, directory: Path) -> Path:
@@ -204,6 +226,8 @@ class ModelArtifact:
             (staging / METADATA_FILE).write_text(self.info.model_dump_json(indent=2))
             if self.parity_bytes is not None:
                 (staging / PARITY_FILE).write_bytes(self.parity_bytes)
+            if self.explainer_bytes is not None:
+                (staging / EXPLAINER_FILE).write_bytes(self.explainer_bytes)
             if directory.exists():
                 retired = directory.with_name(f".{directory.name}-retired-{os.getpid()}")
                 directory.rename(retired)
@@ -251,7 +275,19 @@ class ModelArtifact:
             forest = CompiledForest.from_bytes(forest_bytes)
         except ForestFileError as error:
             raise ArtifactError(f"{directory}: {error}") from None
-        artifact = cls(encoder, info, model_bytes, forest, forest_bytes, parity_bytes)
+        artifact = cls(
+            encoder,
+            info,
+            model_bytes,
+            forest,
+            forest_bytes,
+            parity_bytes,
+            explainer_bytes=_read_explainer(directory, info),
+        )
+        try:
+            artifact.explainer  # noqa: B018 - parsed and checked now, not at the first request
+        except ExplainerFileError as error:
+            raise ArtifactError(f"{directory}: {error}") from None
         # Serve nothing that scores differently from the model that was evaluated.
         if parity_bytes is not None:
             expected = np.load(io.BytesIO(parity_bytes), allow_pickle=False)
@@ -276,3 +312,22 @@ def _read_parity(directory: Path, info: ModelInfo) -> bytes | None:
             "the artifact was modified or is incomplete"
         )
     return parity_bytes
+
+
+def _read_explainer(directory: Path, info: ModelInfo) -> bytes | None:
+    """explainer.npz's bytes, checked against their sha256 in the metadata; None for an
+    artifact made before it existed."""
+    if info.explainer_sha256 is None:
+        return None
+    try:
+        explainer_bytes = (directory / EXPLAINER_FILE).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"{directory} is not a model artifact: missing {EXPLAINER_FILE}"
+        ) from None
+    if hashlib.sha256(explainer_bytes).hexdigest() != info.explainer_sha256:
+        raise ArtifactError(
+            f"{directory}: {EXPLAINER_FILE} does not match the sha256 in {METADATA_FILE}; "
+            "the artifact was modified or is incomplete"
+        )
+    return explainer_bytes

@@ -14,7 +14,7 @@ Probabilities = npt.NDArray[np.float64]
 class ChurnPredictor:
     """The encoder, the model and the decision threshold of one artifact, ready to score."""
 
-    __slots__ = ("_forest", "encoder", "threshold", "version")
+    __slots__ = ("_forest", "encoder", "explainer", "threshold", "version")
 
     def __init__(self, artifact: ModelArtifact) -> None:
         # The compiled forest, not the estimator: same probabilities (checked when the artifact
@@ -23,6 +23,8 @@ class ChurnPredictor:
         self.encoder = artifact.encoder
         self.threshold = artifact.threshold
         self.version = artifact.version
+        # TreeSHAP for reason codes; None for a model made before explainers existed.
+        self.explainer = artifact.explainer
 
     def probabilities(self, rows: FloatMatrix) -> Probabilities:
         """Churn probability of each encoded (n, features) float32 row, shape (n,)."""

@@ -41,6 +41,7 @@ from churn_mlops.core.errors import Conflict, InvalidRequest, NotFound, ServiceE
 from churn_mlops.core.model_info import ModelInfo
 from churn_mlops.model.artifact import (
     ENCODER_FILE,
+    EXPLAINER_FILE,
     FOREST_FILE,
     METADATA_FILE,
     MODEL_FILE,
@@ -199,6 +200,8 @@ class LocalRegistry:
                 shutil.copyfile(artifact_dir / name, staging / name)
             if (artifact_dir / PARITY_FILE).is_file():  # absent in artifacts made before it
                 shutil.copyfile(artifact_dir / PARITY_FILE, staging / PARITY_FILE)
+            if (artifact_dir / EXPLAINER_FILE).is_file():  # likewise
+                shutil.copyfile(artifact_dir / EXPLAINER_FILE, staging / EXPLAINER_FILE)
             # Verify the copy, not the original: what is stored is what was checked (one load,
             # about 0.6 s: the parity check scores the shipped dataset twice).
             version = self._verified_version(staging, artifact_dir)

@@ -1,0 +1,400 @@
+"""Exact path-dependent TreeSHAP on the compiled forest: each feature's contribution to a row's
+log-odds, as the `shap` library's TreeExplainer computes them for this model.
+
+What it takes is exported from the estimator when the artifact is built (`from_estimator`) into
+the explainer file (explainer.npz, a zip of `.npy` arrays, no pickle): per node of every tree
+its SHAP *player* (the original input column it splits on), its decision-row column and
+threshold (as in compiled.py, so NaN and unseen categories take sklearn's direction), its
+children, its cover (sklearn's node `count`) and its value. A serving worker needs nothing else:
+no scikit-learn, no estimator.
+
+Path-dependent TreeSHAP is the Shapley value of the game v(S) = the tree's cover-weighted
+expectation given the features in S. For one leaf of value w whose root path splits on the
+distinct players U (with z_j the product of the path's cover ratios at j's nodes, and o_j 1 when
+the row goes the path's way at every one of them), v(S) = w * prod(o_j if j in S else z_j), and
+player i's Shapley value in that game is
+
+    w * (o_i - z_i) * sum_{S in U - i} |S|! (|U| - |S| - 1)! / |U|! * prod_S o_j * prod_rest z_j
+
+which depends on the row only through the |U| bits o. So at load each leaf gets a table of its
+players' contributions for all 2**|U| patterns (|U| <= depth, at most 5 in training's search
+space), and a row's explanation is, per tree, one comparison per node and one lookup and |U|
+additions per leaf: no recursion, no per-row allocation. Shapley values add over leaves and
+trees, so the sum is the exact TreeSHAP value; contributions plus the base value (the baseline
+plus each tree's cover-weighted mean leaf) equal the raw log-odds up to rounding.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from churn_mlops.model.compiled import (
+    BLOCK_ROWS,
+    _check_supported,
+    _Columns,
+    _decision_rows,
+    _jit,
+    _kernel_input,
+    _split,
+    _tree_feature_sources,
+)
+from churn_mlops.model.treeshap_plan import (
+    ExplainerFileError as ExplainerFileError,  # re-exported: what from_bytes raises
+)
+from churn_mlops.model.treeshap_plan import (
+    Nodes,
+    Plan,
+    derive_plan,
+)
+
+FORMAT_VERSION = 1
+
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+FloatMatrix = npt.NDArray[np.float32]
+Contributions = npt.NDArray[np.float64]
+
+_ARRAY_DTYPES: dict[str, type[np.generic]] = {
+    "header": np.int64,
+    "baseline": np.float64,
+    "columns": np.int32,
+    "fills": np.float32,
+    "tables": np.float32,
+    "slots": np.int32,
+    "category_values": np.float64,
+    "tree_start": np.int32,
+    "children": np.int32,
+    "node_player": np.int32,
+    "node_column": np.int32,
+    "node_threshold": np.float32,
+    "node_cover": np.float64,
+    "node_value": np.float64,
+}
+
+
+# --------------------------------------------------------------------------- numba kernels
+
+
+@_jit
+def _explain_many(
+    x: Any,
+    columns: Any,
+    fills: Any,
+    tables: Any,
+    slots: Any,
+    category_values: Any,
+    node_column: Any,
+    node_threshold: Any,
+    tree_split_start: Any,
+    split_node: Any,
+    tree_player_start: Any,
+    tree_player: Any,
+    tree_table_start: Any,
+    tree_table: Any,
+    tree_leaf_start: Any,
+    leaf_path_start: Any,
+    path_node: Any,
+    path_right: Any,
+    path_slot: Any,
+    leaf_player_start: Any,
+    leaf_player: Any,
+    leaf_table_start: Any,
+    leaf_table: Any,
+    out: Any,
+) -> None:
+    """Add every row's contributions to `out` (n_rows, n_features), zeroed by the caller.
+
+    Trees outside, rows inside, so a tree's table stays in cache for a block of rows. A tree of
+    few splits reads one table row indexed by its splits' directions; a larger one reads a
+    table row per leaf, indexed by the leaf's pattern.
+    """
+    n_rows = x.shape[0]
+    width = min(BLOCK_ROWS, n_rows)
+    block = np.empty((columns.shape[0], width), dtype=np.float32)
+    inputs = np.empty((x.shape[1], width), dtype=np.float32)
+    codes = np.empty((slots.shape[0], width), dtype=np.int32)
+    goes_right = np.empty(node_column.shape[0], dtype=np.bool_)
+    directions = np.empty(width, dtype=np.int64)
+    for start in range(0, n_rows, BLOCK_ROWS):
+        size = min(BLOCK_ROWS, n_rows - start)
+        _decision_rows(
+            x, start, size, columns, fills, tables, slots, category_values, inputs, codes, block
+        )
+        for t in range(tree_table_start.shape[0]):
+            first_player = tree_player_start[t]
+            players = tree_player_start[t + 1] - first_player
+            if tree_table_start[t] >= 0:
+                # Split by split over the block's rows: contiguous, branch-free, vectorised.
+                directions[:size] = 0
+                for b in range(tree_split_start[t + 1] - tree_split_start[t]):
+                    n = split_node[tree_split_start[t] + b]
+                    column = block[node_column[n], :size]
+                    threshold = node_threshold[n]
+                    for r in range(size):
+                        directions[r] |= np.int64(column[r] > threshold) << b
+                for r in range(size):
+                    at = tree_table_start[t] + directions[r] * players
+                    row = out[start + r]
+                    for s in range(players):
+                        row[tree_player[first_player + s]] += tree_table[at + s]
+                continue
+            for r in range(size):
+                for b in range(tree_split_start[t], tree_split_start[t + 1]):
+                    n = split_node[b]
+                    goes_right[n] = block[node_column[n], r] > node_threshold[n]
+                row = out[start + r]
+                for leaf in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
+                    first = leaf_player_start[leaf]
+                    u = leaf_player_start[leaf + 1] - first
+                    pattern = (1 << u) - 1
+                    for q in range(leaf_path_start[leaf], leaf_path_start[leaf + 1]):
+                        if goes_right[path_node[q]] != path_right[q]:
+                            pattern &= ~(1 << path_slot[q])
+                    at = leaf_table_start[leaf] + pattern * u
+                    for k in range(u):
+                        row[leaf_player[first + k]] += leaf_table[at + k]
+
+
+# --------------------------------------------------------------------------- the explainer
+
+
+@dataclass(frozen=True, eq=False)
+class TreeExplainer:
+    """Path-dependent TreeSHAP for a binary HGB classifier, from flat arrays.
+
+    Decision-row arrays (`columns` .. `category_values`) mean what they mean in CompiledForest.
+    Nodes of all trees follow each other in sklearn's order, tree t's from tree_start[t];
+    `children` holds each node's (left, right) within its tree, (-1, -1) for a leaf;
+    `node_player` the input column a split is about (-1 for a leaf); `node_cover` sklearn's
+    training-sample count of the node.
+    """
+
+    n_features: int
+    baseline: float
+    columns: npt.NDArray[np.int32]
+    fills: npt.NDArray[np.float32]
+    tables: npt.NDArray[np.float32]
+    slots: npt.NDArray[np.int32]
+    category_values: npt.NDArray[np.float64]
+    tree_start: npt.NDArray[np.int32]
+    children: npt.NDArray[np.int32]
+    node_player: npt.NDArray[np.int32]
+    node_column: npt.NDArray[np.int32]
+    node_threshold: npt.NDArray[np.float32]
+    node_cover: npt.NDArray[np.float64]
+    node_value: npt.NDArray[np.float64]
+    _plan: Plan = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, dtype in _ARRAY_DTYPES.items():
+            if name not in ("header", "baseline"):
+                array = np.require(getattr(self, name), dtype=dtype, requirements=["C", "W"])
+                object.__setattr__(self, name, array)
+        object.__setattr__(self, "n_features", int(self.n_features))
+        object.__setattr__(self, "baseline", float(self.baseline))
+        problems = _problems(self)
+        if problems:
+            raise ExplainerFileError("inconsistent explainer: " + "; ".join(problems))
+        nodes = Nodes(
+            self.tree_start, self.children, self.node_player, self.node_cover, self.node_value
+        )
+        object.__setattr__(self, "_plan", derive_plan(nodes))
+        self.explain(np.zeros((2, self.n_features), dtype=np.float32))  # compile now
+
+    @property
+    def base_value(self) -> float:
+        """The model's log-odds before any feature is known: what contributions start from."""
+        return self.baseline + self._plan.expected_value
+
+    # ---------------------------------------------------------------- building
+
+    @classmethod
+    def from_estimator(cls, estimator: Any) -> TreeExplainer:
+        """Export a fitted binary HistGradientBoostingClassifier (build time: needs sklearn)."""
+        _check_supported(estimator)
+        registry = _Columns({}, [], [], [], {}, [], [])
+        sources = _tree_feature_sources(estimator)
+        known, known_index = estimator._bin_mapper.make_known_categories_bitsets()
+        starts, children, players, node_columns = [0], [], [], []
+        thresholds, covers, values = [], [], []
+        for (predictor,) in estimator._predictors:
+            for node in predictor.nodes:
+                if node["is_leaf"]:
+                    children.append((-1, -1))
+                    players.append(-1)
+                    node_columns.append(0)
+                    thresholds.append(np.float32(np.inf))
+                else:
+                    split = _split(node, predictor, sources, known, known_index, registry)
+                    children.append((int(node["left"]), int(node["right"])))
+                    players.append(sources[int(node["feature_idx"])].column)
+                    node_columns.append(split.column)
+                    thresholds.append(split.threshold)
+                covers.append(float(node["count"]))
+                values.append(float(node["value"]))
+            starts.append(len(values))
+        return cls(
+            int(estimator.n_features_in_),
+            float(np.asarray(estimator._baseline_prediction).reshape(-1)[0]),
+            np.array(registry.spec, dtype=np.int32).reshape(-1, 3),
+            np.array(registry.fills, dtype=np.float32),
+            np.array(registry.tables, dtype=np.float32),
+            np.array(registry.slot_spec, dtype=np.int32).reshape(-1, 3),
+            np.array(registry.category_values, dtype=np.float64),
+            np.array(starts, dtype=np.int32),
+            np.array(children, dtype=np.int32).reshape(-1, 2),
+            np.array(players, dtype=np.int32),
+            np.array(node_columns, dtype=np.int32),
+            np.array(thresholds, dtype=np.float32),
+            np.array(covers, dtype=np.float64),
+            np.array(values, dtype=np.float64),
+        )
+
+    # ---------------------------------------------------------------- explaining
+
+    def explain(self, rows: FloatMatrix) -> Contributions:
+        """Each feature's contribution to each row's log-odds, shape (n, n_features); a row's
+        contributions plus `base_value` are its raw log-odds."""
+        if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise ValueError(f"expected a float32 matrix of {self.n_features} columns")
+        out = np.zeros(rows.shape, dtype=np.float64)
+        plan = self._plan
+        _explain_many(
+            _kernel_input(rows),
+            self.columns,
+            self.fills,
+            self.tables,
+            self.slots,
+            self.category_values,
+            self.node_column,
+            self.node_threshold,
+            plan.tree_split_start,
+            plan.split_node,
+            plan.tree_player_start,
+            plan.tree_player,
+            plan.tree_table_start,
+            plan.tree_table,
+            plan.tree_leaf_start,
+            plan.leaf_path_start,
+            plan.path_node,
+            plan.path_right,
+            plan.path_slot,
+            plan.leaf_player_start,
+            plan.leaf_player,
+            plan.leaf_table_start,
+            plan.leaf_table,
+            out,
+        )
+        return out
+
+    # ---------------------------------------------------------------- persistence
+
+    def to_bytes(self) -> bytes:
+        """The explainer file's bytes: the same explainer always gives the same bytes."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, array in self._arrays().items():
+                member = io.BytesIO()
+                np.lib.format.write_array(member, array, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, member.getvalue())
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TreeExplainer:
+        """Read an explainer file's bytes; raises ExplainerFileError if malformed."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+            raise ExplainerFileError(f"unreadable explainer file: {error}") from None
+        if set(arrays) != set(_ARRAY_DTYPES):
+            raise ExplainerFileError("the explainer file does not hold the expected arrays")
+        for name, dtype in _ARRAY_DTYPES.items():
+            if arrays[name].dtype != dtype:
+                raise ExplainerFileError(f"array {name} has dtype {arrays[name].dtype}")
+        header = arrays.pop("header")
+        if header.shape != (2,) or int(header[0]) != FORMAT_VERSION:
+            raise ExplainerFileError("the explainer file is of another format version")
+        baseline = arrays.pop("baseline")
+        if baseline.shape != (1,):
+            raise ExplainerFileError("the explainer file has no baseline")
+        return cls(int(header[1]), float(baseline[0]), **arrays)
+
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
+        return {
+            "header": np.array([FORMAT_VERSION, self.n_features], dtype=np.int64),
+            "baseline": np.array([self.baseline], dtype=np.float64),
+            **{name: getattr(self, name) for name in _ARRAY_DTYPES if name not in _FILE_ONLY},
+        }
+
+
+_FILE_ONLY = frozenset({"header", "baseline"})
+
+
+def _problems(explainer: TreeExplainer) -> list[str]:
+    """What would let the kernels read out of bounds or the derivation loop forever."""
+    n_nodes = explainer.node_value.shape[0]
+    node_arrays = ("node_player", "node_column", "node_threshold", "node_cover")
+    problems = [
+        f"{name} differs in length from node_value"
+        for name in node_arrays
+        if getattr(explainer, name).shape != (n_nodes,)
+    ]
+    if explainer.children.shape != (n_nodes, 2):
+        problems.append("children has the wrong shape")
+    starts = explainer.tree_start
+    if starts.ndim != 1 or starts.size < 1 or starts[0] != 0 or starts[-1] != n_nodes:
+        problems.append("tree_start does not cover the nodes")
+    elif np.any(np.diff(starts) < 1):
+        problems.append("a tree has no nodes")
+    if explainer.columns.ndim != 2 or explainer.columns.shape[1] != 3:
+        problems.append("columns has the wrong shape")
+    elif explainer.fills.shape != (explainer.columns.shape[0],):
+        problems.append("fills differs in length from columns")
+    if explainer.slots.ndim != 2 or explainer.slots.shape[1] != 3:
+        problems.append("slots has the wrong shape")
+    if problems:
+        return problems
+    problems.extend(_decision_problems(explainer))
+    internal = explainer.children[:, 0] >= 0
+    if np.any(explainer.node_player[internal] < 0) or np.any(
+        explainer.node_player >= explainer.n_features
+    ):
+        problems.append("a split's player is outside the row")
+    if np.any(explainer.node_column < 0) or np.any(
+        explainer.node_column >= max(explainer.columns.shape[0], 1)
+    ):
+        problems.append("a node reads outside the decision row")
+    if np.any(explainer.node_cover[internal] <= 0) or not np.all(np.isfinite(explainer.node_cover)):
+        problems.append("a split has no cover")
+    return problems
+
+
+def _decision_problems(explainer: TreeExplainer) -> list[str]:
+    problems = []
+    n_features, slots = explainer.n_features, explainer.slots
+    for start, size in slots[:, 1:].tolist():
+        if start < 0 or size < 0 or start + size > explainer.category_values.size:
+            problems.append("a categorical slot reaches past the category values")
+    if np.any(slots[:, 0] < 0) or np.any(slots[:, 0] >= n_features):
+        problems.append("a categorical slot reads a column outside the row")
+    for kind, source, table in explainer.columns.tolist():
+        if kind == 1:
+            if not 0 <= source < slots.shape[0]:
+                problems.append("a categorical column names no slot")
+            elif table < 0 or table + int(slots[source, 2]) + 1 > explainer.tables.size:
+                problems.append("a categorical column's table reaches past the tables")
+        elif kind in (0, 2):
+            if not 0 <= source < n_features:
+                problems.append("a column reads outside the row")
+        else:
+            problems.append(f"unknown column kind {kind}")
+    return problems
