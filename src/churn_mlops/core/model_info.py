@@ -38,6 +38,12 @@ class ModelInfo(BaseModel):
         "which a load checks the compiled forest against without unpickling the estimator "
         "(absent in artifacts made before it existed, which are checked against the estimator).",
     )
+    drift_profile_sha256: str | None = Field(
+        default=None,
+        description="sha256 of drift_profile.json, the training rows' reference profile that "
+        "live drift is measured against (absent in artifacts made before it existed, which "
+        "are served with drift monitoring off).",
+    )
     explainer_sha256: str | None = Field(
         default=None,
         description="sha256 of explainer.npz, the trees' arrays that reason codes (TreeSHAP) are "

@@ -41,6 +41,11 @@ from churn_mlops.model.compiled import (
     check_parity,
     check_probabilities,
 )
+from churn_mlops.model.drift_profile import (
+    DRIFT_PROFILE_FILE,
+    DriftProfileError,
+    ReferenceProfile,
+)
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 from churn_mlops.model.treeshap import ExplainerFileError, TreeExplainer
 
@@ -80,6 +85,9 @@ def content_version(forest_bytes: bytes, encoder: dict[str, Any], metadata: dict
     if unversioned.get("parity_sha256") is None:
         # Artifacts made before parity.npy existed keep the version they were given.
         unversioned.pop("parity_sha256", None)
+    if unversioned.get("drift_profile_sha256") is None:
+        # Nor do those made before drift_profile.json existed.
+        unversioned.pop("drift_profile_sha256", None)
     if unversioned.get("explainer_sha256") is None:
         # Nor those made before explainer.npz existed.
         unversioned.pop("explainer_sha256", None)
@@ -152,6 +160,9 @@ class ModelArtifact:
     # The estimator's probabilities on parity_rows, as np.save wrote them; None in artifacts
     # made before they were stored.
     parity_bytes: bytes | None = field(default=None, repr=False)
+    # drift_profile.json as written: the training rows' reference profile; None in artifacts
+    # made before it existed (served with drift monitoring off).
+    drift_profile_bytes: bytes | None = field(default=None, repr=False)
     # explainer.npz as written: the trees' arrays for reason codes (TreeSHAP); None in
     # artifacts made before it existed (they answer no reasons).
     explainer_bytes: bytes | None = field(default=None, repr=False)
@@ -162,6 +173,13 @@ class ModelArtifact:
         if self.explainer_bytes is None:
             return None
         return TreeExplainer.from_bytes(self.explainer_bytes)
+
+    @cached_property
+    def drift_profile(self) -> ReferenceProfile | None:
+        """The reference profile live drift is measured against; None for an older model."""
+        if self.drift_profile_bytes is None:
+            return None
+        return ReferenceProfile.from_json(self.drift_profile_bytes)
 
     @cached_property
     def estimator(self) -> Any:
@@ -182,9 +200,17 @@ class ModelArtifact:
         return self.info.threshold
 
     @classmethod
-    def build(cls, estimator: Any, encoder: FeatureEncoder, info: ModelInfo) -> ModelArtifact:
+    def build(
+        cls,
+        estimator: Any,
+        encoder: FeatureEncoder,
+        info: ModelInfo,
+        *,
+        drift_profile: ReferenceProfile | None = None,
+    ) -> ModelArtifact:
         """Compile the estimator, check the compiled forest against it, and stamp `info` with
-        the content version of the estimator, forest and encoder."""
+        the content version of the estimator, forest and encoder (and of `drift_profile`, the
+        training rows' reference profile, through its sha256 in the metadata)."""
         model_bytes = _pickle_bytes(estimator)
         forest = CompiledForest.from_estimator(estimator)
         _check_forest(forest, encoder, "new artifact", estimator=estimator)
@@ -199,6 +225,12 @@ class ModelArtifact:
         info = info.model_copy(
             update={"explainer_sha256": hashlib.sha256(explainer_bytes).hexdigest()}
         )
+        # Set either way: `info` copied from another artifact must not keep its profile's hash.
+        profile_bytes = None if drift_profile is None else drift_profile.to_json()
+        profile_sha256 = (
+            None if profile_bytes is None else hashlib.sha256(profile_bytes).hexdigest()
+        )
+        info = info.model_copy(update={"drift_profile_sha256": profile_sha256})
         version = content_version(forest_bytes, encoder.to_dict(), info.model_dump(mode="json"))
         model_sha256 = hashlib.sha256(model_bytes).hexdigest()
         artifact = cls(
@@ -208,6 +240,7 @@ class ModelArtifact:
             forest,
             forest_bytes,
             parity_bytes,
+            drift_profile_bytes=profile_bytes,
             explainer_bytes=explainer_bytes,
         )
         artifact.__dict__["estimator"] = estimator  # the cached_property, already known
@@ -226,6 +259,8 @@ class ModelArtifact:
             (staging / METADATA_FILE).write_text(self.info.model_dump_json(indent=2))
             if self.parity_bytes is not None:
                 (staging / PARITY_FILE).write_bytes(self.parity_bytes)
+            if self.drift_profile_bytes is not None:
+                (staging / DRIFT_PROFILE_FILE).write_bytes(self.drift_profile_bytes)
             if self.explainer_bytes is not None:
                 (staging / EXPLAINER_FILE).write_bytes(self.explainer_bytes)
             if directory.exists():
@@ -275,6 +310,7 @@ class ModelArtifact:
             forest = CompiledForest.from_bytes(forest_bytes)
         except ForestFileError as error:
             raise ArtifactError(f"{directory}: {error}") from None
+        profile_bytes = _read_drift_profile(directory, info)
         artifact = cls(
             encoder,
             info,
@@ -282,6 +318,7 @@ class ModelArtifact:
             forest,
             forest_bytes,
             parity_bytes,
+            drift_profile_bytes=profile_bytes,
             explainer_bytes=_read_explainer(directory, info),
         )
         try:
@@ -312,6 +349,29 @@ def _read_parity(directory: Path, info: ModelInfo) -> bytes | None:
             "the artifact was modified or is incomplete"
         )
     return parity_bytes
+
+
+def _read_drift_profile(directory: Path, info: ModelInfo) -> bytes | None:
+    """drift_profile.json's bytes, checked against their sha256 in the metadata and parsed once
+    (a malformed profile refuses the artifact); None for an artifact made before it existed."""
+    if info.drift_profile_sha256 is None:
+        return None
+    try:
+        profile_bytes = (directory / DRIFT_PROFILE_FILE).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"{directory} is not a model artifact: missing {DRIFT_PROFILE_FILE}"
+        ) from None
+    if hashlib.sha256(profile_bytes).hexdigest() != info.drift_profile_sha256:
+        raise ArtifactError(
+            f"{directory}: {DRIFT_PROFILE_FILE} does not match the sha256 in {METADATA_FILE}; "
+            "the artifact was modified or is incomplete"
+        )
+    try:
+        ReferenceProfile.from_json(profile_bytes)
+    except DriftProfileError as error:
+        raise ArtifactError(f"{directory}: {error}") from None
+    return profile_bytes
 
 
 def _read_explainer(directory: Path, info: ModelInfo) -> bytes | None:

@@ -49,6 +49,7 @@ from churn_mlops.model.artifact import (
     ArtifactError,
     ModelArtifact,
 )
+from churn_mlops.model.drift_profile import DRIFT_PROFILE_FILE
 from churn_mlops.settings import Settings
 
 CHAMPION = "champion"
@@ -200,6 +201,8 @@ class LocalRegistry:
                 shutil.copyfile(artifact_dir / name, staging / name)
             if (artifact_dir / PARITY_FILE).is_file():  # absent in artifacts made before it
                 shutil.copyfile(artifact_dir / PARITY_FILE, staging / PARITY_FILE)
+            if (artifact_dir / DRIFT_PROFILE_FILE).is_file():  # likewise
+                shutil.copyfile(artifact_dir / DRIFT_PROFILE_FILE, staging / DRIFT_PROFILE_FILE)
             if (artifact_dir / EXPLAINER_FILE).is_file():  # likewise
                 shutil.copyfile(artifact_dir / EXPLAINER_FILE, staging / EXPLAINER_FILE)
             # Verify the copy, not the original: what is stored is what was checked (one load,

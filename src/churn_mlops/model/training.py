@@ -33,6 +33,7 @@ from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.core.model_info import HoldoutMetrics, ModelInfo
 from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.model.drift_profile import ReferenceProfile
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 
 # Shallow trees: on 4,930 customers they generalise best, and they are cheap to evaluate.
@@ -202,5 +203,9 @@ def train_model(
     default_auc = float(
         roc_auc_score(split.y_holdout, default.predict_proba(split.x_holdout)[:, 1])
     )
-    artifact = ModelArtifact.build(model, split.encoder, info)
+    # Live drift is measured against the rows the model learnt from and its answers on them.
+    profile = ReferenceProfile.build(
+        split.x_train, model.predict_proba(split.x_train)[:, 1], split.encoder
+    )
+    artifact = ModelArtifact.build(model, split.encoder, info, drift_profile=profile)
     return TrainingResult(artifact, search.cv_roc_auc, default_auc)

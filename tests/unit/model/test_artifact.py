@@ -142,6 +142,7 @@ def test_load_refuses_a_forest_that_disagrees_with_the_stored_probabilities(
         artifact.forest,
         artifact.forest_bytes,
         parity_bytes,
+        drift_profile_bytes=artifact.drift_profile_bytes,
         explainer_bytes=artifact.explainer_bytes,
     )
     with pytest.raises(ArtifactError, match="does not match the model"):
