@@ -79,12 +79,26 @@ def prediction_log_ab(
     workers: Annotated[int, typer.Option(min=1, help="Workers per server.")] = WORKERS,
     cache: Annotated[bool, typer.Option(help="Prediction cache on (the hit path).")] = False,
     out: Annotated[Path | None, typer.Option(help="Folder for the servers' logs.")] = None,
+    features: Annotated[
+        bool,
+        typer.Option(help="Compare the log without and with CHURN_LOG_FEATURES (both log on)."),
+    ] = False,
 ) -> None:
-    """The prediction log: `record()` alone, then the service with the log off and on."""
+    """The prediction log: `record()` alone, then the service with the log off and on (or,
+    with --features, without and with the scored rows' features)."""
     duration_s, warmup_s = opt.durations(duration, warmup)
     served, _ = opt.served_model(model_dir)
     options = PredictionLogABOptions(
-        database_url, served, rounds, duration_s, warmup_s, connections, workers, cache, out
+        database_url,
+        served,
+        rounds,
+        duration_s,
+        warmup_s,
+        connections,
+        workers,
+        cache,
+        out,
+        features=features,
     )
     with opt.stops_cleanly():
         lines = run_prediction_log_ab(

@@ -10,6 +10,9 @@
 
     python -m benchmarks prediction-log-ab --database-url postgresql://...  [--rounds 5]
 
+`--features` compares the log without and with `CHURN_LOG_FEATURES` instead (both log on):
+what recording each scored row's encoded features (76 bytes) adds, in `record()` and in 2. or 3.
+
 Run it under `flock /tmp/churn-bench.lock` on a shared machine.
 """
 
@@ -49,6 +52,9 @@ from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings
 
 CONFIGURATIONS = {"log-off": False, "log-on": True}
+"""Without `--features`: the prediction log off and on."""
+FEATURE_CONFIGURATIONS = {"features-off": False, "features-on": True}
+"""With `--features`: the log on in both, `log_features` off and on."""
 DRAIN_TIMEOUT_S = 30
 
 
@@ -65,6 +71,18 @@ class PredictionLogABOptions:
     """The prediction cache on: every request after the warm-up is a hit, the cheapest request,
     where the log weighs most."""
     out: Path | None
+    features: bool = False
+    """Compare the log without and with features (`FEATURE_CONFIGURATIONS`), not off and on."""
+
+    def configurations(self) -> dict[str, dict[str, bool]]:
+        """Each configuration's settings, by name; the second is the one measured against the
+        first."""
+        if self.features:
+            return {
+                name: {"prediction_log_enabled": True, "log_features": on}
+                for name, on in FEATURE_CONFIGURATIONS.items()
+            }
+        return {name: {"prediction_log_enabled": on} for name, on in CONFIGURATIONS.items()}
 
 
 class _NoSink:
@@ -72,7 +90,9 @@ class _NoSink:
         return len(rows)
 
 
-async def _record_cost_ns(calls: int, batches: int, repeats: int) -> list[int]:
+async def _record_cost_ns(
+    calls: int, batches: int, repeats: int, features: bytes | None
+) -> list[int]:
     with tempfile.TemporaryDirectory() as directory:
         writer = PredictionLogWriter(_NoSink(), Path(directory) / "spill.jsonl", batch_rows=calls)
         await writer.start()
@@ -82,8 +102,15 @@ async def _record_cost_ns(calls: int, batches: int, repeats: int) -> list[int]:
                 elapsed = 0
                 for _ in range(batches):
                     start = time.perf_counter_ns()
-                    for _ in range(calls):
-                        record("7590-VHVEG", 0.4242, True, False, 0.8, "v479bc1ffc06d")
+                    if features is None:
+                        for _ in range(calls):
+                            record("7590-VHVEG", 0.4242, True, False, 0.8, "v479bc1ffc06d")
+                    else:
+                        for _ in range(calls):
+                            record(
+                                "7590-VHVEG", 0.4242, True, False, 0.8, "v479bc1ffc06d",
+                                features=features,
+                            )  # fmt: skip
                     elapsed += time.perf_counter_ns() - start
                     await _drained(writer)  # the flusher's turn, not timed
                 figures.append(round(elapsed / (calls * batches)))
@@ -92,10 +119,13 @@ async def _record_cost_ns(calls: int, batches: int, repeats: int) -> list[int]:
     return figures
 
 
-def record_cost_ns(calls: int = 500, batches: int = 2000, repeats: int = 5) -> list[int]:
+def record_cost_ns(
+    calls: int = 500, batches: int = 2000, repeats: int = 5, features: bytes | None = None
+) -> list[int]:
     """Nanoseconds per `record()` call, one figure per repeat: `batches` times `calls` calls,
-    each batch written away before the next (as the flusher does with its batches)."""
-    return asyncio.run(_record_cost_ns(calls, batches, repeats))
+    each batch written away before the next (as the flusher does with its batches); with
+    `features`, each call passes them (what the pipeline does with `CHURN_LOG_FEATURES`)."""
+    return asyncio.run(_record_cost_ns(calls, batches, repeats, features))
 
 
 async def _drained(writer: PredictionLogWriter | None) -> None:
@@ -131,8 +161,8 @@ def in_process_cpu(
         slow_request_ms=60_000,
     )
     apps = {
-        name: create_app(base.model_copy(update={"prediction_log_enabled": on}), artifact)
-        for name, on in CONFIGURATIONS.items()
+        name: create_app(base.model_copy(update=update), artifact)
+        for name, update in options.configurations().items()
     }
 
     async def drive() -> dict[str, list[float]]:
@@ -174,10 +204,14 @@ def over_http(options: PredictionLogABOptions) -> list[str]:
             options.model_dir,
             workers=options.workers,
             name=name,
-            env={**common, "CHURN_PREDICTION_LOG_ENABLED": "true" if on else "false"},
+            env={
+                **common,
+                **{f"CHURN_{key.upper()}": str(on).lower() for key, on in update.items()},
+            },
         )
-        for name, on in CONFIGURATIONS.items()
+        for name, update in options.configurations().items()
     }
+    baseline, measured = options.configurations()
     runs = run_servers_ab(
         specs,
         out,
@@ -189,11 +223,11 @@ def over_http(options: PredictionLogABOptions) -> list[str]:
     )
     logged = asyncio.run(_count_rows(options.database_url)) - rows_before
     spilled = sum(path.read_bytes().count(b"\n") for path in spill.parent.glob("*"))
-    answered = sum(run.answered for run in runs if run.server == "log-on")
+    answered = sum(run.answered for run in runs if run.server != "log-off")
     return [
-        *ab_table(runs, "log-on", "log-off"),
-        f"rows logged by log-on: {logged:,} in the database, {spilled:,} in its spill file "
-        f"(wrk counted {answered:,} answers)",
+        *ab_table(runs, measured, baseline),
+        f"rows logged: {logged:,} in the database, {spilled:,} in the spill file "
+        f"(wrk counted {answered:,} answers of the servers with the log on)",
     ]
 
 
@@ -203,8 +237,15 @@ def run_prediction_log_ab(
     """`record()` alone, then the in-process or the HTTP A/B; the report's lines."""
     figures = record_cost_ns()
     lines = [f"record(): {statistics.median(figures):.0f} ns per call (median of {figures})"]
+    if options.features:
+        with_features = record_cost_ns(features=bytes(76))
+        lines.append(
+            f"record(features=76 bytes): {statistics.median(with_features):.0f} ns per call "
+            f"(median of {with_features})"
+        )
     schema.upgrade(options.database_url)
     if in_process:
         cpu = in_process_cpu(options, blocks, block_requests)
-        return [*lines, *cpu_table(cpu, "log-on", "log-off")]
+        baseline, measured = options.configurations()
+        return [*lines, *cpu_table(cpu, measured, baseline)]
     return [*lines, *over_http(options)]
