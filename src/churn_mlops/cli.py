@@ -16,6 +16,7 @@ from churn_mlops.db.outcomes_cli import outcomes_app
 from churn_mlops.model.provisioning import champion_model_dir, ensure_model, train_with_progress
 from churn_mlops.model.registry_cli import models_app
 from churn_mlops.observability.cli import ProfiledPipeline, profile_command
+from churn_mlops.observability.drift_cli import drift_app
 from churn_mlops.security.cli import keys_app, users_app
 from churn_mlops.settings import Settings
 
@@ -30,6 +31,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(outcomes_app, name="outcomes")
+app.add_typer(drift_app, name="drift")
 console = Console(stderr=True)
 
 

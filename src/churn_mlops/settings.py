@@ -386,6 +386,16 @@ class Settings(BaseSettings):
     """Directory where `churn-mlops serve`'s workers share their metric files (emptied at
     start); empty means a new temporary directory per run. Needs to be writable."""
 
+    drift_enabled: bool = True
+    """With metrics on, count what each worker scores into sliding-window histograms against
+    the model's reference profile and export per-feature and prediction PSI
+    (`churn_feature_psi`, `churn_prediction_psi`); about 0.1 us per model call on the request
+    path, the binning at each metrics refresh."""
+
+    drift_window_seconds: float = Field(default=3600.0, gt=0)
+    """The live drift window: PSI is computed over the rows scored in this many seconds (60
+    buckets: a one-hour window slides by a minute)."""
+
     log_json: bool = True
     """Write logs as one JSON object per line (structlog); off writes aligned text."""
 

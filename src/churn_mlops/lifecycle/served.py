@@ -77,6 +77,8 @@ def build_pipeline(
     score = (
         predictor.probabilities if metrics is None else metrics.model.timed(predictor.probabilities)
     )
+    if metrics is not None and metrics.drift is not None:
+        score = metrics.drift.observing(artifact.version, artifact.drift_profile, score)
     runner = ModelRunner(score, offload_min_rows=settings.offload_min_rows)
     batcher = None
     if settings.batcher_enabled:
