@@ -38,6 +38,7 @@ from churn_mlops.lifecycle.served import ModelSlot, ServedModel, build_pipeline
 from churn_mlops.lifecycle.watcher import ModelWatcher
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.registry import CHAMPION, open_registry
+from churn_mlops.observability.drift import DriftMonitor
 from churn_mlops.observability.metrics import ServiceMetrics, multiprocess_dir
 from churn_mlops.observability.quality import QualityMonitor
 from churn_mlops.prediction.batcher import MicroBatcher
@@ -96,6 +97,10 @@ async def open_runtime(
         metrics = ServiceMetrics(multiprocess_dir()) if settings.metrics_enabled else None
         if metrics is not None:
             stack.push_async_callback(metrics.close)
+            if settings.drift_enabled:
+                metrics.watch_drift(
+                    DriftMonitor(settings.drift_window_seconds, metrics.multiproc_dir)
+                )
         database = await open_database(settings)
         if database is not None:
             stack.push_async_callback(database.dispose)

@@ -65,6 +65,7 @@ from churn_mlops.observability.recorders import (
 
 if TYPE_CHECKING:
     from churn_mlops.cache import CacheStats
+    from churn_mlops.observability.drift import DriftMonitor
 
 # The one module the rest of the service imports for metrics, whichever file defines a name.
 __all__ = [
@@ -150,6 +151,8 @@ class ServiceMetrics:
         self._task: asyncio.Task[None] | None = None
         self._failed_watches: set[int] = set()
         self._refused: dict[str, tuple[str, str]] = {}
+        self.drift: DriftMonitor | None = None
+        """Live drift of what the models score (observability.drift); None when off."""
 
     # --- registration: one line per component -------------------------------------------
 
@@ -195,6 +198,12 @@ class ServiceMetrics:
     ) -> None:
         self.watch_counter(self.families.counter("churn_requests_shed"), shed)
         self.watch_gauge(self.families.gauge("churn_batch_queue_depth"), queued)
+
+    def watch_drift(self, drift: DriftMonitor) -> None:
+        """Each refresh folds and publishes this worker's drift windows; a scrape exports PSI
+        of the windows merged over the workers (`churn_feature_psi`, `churn_prediction_psi`)."""
+        self.drift = drift
+        self._registry.register(drift.collector())
 
     def watch_db_pool(self, in_use: Callable[[], int | None]) -> None:
         """Connections checked out, e.g. `lambda: database.engine.pool.checkedout()`."""
@@ -272,6 +281,11 @@ class ServiceMetrics:
             add_to_histogram(children[0], counts, total)
             children[1].inc(sum(counts))
         self._in_flight.set(self.recorder.in_flight)
+        if self.drift is not None:
+            try:
+                self.drift.refresh()
+            except Exception:
+                logger.exception("drift refresh failed; the drift gauges stay as they were")
         for histogram, distribution in self._model_histograms:
             if (new := distribution.delta()) is not None:
                 add_to_histogram(histogram, *new)
@@ -315,6 +329,8 @@ class ServiceMetrics:
                 await self._task
             self._task = None
         self.refresh()
+        if self.drift is not None:
+            self.drift.close()
         if self.multiproc_dir is not None:
             multiprocess.mark_process_dead(os.getpid(), str(self.multiproc_dir))  # type: ignore[no-untyped-call]
 
