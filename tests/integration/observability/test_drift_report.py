@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from churn_mlops.cli import app
 from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
 from churn_mlops.db.engine import Database
+from churn_mlops.db.models import Customer
 from churn_mlops.db.prediction_log import SqlPredictionSink, identify
 from churn_mlops.db.prediction_log.features import encode_rows
 from churn_mlops.model.artifact import ModelArtifact
@@ -280,3 +282,53 @@ def test_without_matplotlib_the_error_names_the_extra(
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(DriftReportError, match=re.escape("pip install 'churn-mlops[drift]'")):
         render_report(report)
+
+
+async def _store_customers(url: str, dataset: TelcoDataset, count: int) -> list[dict[str, Any]]:
+    """`count` real customers, drifted like the logged sample, stored as customers."""
+    stored = [
+        {**features, "tenure": features["tenure"] // 2, "contract": "Month-to-month"}
+        for features in list(dataset.feature_rows())[:count]
+    ]
+    database = Database.from_url(url)
+    try:
+        await empty_tables(database)
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                insert(Customer),
+                [{"external_id": f"c-{n}", **row} for n, row in enumerate(stored)],
+            )
+    finally:
+        await database.dispose()
+    return stored
+
+
+@pytest.mark.anyio
+async def test_stored_customers_are_encoded_scored_and_compared(
+    migrated_database_url: str, artifact: ModelArtifact, dataset: TelcoDataset
+) -> None:
+    stored = await _store_customers(migrated_database_url, dataset, 400)
+    since = parse_since("1d")
+    read = await read_sample(migrated_database_url, artifact, since, "customers", _no_progress)
+
+    expected = np.concatenate([artifact.encoder.encode_row(row) for row in stored])
+    assert read.customer_rows == 400
+    # Row order is the database's: compare as sorted rows.
+    np.testing.assert_array_equal(np.unique(read.rows, axis=0), np.unique(expected, axis=0))
+    scores = np.asarray(ChurnPredictor(artifact).probabilities(read.rows), dtype=np.float64)
+    np.testing.assert_array_equal(read.probabilities, scores)
+    report = compare(
+        profile_of(artifact), read, model_version=artifact.version, since=since, source="customers"
+    )
+    tenure = FEATURE_NAMES.index("tenure")
+    by_name = {feature.name: feature for feature in report.features}
+    tenure_bins = profile_of(artifact).features[tenure]
+    assert by_name["tenure"].psi == pytest.approx(
+        direct_psi(tenure_bins, expected[:, tenure]), abs=1e-12
+    )
+    assert {"tenure", "contract"} <= set(report.drifted)
+
+    with pytest.raises(DriftReportError, match="no stored customer was created or updated"):
+        await read_sample(
+            migrated_database_url, artifact, parse_since("2030-01-01"), "customers", _no_progress
+        )
