@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(default=10_000, ge=1)
     """Largest number of rows `/predict/batch` accepts; more is a 413."""
 
+    explain_top_k: int = Field(default=5, ge=1, le=64)
+    """How many features an answer asked for with `"explain": true` lists in its `reasons`:
+    those with the largest exact TreeSHAP contributions to its log-odds."""
+
     slow_request_ms: float = Field(default=1000.0, gt=0)
     """Requests slower than this many milliseconds are logged as warnings."""
 

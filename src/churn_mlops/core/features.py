@@ -122,6 +122,13 @@ class PredictRequest(BaseModel):
         "prediction; optional; no control characters.",
     )
     features: CustomerFeatures
+    explain: bool = Field(
+        default=False,
+        strict=True,
+        description="true adds `reasons` to the answer: the features that moved this "
+        "customer's churn log-odds most, with their exact TreeSHAP contributions "
+        "(at most CHURN_EXPLAIN_TOP_K of them).",
+    )
 
 
 FEATURE_NAMES: tuple[str, ...] = tuple(CustomerFeatures.model_fields)

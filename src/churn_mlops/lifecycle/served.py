@@ -108,5 +108,12 @@ def build_pipeline(
             secret=settings.cache_secret.get_secret_value().encode(),
         )
     return PredictionPipeline(
-        predictor, decoder, runner, batcher, cache, recorder, log_features=settings.log_features
+        predictor,
+        decoder,
+        runner,
+        batcher,
+        cache,
+        recorder,
+        log_features=settings.log_features,
+        explain_top_k=settings.explain_top_k,
     )

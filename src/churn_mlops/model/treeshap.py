@@ -210,7 +210,7 @@ class TreeExplainer:
     @property
     def base_value(self) -> float:
         """The model's log-odds before any feature is known: what contributions start from."""
-        return self.baseline + self._plan.expected_value
+        return float(self.baseline + self._plan.expected_value)
 
     # ---------------------------------------------------------------- building
 

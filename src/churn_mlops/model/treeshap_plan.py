@@ -215,7 +215,7 @@ def _walk_tree(nodes: Nodes, t: int, lists: _PlanLists) -> None:
         lists.leaf_player_start.append(len(lists.leaf_player))
         value = float(nodes.node_value[node])
         lists.leaf_value.append(value)
-        lists.expected_value += value * math.prod(ratio for _, _, ratio in path)
+        lists.expected_value += value * float(math.prod(ratio for _, _, ratio in path))
     lists.tree_split_start.append(len(lists.split_node))
     lists.tree_player.extend(tree_slots)
     lists.tree_player_start.append(len(lists.tree_player))

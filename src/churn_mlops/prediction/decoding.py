@@ -73,7 +73,7 @@ def _msgspec_type(annotation: Any, metadata: list[Any]) -> Any:
             continue
         else:
             raise TypeError(f"no msgspec equivalent for constraint {item!r}")
-    if origin is typing.Literal or annotation in (int, float, str):
+    if origin is typing.Literal or annotation in (bool, int, float, str):
         return Annotated[annotation, msgspec.Meta(**bounds)] if bounds else annotation
     raise TypeError(f"no msgspec equivalent for {annotation!r}")
 
@@ -94,7 +94,12 @@ RequestStruct = _struct(PredictRequest, {"features": FeaturesStruct})
 _REFUSED = (msgspec.DecodeError, UnicodeDecodeError)
 
 _features_of = attrgetter("features")
+_explain_of = attrgetter("explain")
 _values_of = attrgetter(*FEATURE_NAMES)
+
+
+Explained = tuple[Any, ...] | None
+"""A row's feature values as sent (FEATURE_NAMES order) when it asked for reasons, else None."""
 
 
 def _to_float(value: float | None) -> float:
@@ -130,16 +135,32 @@ class RequestDecoder:
         ]
 
     def single(self, raw: bytes) -> tuple[str | None, FloatMatrix]:
+        customer_id, row, _ = self.single_explained(raw)
+        return customer_id, row
+
+    def single_explained(self, raw: bytes) -> tuple[str | None, FloatMatrix, Explained]:
+        """(customer id, encoded row, the feature values as sent when `explain` is true)."""
         try:
             request = self._single.decode(raw)
         except _REFUSED:
             model = self.bodies.single(raw)  # raises the exact errors, or accepts lax input
-            return model.customer_id, self.encoder.encode_row(model.features.__dict__)
+            features = model.features.__dict__
+            explained = tuple(features[n] for n in FEATURE_NAMES) if model.explain else None
+            return model.customer_id, self.encoder.encode_row(features), explained
         values = _values_of(request.features)
         row = [convert(value) for convert, value in zip(self._converters, values, strict=True)]
-        return request.customer_id, np.array([row], dtype=np.float32)
+        explained = values if request.explain else None
+        return request.customer_id, np.array([row], dtype=np.float32), explained
 
     def batch(self, raw: bytes) -> tuple[list[str | None], FloatMatrix]:
+        customer_ids, matrix, _ = self.batch_explained(raw)
+        return customer_ids, matrix
+
+    def batch_explained(
+        self, raw: bytes
+    ) -> tuple[list[str | None], FloatMatrix, list[Explained] | None]:
+        """(customer ids, encoded rows, per row its values as sent when its `explain` is true
+        or None; None when no row asks)."""
         try:
             requests = self._batch.decode(raw)
             if not 1 <= len(requests) <= self.bodies.max_batch_rows:
@@ -147,7 +168,14 @@ class RequestDecoder:
         except _REFUSED:
             models = self.bodies.batch(raw)
             columns = {n: [m.features.__dict__[n] for m in models] for n in FEATURE_NAMES}
-            return [m.customer_id for m in models], self.encoder.encode_columns(columns)
+            explained = None
+            if any(m.explain for m in models):
+                explained = [
+                    tuple(m.features.__dict__[n] for n in FEATURE_NAMES) if m.explain else None
+                    for m in models
+                ]
+            ids = [m.customer_id for m in models]
+            return ids, self.encoder.encode_columns(columns), explained
         rows = list(map(_values_of, map(_features_of, requests)))
         matrix = np.empty((len(rows), len(FEATURE_NAMES)), dtype=np.float32)
         for index, (name, column) in enumerate(
@@ -161,4 +189,8 @@ class RequestDecoder:
             else:
                 # None becomes NaN in a float64 conversion; then one rounding to float32.
                 matrix[:, index] = np.array(column, dtype=np.float64)
-        return [request.customer_id for request in requests], matrix
+        ids = [request.customer_id for request in requests]
+        if not any(map(_explain_of, requests)):
+            return ids, matrix, None
+        explained = [row if r.explain else None for row, r in zip(rows, requests, strict=True)]
+        return ids, matrix, explained

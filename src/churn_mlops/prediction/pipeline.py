@@ -12,13 +12,15 @@ import numpy as np
 import orjson
 
 from churn_mlops.cache import PredictionCache
+from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.core.protocols import PredictionRecorder
 from churn_mlops.db.prediction_log.features import encode_row, encode_rows
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.prediction.batcher import MicroBatcher, ModelRunner
 from churn_mlops.prediction.challenger import Challenger
-from churn_mlops.prediction.decoding import RequestDecoder
+from churn_mlops.prediction.decoding import Explained, RequestDecoder
+from churn_mlops.prediction.reasons import DEFAULT_TOP_K, FeatureValues, ReasonCodes
 
 
 class PredictionPipeline:
@@ -34,6 +36,7 @@ class PredictionPipeline:
         recorder: PredictionRecorder | None = None,
         *,
         log_features: bool = False,
+        explain_top_k: int = DEFAULT_TOP_K,
     ) -> None:
         self.predictor = predictor
         self.decoder = decoder
@@ -51,6 +54,8 @@ class PredictionPipeline:
         share; replaced by a single store, like the served model."""
         self._threshold = predictor.threshold
         self._version = predictor.version
+        self.reasons = ReasonCodes(predictor.explainer, explain_top_k, predictor.version)
+        """Reason codes for the answers asked for with `"explain": true`."""
 
     @property
     def version(self) -> str:
@@ -79,8 +84,8 @@ class PredictionPipeline:
 
     async def predict_one(self, body: bytes) -> bytes:
         start = time.perf_counter()
-        customer_id, row = self.decoder.single(body)
-        return await self._predict_row(customer_id, row, start)
+        customer_id, row, explained = self.decoder.single_explained(body)
+        return await self._predict_row(customer_id, row, start, explained)
 
     def _answering(self, customer_id: str | None) -> PredictionPipeline:
         """This pipeline, or the canary's when the challenger takes this customer."""
@@ -97,10 +102,25 @@ class PredictionPipeline:
             customer_id, self.decoder.encoder.encode_row(features), start
         )
 
-    async def _predict_row(self, customer_id: str | None, row: FloatMatrix, start: float) -> bytes:
+    def explain_features(self, customer_id: str | None, features: dict[str, Any]) -> dict[str, Any]:
+        """The reasons of one customer's valid (stored) features, from the model that answers
+        this customer; Conflict (409) if that model has no explanation data."""
+        answering = self._answering(customer_id)
+        values = tuple(features[name] for name in FEATURE_NAMES)
+        return answering.reasons.of_row(answering.decoder.encoder.encode_row(features), values)
+
+    async def _predict_row(
+        self,
+        customer_id: str | None,
+        row: FloatMatrix,
+        start: float,
+        explained: FeatureValues | None = None,
+    ) -> bytes:
         answering = self._answering(customer_id)
         if answering is not self:
-            return await answering._predict_row(customer_id, row, start)
+            return await answering._predict_row(customer_id, row, start, explained)
+        if explained is not None:
+            self.reasons.require()  # refused before any scoring
         cache = self.cache
         if cache is None:
             probability, cached = await self._score_one(row), False
@@ -112,7 +132,10 @@ class PredictionPipeline:
                 probability, cached = hit, True
             else:
                 probability, cached = await cache.resolve(key, partial(self._start_one, row))
-        answer = orjson.dumps(self._answer(customer_id, probability, cached))
+        document = self._answer(customer_id, probability, cached)
+        if explained is not None:
+            document["reasons"] = self.reasons.of_row(row, explained)
+        answer = orjson.dumps(document)
         recorder = self.recorder
         if recorder is not None:
             latency_ms = (time.perf_counter() - start) * 1000.0
@@ -135,34 +158,35 @@ class PredictionPipeline:
 
     async def predict_many(self, body: bytes) -> bytes:
         start = time.perf_counter()
-        customer_ids, rows = self.decoder.batch(body)
+        customer_ids, rows, explained = self.decoder.batch_explained(body)
         challenger = self.challenger
         if challenger is not None and challenger.canary is not None:
             takes = challenger.canary.takes
             canary_rows = [i for i, customer in enumerate(customer_ids) if takes(customer)]
             if canary_rows and challenger.pipeline is not None:
                 return await self._predict_split(
-                    customer_ids, rows, canary_rows, challenger.pipeline, start
+                    customer_ids, rows, canary_rows, challenger.pipeline, start, explained
                 )
+        if explained is not None:
+            self.reasons.require()  # refused before any scoring
         probabilities, cached = await self._probabilities(rows)
         threshold, version = self._threshold, self._version
         will_churn = [probability >= threshold for probability in probabilities]
-        answer = orjson.dumps(
+        predictions = [
             {
-                "predictions": [
-                    {
-                        "customer_id": customer_id,
-                        "churn_probability": probability,
-                        "will_churn": churns,
-                        "model_version": version,
-                        "cached": hit,
-                    }
-                    for customer_id, probability, churns, hit in zip(
-                        customer_ids, probabilities, will_churn, cached, strict=True
-                    )
-                ]
+                "customer_id": customer_id,
+                "churn_probability": probability,
+                "will_churn": churns,
+                "model_version": version,
+                "cached": hit,
             }
-        )
+            for customer_id, probability, churns, hit in zip(
+                customer_ids, probabilities, will_churn, cached, strict=True
+            )
+        ]
+        if explained is not None:
+            self.reasons.add_to(predictions, rows, explained)
+        answer = orjson.dumps({"predictions": predictions})
         if self.recorder is not None:
             latency_ms = (time.perf_counter() - start) * 1000.0
             if challenger is not None and challenger.shadow is not None:
@@ -201,6 +225,7 @@ class PredictionPipeline:
         canary_rows: list[int],
         canary: PredictionPipeline,
         start: float,
+        explained: list[Explained] | None = None,
     ) -> bytes:
         """A batch some of whose customers the canary answers: each part scored (and cached)
         by its own model, answered in the request's order, recorded under each version."""
@@ -209,6 +234,10 @@ class PredictionPipeline:
         parts = [(self, np.flatnonzero(~taken)), (canary, np.flatnonzero(taken))]
         answers: list[dict[str, Any]] = [{}] * len(customer_ids)
         recorded = []
+        if explained is not None:
+            for pipeline, indices in parts:
+                if len(indices):
+                    pipeline.reasons.require()  # refused before any scoring
         for pipeline, indices in parts:
             if not len(indices):
                 continue
@@ -225,6 +254,10 @@ class PredictionPipeline:
                     "model_version": pipeline._version,
                     "cached": hit,
                 }
+            if explained is not None:
+                part_answers = [answers[i] for i in indices.tolist()]
+                part_explained = [explained[i] for i in indices.tolist()]
+                pipeline.reasons.add_to(part_answers, rows[indices], part_explained)
             recorded.append((pipeline, indices, ids, probabilities, will_churn, cached))
         answer = orjson.dumps({"predictions": answers})
         latency_ms = (time.perf_counter() - start) * 1000.0

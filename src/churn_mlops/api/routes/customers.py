@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
@@ -19,7 +20,7 @@ from churn_mlops.api.customer_fastpath import (
     not_found,
     page_bytes,
 )
-from churn_mlops.api.deps import PipelineDep, RuntimeDep, SessionDep
+from churn_mlops.api.deps import NOT_READY, PipelineDep, RuntimeDep, SessionDep
 from churn_mlops.api.schemas.customers import (
     CustomerDetail,
     CustomerPage,
@@ -28,9 +29,11 @@ from churn_mlops.api.schemas.customers import (
 from churn_mlops.api.schemas.predictions import PredictResponse
 from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.scopes import AUTH_RESPONSES, PredictAccess, ReadAccess
+from churn_mlops.core.errors import ModelNotReady
 from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID
 from churn_mlops.db.models import Prediction
 from churn_mlops.db.repository import CustomerNotFound, CustomerRepository, customer_features
+from churn_mlops.runtime import Runtime
 
 # Ids are text of any script, but no control characters (PostgreSQL refuses NUL in text).
 EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
@@ -65,6 +68,18 @@ def prediction_record(prediction: Prediction) -> PredictionRecord:
     )
 
 
+def _with_reasons(detail: bytes, runtime: Runtime) -> bytes:
+    """A CustomerDetail document with the served model's reasons for its stored features."""
+    served = runtime.model.current
+    if served is None:
+        raise ModelNotReady(NOT_READY)
+    document = orjson.loads(detail)
+    document["reasons"] = served.pipeline.explain_features(
+        document["customer_id"], document["features"]
+    )
+    return orjson.dumps(document)
+
+
 def build_customers_router() -> APIRouter:
     router = APIRouter(tags=["customers"])
 
@@ -92,7 +107,13 @@ def build_customers_router() -> APIRouter:
         "/customers/{customer_id}",
         summary="One customer with its recent predictions",
         response_model=CustomerDetail,
-        responses={**AUTH_RESPONSES, **_UNKNOWN, **_INVALID, **_UNAVAILABLE},
+        responses={
+            **AUTH_RESPONSES,
+            **_UNKNOWN,
+            **_INVALID,
+            **_UNAVAILABLE,
+            409: {"model": Problem, "description": "explain=true, and the model cannot explain"},
+        },
     )
     async def get_customer(
         caller: ReadAccess,
@@ -101,9 +122,19 @@ def build_customers_router() -> APIRouter:
         limit: Annotated[
             int, Query(ge=1, le=MAX_RECENT, description="How many recent predictions.")
         ] = DEFAULT_RECENT,
+        explain: Annotated[
+            bool,
+            Query(
+                description="Add `reasons` (as `POST /predict` answers them with `explain: "
+                "true`) for the customer's stored features: recomputed by the served model, "
+                "never stored. 409 if that model has no explanation data."
+            ),
+        ] = False,
     ) -> Response:
         """The customer's features and its most recent predictions, newest first."""
         detail = await detail_bytes(runtime, customer_id, limit)
+        if explain:
+            detail = _with_reasons(detail, runtime)
         return Response(detail, media_type="application/json")
 
     @router.post(

@@ -20,6 +20,10 @@ from churn_mlops.prediction.strict_parser import StrictBodyParser
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
+    409: {
+        "model": Problem,
+        "description": '"explain": true, and the served model has no explanation data',
+    },
     413: {"model": Problem, "description": "The body is too large or nested too deep"},
     422: {"model": Problem, "description": "A field is missing, of the wrong type or out of range"},
     503: {"model": Problem, "description": "Not ready yet, or overloaded: see Retry-After"},

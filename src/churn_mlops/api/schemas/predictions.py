@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from churn_mlops.api.schemas.reasons import Reasons
+
 
 class PredictResponse(BaseModel):
     """The churn prediction for one customer."""
@@ -13,6 +15,11 @@ class PredictResponse(BaseModel):
     will_churn: bool = Field(description="churn_probability >= the model's decision threshold.")
     model_version: str
     cached: bool = Field(description="True when the answer came from the prediction cache.")
+    reasons: Reasons | None = Field(
+        default=None,
+        description='Only in answers asked for with "explain": true (absent otherwise): the '
+        "features that moved this customer's churn log-odds most.",
+    )
 
 
 class BatchPredictResponse(BaseModel):

@@ -1,0 +1,99 @@
+"""Reason codes: why the model gives a customer its churn probability.
+
+Each answer asked for with `"explain": true` gets `reasons`: the features that moved its
+log-odds most, by the magnitude of their exact TreeSHAP contribution (model/treeshap.py), each
+with the value the caller sent and whether it raises or lowers the churn risk. Contributions
+are in log-odds: `base_value` plus every feature's contribution is `log_odds`, the model's raw
+score, whose sigmoid is `churn_probability`. Only the `top_k` largest are listed
+(`CHURN_EXPLAIN_TOP_K`); a feature whose contribution is exactly 0 is never a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from churn_mlops.core.errors import Conflict
+from churn_mlops.core.features import FEATURE_NAMES
+from churn_mlops.model.features import FloatMatrix
+from churn_mlops.model.treeshap import TreeExplainer
+
+NO_EXPLAINER = (
+    "The served model {version} has no explanation data (it was trained before reason codes "
+    "existed): retrain it with `churn-mlops train` to get reasons, or leave out `explain`."
+)
+
+DEFAULT_TOP_K = 5
+"""CHURN_EXPLAIN_TOP_K's default: reasons listed per answer."""
+
+FeatureValues = Sequence[Any]
+"""One customer's feature values as sent, in FEATURE_NAMES order."""
+
+
+class ReasonCodes:
+    """Turns encoded rows and the values they were encoded from into `reasons` documents."""
+
+    __slots__ = ("_names", "base_value", "explainer", "top_k", "version")
+
+    def __init__(self, explainer: TreeExplainer | None, top_k: int, version: str) -> None:
+        self.explainer = explainer
+        self.top_k = top_k
+        self.version = version
+        self.base_value = None if explainer is None else explainer.base_value
+        self._names = FEATURE_NAMES
+
+    def require(self) -> TreeExplainer:
+        """The explainer; Conflict (409) for a model made before explainers existed."""
+        if self.explainer is None:
+            raise Conflict(NO_EXPLAINER.format(version=self.version))
+        return self.explainer
+
+    def of_rows(self, rows: FloatMatrix, values: Sequence[FeatureValues]) -> list[dict[str, Any]]:
+        """The reasons of each encoded row of `rows`, whose values as sent are `values`."""
+        contributions = self.require().explain(rows)
+        base = self.base_value
+        order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, : self.top_k]
+        log_odds = (contributions.sum(axis=1) + base).tolist()
+        names = self._names
+        documents = []
+        for row_values, picked, row, raw in zip(
+            values, order.tolist(), contributions.tolist(), log_odds, strict=True
+        ):
+            features = []
+            for index in picked:
+                contribution = row[index]
+                if contribution == 0.0:
+                    break  # sorted by magnitude: the rest are 0 too
+                features.append(
+                    {
+                        "feature": names[index],
+                        "value": row_values[index],
+                        "contribution": contribution,
+                        "direction": "raises" if contribution > 0.0 else "lowers",
+                    }
+                )
+            documents.append({"base_value": base, "log_odds": raw, "features": features})
+        return documents
+
+    def of_row(self, row: FloatMatrix, values: FeatureValues) -> dict[str, Any]:
+        """The reasons of one encoded (1, n_features) row."""
+        return self.of_rows(row, [values])[0]
+
+    def add_to(
+        self,
+        answers: Sequence[dict[str, Any]],
+        rows: FloatMatrix,
+        explained: Sequence[FeatureValues | None],
+    ) -> None:
+        """Add `reasons` to each answer whose row asked for them (its `explained` not None);
+        `answers`, `rows` and `explained` are in the same order."""
+        asked = [(i, values) for i, values in enumerate(explained) if values is not None]
+        if not asked:
+            return
+        indices = [i for i, _ in asked]
+        picked = rows if len(asked) == len(rows) else rows[np.asarray(indices, dtype=np.intp)]
+        documents = self.of_rows(picked, [values for _, values in asked])
+        for index, document in zip(indices, documents, strict=True):
+            answers[index]["reasons"] = document
