@@ -80,7 +80,8 @@ th, td { padding: 4px 12px; border-bottom: 1px solid #d5d8dc; text-align: left; 
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .status { font-weight: 600; } .ok { color: #2e7d32; } .watch { color: #ef6c00; }
 .drift { color: #c62828; }
-.plots { display: flex; flex-wrap: wrap; gap: 12px; } .plots img { border: 1px solid #eaecee; }
+.plots, .top { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+.plots img, .top img { border: 1px solid #eaecee; } .top img { margin-top: 8px; }
 """
 
 
@@ -131,15 +132,18 @@ generated {report.generated_at:%Y-%m-%d %H:%M} UTC.</p>
 <p class="meta">ok below {WATCH_PSI}, watch from {WATCH_PSI} to {DRIFT_PSI}, drift above
 {DRIFT_PSI}. Bins: deciles of the training values for numbers (and a bin for missing ones),
 one per category (and one for unseen or missing) for categories.</p>
+<div class="top">
 <table><thead><tr><th>feature</th><th>kind</th><th>PSI</th><th>status</th></tr></thead>
 <tbody>
 {rows}
 <tr><td><em>prediction</em></td><td>probability</td><td class="num">{prediction.psi:.4f}</td>
 <td class="status {prediction.status}">{prediction.status}</td></tr>
 </tbody></table>
-<h2>Training against recent, per bin</h2>
+{images[0]}
+</div>
+<h2>Training against recent, per feature</h2>
 <div class="plots">
-{chr(10).join(images)}
+{chr(10).join(images[1:])}
 </div>
 </body></html>
 """

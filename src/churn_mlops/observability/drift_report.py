@@ -17,6 +17,7 @@ follow the usual PSI reading: below 0.1 ok, 0.1 to 0.2 watch, above 0.2 drift. T
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,12 +133,20 @@ class DriftReport:
         return [feature.name for feature in self.features if feature.status == "drift"]
 
 
+def short_labels(bins: FeatureBins) -> tuple[str, ...]:
+    """The bins' names for a plot: numeric edges to 3 significant digits."""
+    if bins.kind == "categorical":
+        return bins.labels
+    bounds = ("-inf", *(f"{edge:.3g}" for edge in bins.edges), "inf")
+    return (*(f"({low}, {high}]" for low, high in itertools.pairwise(bounds)), "missing")
+
+
 def _binned(bins: FeatureBins, column: npt.NDArray[np.floating[Any]]) -> BinnedDrift:
     counts = bins.bin_counts(column)
     return BinnedDrift(
         bins.name,
         bins.kind,
-        bins.labels,
+        short_labels(bins),
         bins.expected,
         tuple(int(count) for count in counts.tolist()),
         bins.psi(counts),
