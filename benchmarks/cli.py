@@ -36,6 +36,8 @@ from benchmarks.constants import (
 )
 from benchmarks.db_suite import DbBenchOptions, run_db_suite
 from benchmarks.http_suite import DEFAULT_SERVICE_ENV, HttpBenchOptions, run_http_bench
+from benchmarks.memory_suite import measure_memory
+from benchmarks.memory_suite import report as memory_report
 from benchmarks.plan import ALL_SERVERS
 from benchmarks.production import DEFAULT_DATABASE_URL
 from benchmarks.terminal import console, log
@@ -338,6 +340,24 @@ def capacity(
     source = str(document["meta"].get("command", results))
     sys.stdout.write(
         capacity_markdown(throughputs, loads, shape, p99_target_ms=p99_target_ms, source=source)
+    )
+
+
+@app.command("memory", rich_help_panel=HTTP)
+def memory(
+    model_dir: opt.ModelDirOption = None,
+    starts: Annotated[int, typer.Option(min=1, help="Starts of the service, in turn.")] = 3,
+    connections: Annotated[int, typer.Option(min=1, help="wrk connections of the load.")] = 32,
+    duration: opt.DurationOption = DEFAULT_DURATION,
+) -> None:
+    """One worker's memory (RSS once ready and after load) and its start to ready: the
+    Kubernetes memory request and startup probe are set from these (docs/capacity.md)."""
+    duration_s, _ = opt.durations(duration, "0")
+    served, _ = opt.served_model(model_dir)
+    with opt.stops_cleanly():
+        runs = measure_memory(served, starts=starts, connections=connections, duration_s=duration_s)
+    sys.stdout.write(
+        "\n".join(memory_report(runs, connections=connections, duration_s=duration_s)) + "\n"
     )
 
 
