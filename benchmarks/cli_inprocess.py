@@ -15,6 +15,7 @@ from benchmarks.constants import DEFAULT_DB_URL, DEFAULT_DURATION, DEFAULT_WARMU
 from benchmarks.db_cpu import run_db_cpu
 from benchmarks.metrics_ab import MetricsABOptions, run_metrics_ab
 from benchmarks.prediction_log_ab import PredictionLogABOptions, run_prediction_log_ab
+from benchmarks.reasons_ab import ReasonsABOptions, run_reasons_ab
 from benchmarks.shadow_ab import ShadowABOptions, run_shadow_ab
 
 PANEL = "In process"
@@ -154,4 +155,25 @@ def metrics_ab(
         lines = run_metrics_ab(
             options, artifact, in_process=in_process, blocks=blocks, block_requests=block_requests
         )
+    typer.echo("\n".join(lines))
+
+
+@inprocess_app.command("reasons-ab", rich_help_panel=PANEL)
+def reasons_ab(
+    model_dir: opt.ModelDirOption = None,
+    rounds: HttpRoundsOption = 5,
+    duration: opt.DurationOption = DEFAULT_DURATION,
+    warmup: opt.WarmupOption = DEFAULT_WARMUP,
+    connections: ConnectionsOption = 32,
+    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per explained batch.")] = 10_000,
+    http: Annotated[bool, typer.Option(help="Also the A/B over HTTP.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Folder for the server's logs.")] = None,
+) -> None:
+    """Reason codes: rows/s of explained batches in process, and a single `/predict` with and
+    without `"explain": true` over HTTP (RPS and server CPU, interleaved rounds, medians)."""
+    duration_s, warmup_s = opt.durations(duration, warmup)
+    served, artifact = opt.served_model(model_dir)
+    options = ReasonsABOptions(served, rounds, duration_s, warmup_s, connections, batch_rows, out)
+    with opt.stops_cleanly():
+        lines = run_reasons_ab(options, artifact, http=http)
     typer.echo("\n".join(lines))

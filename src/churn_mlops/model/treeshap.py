@@ -131,24 +131,25 @@ def _explain_many(
             players = tree_player_start[t + 1] - first_player
             if tree_table_start[t] >= 0:
                 # Split by split over the block's rows: contiguous, branch-free, vectorised.
-                directions[:size] = 0
-                for b in range(tree_split_start[t + 1] - tree_split_start[t]):
-                    n = split_node[tree_split_start[t] + b]
-                    column = block[node_column[n], :size]
+                # Plain indexing, no slices: a view costs as much as a one-row tree.
+                first_split = tree_split_start[t]
+                for r in range(size):
+                    directions[r] = 0
+                for b in range(tree_split_start[t + 1] - first_split):
+                    n = split_node[first_split + b]
+                    column = node_column[n]
                     threshold = node_threshold[n]
                     for r in range(size):
-                        directions[r] |= np.int64(column[r] > threshold) << b
+                        directions[r] |= np.int64(block[column, r] > threshold) << b
                 for r in range(size):
                     at = tree_table_start[t] + directions[r] * players
-                    row = out[start + r]
                     for s in range(players):
-                        row[tree_player[first_player + s]] += tree_table[at + s]
+                        out[start + r, tree_player[first_player + s]] += tree_table[at + s]
                 continue
             for r in range(size):
                 for b in range(tree_split_start[t], tree_split_start[t + 1]):
                     n = split_node[b]
                     goes_right[n] = block[node_column[n], r] > node_threshold[n]
-                row = out[start + r]
                 for leaf in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
                     first = leaf_player_start[leaf]
                     u = leaf_player_start[leaf + 1] - first
@@ -158,8 +159,7 @@ def _explain_many(
                             pattern &= ~(1 << path_slot[q])
                     at = leaf_table_start[leaf] + pattern * u
                     for k in range(u):
-                        row[leaf_player[first + k]] += leaf_table[at + k]
-
+                        out[start + r, leaf_player[first + k]] += leaf_table[at + k]
 
 # --------------------------------------------------------------------------- the explainer
 
