@@ -29,6 +29,7 @@ from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.drift_profile import FeatureBins
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
+from churn_mlops.model.registry import CHAMPION, LocalRegistry
 from churn_mlops.observability.drift_html import render_report
 from churn_mlops.observability.drift_report import (
     DriftReportError,
@@ -185,7 +186,10 @@ def _psi_rows(html: str) -> list[tuple[str, float, str]]:
 
 @pytest.fixture
 def cli_env(migrated_database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {"CHURN_DATABASE_URL": migrated_database_url, "CHURN_REGISTRY_DIR": str(tmp_path)}
+    return {
+        "CHURN_DATABASE_URL": migrated_database_url,
+        "CHURN_MODEL_REGISTRY_DIR": str(tmp_path / "registry"),
+    }
 
 
 def test_the_command_writes_the_html_report(
@@ -332,3 +336,32 @@ async def test_stored_customers_are_encoded_scored_and_compared(
         await read_sample(
             migrated_database_url, artifact, parse_since("2030-01-01"), "customers", _no_progress
         )
+
+
+def test_the_served_champion_is_reported_unless_a_version_is_named(
+    drifted_log: str, cli_env: dict[str, str], artifact_dir: Path, tmp_path: Path
+) -> None:
+    registry = LocalRegistry(Path(cli_env["CHURN_MODEL_REGISTRY_DIR"]))
+    runner = CliRunner()
+    refused = runner.invoke(
+        app, ["drift", "report", "--out", str(tmp_path / "r.html")], env=cli_env
+    )
+    assert refused.exit_code == 1
+    assert "no model is served yet" in refused.output
+
+    version = registry.register(artifact_dir).version
+    registry.promote(version, CHAMPION)
+    served = runner.invoke(app, ["drift", "report", "--out", str(tmp_path / "a.html")], env=cli_env)
+    named = runner.invoke(
+        app, ["drift", "report", "--model", version, "--out", str(tmp_path / "b.html")], env=cli_env
+    )
+    unknown = runner.invoke(app, ["drift", "report", "--model", "v0123456789ab"], env=cli_env)
+
+    assert served.exit_code == 0, served.output
+    assert f"model {version}: {SAMPLE_ROWS:,} rows" in served.stdout
+    assert named.exit_code == 0, named.output
+    assert _psi_rows((tmp_path / "a.html").read_text()) == _psi_rows(
+        (tmp_path / "b.html").read_text()
+    )
+    assert unknown.exit_code == 1
+    assert "v0123456789ab" in unknown.output
