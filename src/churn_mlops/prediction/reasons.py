@@ -55,25 +55,23 @@ class ReasonCodes:
         contributions = self.require().explain(rows)
         base = self.base_value
         order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, : self.top_k]
+        top = np.take_along_axis(contributions, order, axis=1)
         log_odds = (contributions.sum(axis=1) + base).tolist()
         names = self._names
         documents = []
-        for row_values, picked, row, raw in zip(
-            values, order.tolist(), contributions.tolist(), log_odds, strict=True
+        for row_values, picked, largest, raw in zip(
+            values, order.tolist(), top.tolist(), log_odds, strict=True
         ):
-            features = []
-            for index in picked:
-                contribution = row[index]
-                if contribution == 0.0:
-                    break  # sorted by magnitude: the rest are 0 too
-                features.append(
-                    {
-                        "feature": names[index],
-                        "value": row_values[index],
-                        "contribution": contribution,
-                        "direction": "raises" if contribution > 0.0 else "lowers",
-                    }
-                )
+            features = [
+                {
+                    "feature": names[index],
+                    "value": row_values[index],
+                    "contribution": contribution,
+                    "direction": "raises" if contribution > 0.0 else "lowers",
+                }
+                for index, contribution in zip(picked, largest, strict=True)
+                if contribution != 0.0  # sorted by magnitude: only the last ones can be 0
+            ]
             documents.append({"base_value": base, "log_odds": raw, "features": features})
         return documents
 
