@@ -213,21 +213,29 @@ async def _logged(
                 )
             ).all()
             raise _no_features(since, version, int(total), dict(others))
-        blobs: list[bytes | None] = []
-        probabilities: list[float] = []
-        progress("reading the prediction log", 0, int(with_features))
+        # Decoded a partition at a time: a million rows are 76 MB as float32, three times
+        # that as Python bytes objects.
+        parts: list[FloatMatrix] = []
+        scores: list[npt.NDArray[np.float64]] = []
+        read, expected = 0, int(with_features)
+        progress("reading the prediction log", 0, expected)
         result = await connection.stream(
             select(Prediction.features, Prediction.probability).where(
                 in_window, Prediction.features.is_not(None)
             )
         )
         async for part in result.partitions(READ_CHUNK_ROWS):
-            for features, probability in part:
-                blobs.append(features)  # not null: the statement says so
-                probabilities.append(probability)
-            progress("reading the prediction log", len(blobs), int(with_features))
-    rows = decode_rows([blob for blob in blobs if blob is not None], len(FEATURE_NAMES))
-    return rows, np.asarray(probabilities, dtype=np.float64)
+            blobs = [features for features, _ in part if features is not None]
+            try:
+                parts.append(decode_rows(blobs, len(FEATURE_NAMES)))
+            except ValueError as error:
+                raise DriftReportError(f"model {version}'s logged features: {error}") from None
+            scores.append(np.fromiter((p for _, p in part), dtype=np.float64, count=len(part)))
+            read += len(part)
+            progress("reading the prediction log", read, expected)
+    if not parts:  # removed between the count and the read
+        raise _no_features(since, version, 0, {})
+    return np.concatenate(parts), np.concatenate(scores)
 
 
 def _no_features(

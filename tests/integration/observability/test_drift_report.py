@@ -365,3 +365,22 @@ def test_the_served_champion_is_reported_unless_a_version_is_named(
     )
     assert unknown.exit_code == 1
     assert "v0123456789ab" in unknown.output
+
+
+async def _log_malformed(url: str, version: str) -> None:
+    database = Database.from_url(url)
+    try:
+        await empty_tables(database)
+        rows = identify([("c", version, 0.5, True, False, 1.0, time.time(), None, None, bytes(72))])
+        await SqlPredictionSink.for_engine(database.engine).write(rows)
+    finally:
+        await database.dispose()
+
+
+def test_a_logged_row_of_another_width_is_an_error(
+    migrated_database_url: str, cli_env: dict[str, str], artifact: ModelArtifact, artifact_dir: Path
+) -> None:
+    asyncio.run(_log_malformed(migrated_database_url, artifact.version))
+    result = CliRunner().invoke(app, ["drift", "report", "--model", str(artifact_dir)], env=cli_env)
+    assert result.exit_code == 1
+    assert "72 bytes, not 76" in result.output
