@@ -25,11 +25,13 @@ async def _columns(url: str) -> dict[str, bool]:
     return {column["name"]: column["nullable"] for column in columns}
 
 
-async def _execute(url: str, statement: str) -> list[tuple[object, ...]]:
+async def _execute(
+    url: str, statement: str, parameters: dict[str, object] | None = None
+) -> list[tuple[object, ...]]:
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
-            result = await connection.execute(text(statement))
+            result = await connection.execute(text(statement), parameters or {})
             return [tuple(row) for row in result.all()] if result.returns_rows else []
     finally:
         await engine.dispose()
@@ -42,7 +44,8 @@ def test_features_column_comes_with_0006_and_goes_with_its_downgrade(database_ur
         _execute,
         database_url,
         "INSERT INTO predictions (id, model_version, probability, will_churn, cached, "
-        f"created_at) VALUES ('{row_id}', 'v1', 0.5, false, false, CURRENT_TIMESTAMP)",
+        "created_at) VALUES (:id, 'v1', 0.5, false, false, CURRENT_TIMESTAMP)",
+        {"id": row_id},
     )
     assert "features" not in anyio.run(_columns, database_url)
     try:
