@@ -36,6 +36,7 @@ import numpy.typing as npt
 
 from churn_mlops.model.compiled import (
     BLOCK_ROWS,
+    WALK_BELOW_ROWS,
     _check_supported,
     _Columns,
     _decision_rows,
@@ -133,6 +134,18 @@ def _explain_many(
                 # Split by split over the block's rows: contiguous, branch-free, vectorised.
                 # Plain indexing, no slices: a view costs as much as a one-row tree.
                 first_split = tree_split_start[t]
+                if size < WALK_BELOW_ROWS:
+                    # A row or two: the vectorised loops' set-up would cost more than they save.
+                    for r in range(size):
+                        walked = 0
+                        for b in range(tree_split_start[t + 1] - first_split):
+                            n = split_node[first_split + b]
+                            if block[node_column[n], r] > node_threshold[n]:
+                                walked |= 1 << b
+                        at = tree_table_start[t] + walked * players
+                        for s in range(players):
+                            out[start + r, tree_player[first_player + s]] += tree_table[at + s]
+                    continue
                 for r in range(size):
                     directions[r] = 0
                 for b in range(tree_split_start[t + 1] - first_split):
@@ -160,6 +173,7 @@ def _explain_many(
                     at = leaf_table_start[leaf] + pattern * u
                     for k in range(u):
                         out[start + r, leaf_player[first + k]] += leaf_table[at + k]
+
 
 # --------------------------------------------------------------------------- the explainer
 
