@@ -15,6 +15,7 @@ RPS and server CPU per request, and the explained share of the unexplained RPS.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
@@ -27,14 +28,24 @@ import orjson
 
 from benchmarks.constants import DISTINCT_CUSTOMERS, REQUEST_TIMEOUT_S, WRK_THREADS
 from benchmarks.http_ab import cpu_seconds
-from benchmarks.inprocess import turns
+from benchmarks.inprocess import (
+    Variant,
+    cpu_table,
+    cycle,
+    interleaved_blocks,
+    predict_variant,
+    serving_all,
+    turns,
+)
 from benchmarks.load import Wrk, prediction_bodies, write_bodies
 from benchmarks.servers import churn_service, start_server, wait_until_idle
 from benchmarks.terminal import log
+from churn_mlops.api.app import create_app
 from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.data import load_telco_csv
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.reasons import ReasonCodes
+from churn_mlops.settings import Settings
 
 SERVICE_ENV = {
     "CHURN_CACHE_ENABLED": "false",
@@ -83,6 +94,36 @@ def kernel_rates(artifact: ModelArtifact, batch_rows: int, rounds: int) -> dict[
     return rates
 
 
+def asgi_cpu(
+    model_dir: Path, artifact: ModelArtifact, blocks: int, block_requests: int
+) -> dict[str, list[float]]:
+    """CPU microseconds per raw-ASGI `POST /predict` of the whole app (middleware included),
+    with and without `"explain": true`, in blocks that take turns; one figure per block."""
+    bodies = prediction_bodies(load_telco_csv(), DISTINCT_CUSTOMERS)
+    explained = {body: orjson.dumps({**orjson.loads(body), "explain": True}) for body in bodies}
+    settings = Settings(
+        model_dir=model_dir,
+        cache_enabled=False,
+        database_url="",
+        auth_enabled=False,
+        environment="test",
+        slow_request_ms=60_000,
+    )
+
+    async def drive() -> dict[str, list[float]]:
+        async with serving_all({"app": create_app(settings, artifact)}) as running:
+            app = running["app"]
+
+            async def post_explained(body: bytes) -> None:
+                await app.post("/predict", explained[body])
+
+            variants = [predict_variant(PLAIN, app), Variant(EXPLAINED, post_explained)]
+            timed = cycle(bodies, block_requests)
+            return await interleaved_blocks(variants, timed, blocks, warmup=bodies[:500])
+
+    return asyncio.run(drive())
+
+
 def over_http(options: ReasonsABOptions) -> dict[str, list[tuple[float, float]]]:
     """(RPS, server CPU us per request) of each body kind, one pair per round."""
     dataset = load_telco_csv()
@@ -129,7 +170,11 @@ def over_http(options: ReasonsABOptions) -> dict[str, list[tuple[float, float]]]
     return results
 
 
-def report(kernel: dict[str, list[float]], http: dict[str, list[tuple[float, float]]]) -> list[str]:
+def report(
+    kernel: dict[str, list[float]],
+    http: dict[str, list[tuple[float, float]]],
+    asgi: dict[str, list[float]] | None = None,
+) -> list[str]:
     lines = [
         "| in process, 10,000-row batches | median rows/s | rounds |",
         "|---|---:|---:|",
@@ -152,11 +197,15 @@ def report(kernel: dict[str, list[float]], http: dict[str, list[tuple[float, flo
         extra = medians[EXPLAINED][1] - medians[PLAIN][1]
         lines += ["", f"explained / unexplained: {share:.1f} % of the RPS; {extra:+.1f} us of "
                   "server CPU per request."]  # fmt: skip
+    if asgi:
+        lines += ["", "Raw ASGI in process (the app with its middleware, no HTTP):"]
+        lines += ["", *cpu_table(asgi, EXPLAINED, PLAIN)]
     return lines
 
 
 def run_reasons_ab(options: ReasonsABOptions, artifact: ModelArtifact, *, http: bool) -> list[str]:
     """The in-process rates, then (with `http`) the HTTP A/B; the report's lines."""
     kernel = kernel_rates(artifact, options.batch_rows, max(options.rounds, 5))
+    cpu = asgi_cpu(options.model_dir, artifact, blocks=20, block_requests=2_000)
     results = over_http(options) if http else {EXPLAINED: [], PLAIN: []}
-    return report(kernel, results)
+    return report(kernel, results, cpu)

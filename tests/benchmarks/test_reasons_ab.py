@@ -3,7 +3,9 @@ machinery's, tested there)."""
 
 from __future__ import annotations
 
-from benchmarks.reasons_ab import EXPLAINED, PLAIN, kernel_rates, report
+from pathlib import Path
+
+from benchmarks.reasons_ab import EXPLAINED, PLAIN, asgi_cpu, kernel_rates, report
 from churn_mlops.model.artifact import ModelArtifact
 
 
@@ -31,3 +33,14 @@ def test_the_report_gives_medians_and_the_explained_share() -> None:
     assert lines[-1] == (
         "explained / unexplained: 75.0 % of the RPS; +110.0 us of server CPU per request."
     )
+
+
+def test_asgi_cpu_times_both_kinds_in_every_block(
+    artifact_dir: Path, artifact: ModelArtifact
+) -> None:
+    figures = asgi_cpu(artifact_dir, artifact, blocks=2, block_requests=50)
+
+    assert set(figures) == {EXPLAINED, PLAIN}
+    assert all(len(values) == 2 and min(values) > 0 for values in figures.values())
+    lines = report({"TreeSHAP kernel": [1.0]}, {EXPLAINED: [], PLAIN: []}, figures)
+    assert lines[-1].startswith("explained adds ")

@@ -52,6 +52,7 @@ from churn_mlops.model.treeshap_plan import (
     Nodes,
     Plan,
     derive_plan,
+    explainer_problems,
 )
 
 FORMAT_VERSION = 1
@@ -212,7 +213,7 @@ class TreeExplainer:
                 object.__setattr__(self, name, array)
         object.__setattr__(self, "n_features", int(self.n_features))
         object.__setattr__(self, "baseline", float(self.baseline))
-        problems = _problems(self)
+        problems = explainer_problems(self)
         if problems:
             raise ExplainerFileError("inconsistent explainer: " + "; ".join(problems))
         nodes = Nodes(
@@ -351,64 +352,3 @@ class TreeExplainer:
 
 
 _FILE_ONLY = frozenset({"header", "baseline"})
-
-
-def _problems(explainer: TreeExplainer) -> list[str]:
-    """What would let the kernels read out of bounds or the derivation loop forever."""
-    n_nodes = explainer.node_value.shape[0]
-    node_arrays = ("node_player", "node_column", "node_threshold", "node_cover")
-    problems = [
-        f"{name} differs in length from node_value"
-        for name in node_arrays
-        if getattr(explainer, name).shape != (n_nodes,)
-    ]
-    if explainer.children.shape != (n_nodes, 2):
-        problems.append("children has the wrong shape")
-    starts = explainer.tree_start
-    if starts.ndim != 1 or starts.size < 1 or starts[0] != 0 or starts[-1] != n_nodes:
-        problems.append("tree_start does not cover the nodes")
-    elif np.any(np.diff(starts) < 1):
-        problems.append("a tree has no nodes")
-    if explainer.columns.ndim != 2 or explainer.columns.shape[1] != 3:
-        problems.append("columns has the wrong shape")
-    elif explainer.fills.shape != (explainer.columns.shape[0],):
-        problems.append("fills differs in length from columns")
-    if explainer.slots.ndim != 2 or explainer.slots.shape[1] != 3:
-        problems.append("slots has the wrong shape")
-    if problems:
-        return problems
-    problems.extend(_decision_problems(explainer))
-    internal = explainer.children[:, 0] >= 0
-    if np.any(explainer.node_player[internal] < 0) or np.any(
-        explainer.node_player >= explainer.n_features
-    ):
-        problems.append("a split's player is outside the row")
-    if np.any(explainer.node_column < 0) or np.any(
-        explainer.node_column >= max(explainer.columns.shape[0], 1)
-    ):
-        problems.append("a node reads outside the decision row")
-    if np.any(explainer.node_cover[internal] <= 0) or not np.all(np.isfinite(explainer.node_cover)):
-        problems.append("a split has no cover")
-    return problems
-
-
-def _decision_problems(explainer: TreeExplainer) -> list[str]:
-    problems = []
-    n_features, slots = explainer.n_features, explainer.slots
-    for start, size in slots[:, 1:].tolist():
-        if start < 0 or size < 0 or start + size > explainer.category_values.size:
-            problems.append("a categorical slot reaches past the category values")
-    if np.any(slots[:, 0] < 0) or np.any(slots[:, 0] >= n_features):
-        problems.append("a categorical slot reads a column outside the row")
-    for kind, source, table in explainer.columns.tolist():
-        if kind == 1:
-            if not 0 <= source < slots.shape[0]:
-                problems.append("a categorical column names no slot")
-            elif table < 0 or table + int(slots[source, 2]) + 1 > explainer.tables.size:
-                problems.append("a categorical column's table reaches past the tables")
-        elif kind in (0, 2):
-            if not 0 <= source < n_features:
-                problems.append("a column reads outside the row")
-        else:
-            problems.append(f"unknown column kind {kind}")
-    return problems
