@@ -53,31 +53,40 @@ class ReasonCodes:
     def of_rows(self, rows: FloatMatrix, values: Sequence[FeatureValues]) -> list[dict[str, Any]]:
         """The reasons of each encoded row of `rows`, whose values as sent are `values`."""
         contributions = self.require().explain(rows)
-        base = self.base_value
         order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, : self.top_k]
-        top = np.take_along_axis(contributions, order, axis=1)
-        log_odds = (contributions.sum(axis=1) + base).tolist()
-        names = self._names
-        documents = []
-        for row_values, picked, largest, raw in zip(
-            values, order.tolist(), top.tolist(), log_odds, strict=True
-        ):
-            features = [
-                {
-                    "feature": names[index],
-                    "value": row_values[index],
-                    "contribution": contribution,
-                    "direction": "raises" if contribution > 0.0 else "lowers",
-                }
-                for index, contribution in zip(picked, largest, strict=True)
-                if contribution != 0.0  # sorted by magnitude: only the last ones can be 0
-            ]
-            documents.append({"base_value": base, "log_odds": raw, "features": features})
-        return documents
+        top = contributions[np.arange(len(contributions))[:, None], order]
+        log_odds = (contributions.sum(axis=1) + self.base_value).tolist()
+        return [
+            self._document(row_values, picked, largest, raw)
+            for row_values, picked, largest, raw in zip(
+                values, order.tolist(), top.tolist(), log_odds, strict=True
+            )
+        ]
 
     def of_row(self, row: FloatMatrix, values: FeatureValues) -> dict[str, Any]:
-        """The reasons of one encoded (1, n_features) row."""
-        return self.of_rows(row, [values])[0]
+        """The reasons of one encoded (1, n_features) row, as `of_rows` gives them: the same
+        sums and the same stable order, without numpy's per-call costs on 19 numbers."""
+        contributions = self.require().explain(row)
+        raw = float(contributions.sum(axis=1)[0] + self.base_value)
+        every = contributions[0].tolist()
+        picked = sorted(range(len(every)), key=lambda i: -abs(every[i]))[: self.top_k]
+        return self._document(values, picked, [every[i] for i in picked], raw)
+
+    def _document(
+        self, values: FeatureValues, picked: list[int], largest: list[float], raw: float
+    ) -> dict[str, Any]:
+        names = self._names
+        features = [
+            {
+                "feature": names[index],
+                "value": values[index],
+                "contribution": contribution,
+                "direction": "raises" if contribution > 0.0 else "lowers",
+            }
+            for index, contribution in zip(picked, largest, strict=True)
+            if contribution != 0.0  # sorted by magnitude: only the last ones can be 0
+        ]
+        return {"base_value": self.base_value, "log_odds": raw, "features": features}
 
     def add_to(
         self,
