@@ -72,13 +72,16 @@ def create_app(settings: Settings) -> FastAPI:
         """The model is loaded."""
         return {"status": "ok"}
 
-    @app.post("/predict", response_model=PredictResponse)
+    # No `reasons: null`: the service answers without the key when no reasons were asked for.
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_unset=True)
     def predict(body: PredictRequest, request: Request) -> PredictResponse:
         """Churn probability and decision for one customer."""
         model: NaiveModel = request.app.state.model
         return model.predict([body])[0]
 
-    @app.post("/predict/batch", response_model=BatchPredictResponse)
+    @app.post(
+        "/predict/batch", response_model=BatchPredictResponse, response_model_exclude_unset=True
+    )
     def predict_batch(body: list[PredictRequest], request: Request) -> BatchPredictResponse:
         """Churn predictions for a list of customers, in the order given."""
         model: NaiveModel = request.app.state.model
