@@ -81,7 +81,9 @@ def predictor_container(manifest: Manifest) -> dict[str, Any]:
     return container
 
 
-def test_matches_the_inference_service_crd_schema(inference_service: Manifest, validator: Any):
+def test_matches_the_inference_service_crd_schema(
+    inference_service: Manifest, validator: Any
+) -> None:
     assert inference_service["apiVersion"] == "serving.kserve.io/v1beta1"
     assert inference_service["kind"] == "InferenceService"
     assert schema_errors(validator, inference_service) == []
