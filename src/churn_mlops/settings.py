@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     """TCP port `churn-mlops serve` listens on."""
 
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    """TCP port of the Open Inference Protocol's gRPC service (`inference.GRPCInferenceService`);
+    None (the default) serves no gRPC. Every worker listens on it (SO_REUSEPORT), on the same
+    interface as HTTP."""
+
     workers: int = Field(default_factory=_default_workers, ge=1)
     """Server processes; defaults to the number of CPU cores."""
 
