@@ -4,7 +4,7 @@ Over HTTP, with wrk: `service` (the naive baseline, the service and two ceilings
 prediction cache), `db` (the customer endpoints on PostgreSQL), `auth` (authentication on and
 off); `capacity` turns a `service --with-cache` run into a capacity plan. In process, CPU per
 call: `cache-cpu`, `db-cpu`, `prediction-log-ab` and `metrics-ab` (the last two over HTTP too);
-`shadow-ab` over HTTP only.
+`shadow-ab` over HTTP only; `v2`, the Open Inference Protocol over REST and gRPC.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from benchmarks.plan import ALL_SERVERS
 from benchmarks.production import DEFAULT_DATABASE_URL
 from benchmarks.terminal import console, log
 from benchmarks.tree_ab import TreeABOptions, run_tree_ab, run_tree_ab_in_process
+from benchmarks.v2_suite import V2BenchOptions, run_v2_suite
 from churn_mlops.db.engine import DatabaseURLError, is_sqlite
 
 app = typer.Typer(
@@ -359,6 +360,50 @@ def memory(
     sys.stdout.write(
         "\n".join(memory_report(runs, connections=connections, duration_s=duration_s)) + "\n"
     )
+
+
+@app.command("v2", rich_help_panel=HTTP)
+def v2(
+    connections: Annotated[
+        int, typer.Option(min=1, help="Connections (wrk) and concurrent gRPC calls, one row each.")
+    ] = 32,
+    grpc_processes: Annotated[
+        int, typer.Option(min=1, help="Processes the gRPC calls are spread over.")
+    ] = 2,
+    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per batch request.")] = 10_000,
+    batch_concurrency: Annotated[
+        int, typer.Option(min=1, help="Concurrent batch requests (httpx).")
+    ] = 2,
+    model_dir: opt.ModelDirOption = None,
+    duration: opt.DurationOption = DEFAULT_DURATION,
+    warmup: opt.WarmupOption = DEFAULT_WARMUP,
+    rounds: opt.RoundsOption = 3,
+    out: opt.OutOption = None,
+) -> None:
+    """The Open Inference Protocol against the service's own JSON on one server: V2 JSON infer
+    and gRPC ModelInfer against POST /predict (one row), V2 binary infer against
+    /predict/batch (10,000 rows); medians of rounds, workloads interleaved."""
+    if grpc_processes > connections:
+        raise typer.BadParameter(
+            "at most one process per concurrent call", param_hint="--grpc-processes"
+        )
+    duration_s, warmup_s = opt.durations(duration, warmup)
+    served, artifact = opt.served_model(model_dir)
+    options = V2BenchOptions(
+        model_dir=served,
+        model_version=artifact.version,
+        out_dir=opt.results_dir(out, "v2"),
+        connections=connections,
+        grpc_processes=grpc_processes,
+        batch_rows=batch_rows,
+        batch_concurrency=batch_concurrency,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        rounds=rounds,
+    )
+    with opt.stops_cleanly():
+        report = run_v2_suite(options)
+    sys.stdout.write(report)
 
 
 app.add_typer(inprocess_app)
