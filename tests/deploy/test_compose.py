@@ -17,7 +17,8 @@ from tests.deploy.service_facts import (
 )
 
 SERVICES = {"api", "postgres", "redis", "prometheus", "grafana"}
-PUBLISHED = {"api": 8000, "prometheus": 9090, "grafana": 3000}
+# The API: HTTP and the Open Inference Protocol over gRPC.
+PUBLISHED = {"api": {8000, 8001}, "prometheus": {9090}, "grafana": {3000}}
 # The course's tuned PostgreSQL settings, as deploy/postgres/postgresql.conf must carry them.
 POSTGRES_SETTINGS = {
     "shared_buffers": "256MB",
@@ -77,13 +78,13 @@ def test_compose_runs_the_five_services(compose: dict[str, Any]) -> None:
 
 
 def test_compose_publishes_only_the_ui_ports_on_localhost(compose: dict[str, Any]) -> None:
-    published = {}
+    published: dict[str, set[int]] = {}
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             host_ip, host_port, container_port = str(port).split(":")
             assert host_ip == "127.0.0.1", f"{name} publishes {port} on every interface"
             assert host_port == container_port
-            published[name] = int(container_port)
+            published.setdefault(name, set()).add(int(container_port))
     assert published == PUBLISHED
 
 
@@ -180,7 +181,7 @@ def test_grafana_provisions_the_datasource_and_the_dashboard_folder(
     ]
     assert source["type"] == "prometheus"
     assert urlsplit(source["url"]).hostname == "prometheus"
-    assert urlsplit(source["url"]).port == PUBLISHED["prometheus"]
+    assert {urlsplit(source["url"]).port} == PUBLISHED["prometheus"]
     [provider] = yaml.safe_load((provisioning / "dashboards" / "churn.yml").read_text())[
         "providers"
     ]

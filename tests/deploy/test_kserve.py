@@ -144,7 +144,8 @@ def test_takes_the_base_deployments_settings_and_secrets(
 ) -> None:
     container = predictor_container(inference_service)
     assert container["envFrom"] == base_container["envFrom"]
-    ports = {"CHURN_PORT"}  # the one setting that differs: KServe's REST port
+    # The settings that differ: KServe's REST port, and gRPC's (given as --grpc-port there).
+    ports = {"CHURN_PORT", "CHURN_GRPC_PORT"}
     mine = {item["name"]: item for item in container["env"] if item["name"] not in ports}
     base = {item["name"]: item for item in base_container["env"] if item["name"] not in ports}
     assert mine == base
