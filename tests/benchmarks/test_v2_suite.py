@@ -28,7 +28,7 @@ from benchmarks.v2_bodies import (
 from benchmarks.v2_clients import ClientResult, merge, read_messages, write_messages
 from benchmarks.v2_report import Measurement, medians, render, table
 from benchmarks.v2_suite import BATCH_WORKLOADS, SINGLE_WORKLOADS, round_plan
-from churn_mlops.data import TelcoDataset, load_telco_csv
+from churn_mlops.data import TelcoDataset
 
 
 def _bytes_elements(block: bytes) -> list[str]:
@@ -52,11 +52,6 @@ def _same(value: object, expected: object) -> bool:
     if expected is None:
         return isinstance(value, float) and math.isnan(value)
     return value == expected
-
-
-@pytest.fixture(scope="module")
-def dataset() -> TelcoDataset:
-    return load_telco_csv()
 
 
 def test_datatypes_follow_the_values() -> None:
