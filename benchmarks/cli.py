@@ -373,7 +373,7 @@ def v2(
     batch_rows: Annotated[int, typer.Option(min=1, help="Rows per batch request.")] = 10_000,
     batch_concurrency: Annotated[
         int, typer.Option(min=1, help="Concurrent batch requests (httpx).")
-    ] = 2,
+    ] = 4,
     model_dir: opt.ModelDirOption = None,
     duration: opt.DurationOption = DEFAULT_DURATION,
     warmup: opt.WarmupOption = DEFAULT_WARMUP,

@@ -28,6 +28,8 @@ from benchmarks.constants import HOST
 from benchmarks.v2_bodies import GRPC_INFER_METHOD
 
 API_KEY_ENV = "CHURN_BENCH_API_KEY"
+STREAMS_PER_CONNECTION = 4
+"""Concurrent gRPC calls per HTTP/2 connection of a client process."""
 
 
 @dataclass(frozen=True)
@@ -138,29 +140,40 @@ async def grpc_calls(
     warmup_s: float,
     api_key: str | None,
 ) -> ClientResult:
-    """Unary `ModelInfer` calls of pre-serialized requests from `streams` concurrent callers
-    on one HTTP/2 channel (grpc.aio)."""
+    """Unary `ModelInfer` calls of pre-serialized requests from `streams` concurrent callers,
+    `STREAMS_PER_CONNECTION` to an HTTP/2 connection (grpc.aio)."""
     state = _Loop(warmup_s, duration_s)
     metadata = (("x-api-key", api_key),) if api_key else None
-    async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:
-        # No (de)serializers: the requests are bytes already, answers are not decoded.
-        infer = channel.unary_unary(GRPC_INFER_METHOD)
+    # Several connections, each its own (no shared subchannel pool): every worker of the server
+    # listens on the gRPC port (SO_REUSEPORT), and the kernel spreads connections, not calls.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [
+        grpc.aio.insecure_channel(f"{HOST}:{port}", options=options)
+        for _ in range(max(1, -(-streams // STREAMS_PER_CONNECTION)))
+    ]
+    # No (de)serializers: the requests are bytes already, answers are not decoded.
+    calls = [channel.unary_unary(GRPC_INFER_METHOD) for channel in channels]
 
-        async def worker(index: int) -> None:
-            position = index
-            while time.perf_counter() < state.stop_at:
-                request = requests[position % len(requests)]
-                position += streams
-                began = time.perf_counter()
-                try:
-                    await infer(request, metadata=metadata, timeout=30)
-                    ok = True
-                except grpc.aio.AioRpcError:
-                    ok = False
-                state.record(began, ok)
+    async def worker(index: int) -> None:
+        infer = calls[index % len(calls)]
+        position = index
+        while time.perf_counter() < state.stop_at:
+            request = requests[position % len(requests)]
+            position += streams
+            began = time.perf_counter()
+            try:
+                await infer(request, metadata=metadata, timeout=30)
+                ok = True
+            except grpc.aio.AioRpcError:
+                ok = False
+            state.record(began, ok)
 
+    try:
         tasks = [asyncio.ensure_future(worker(i)) for i in range(streams)]
         cpu_s = await _measured(state, tasks)
+    finally:
+        for channel in channels:
+            await channel.close()
     return ClientResult(state.requests, state.failures, duration_s, cpu_s, state.latencies_us)
 
 
