@@ -5,7 +5,7 @@ comes from the Runtime that the lifespan opens (`churn_mlops.runtime`); the midd
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,6 +31,9 @@ from churn_mlops.api.routes.outcomes import build_outcomes_router
 from churn_mlops.api.routes.predict import build_prediction_router
 from churn_mlops.api.routes.status import build_status_router
 from churn_mlops.api.scopes import RAW_ROUTE_SCOPES
+from churn_mlops.api.v2.rest import OpenInferenceEndpoints
+from churn_mlops.api.v2.routes import build_v2_router, document_v2_errors
+from churn_mlops.api.v2.schemas import InferRequest as V2InferRequest
 from churn_mlops.core.features import PredictRequest
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.observability.logging import configure_logging
@@ -89,8 +92,18 @@ class ChurnAPI(FastAPI):
         )
         for template in reads.templates:
             self._check_declared("GET", template)
+        open_inference = OpenInferenceEndpoints(
+            runtime,
+            RequestGuard(
+                runtime.security.authenticator, runtime.security.limiter, str(AuthScope.PREDICT)
+            ),
+        )
+        for template in open_inference.templates:
+            self._check_declared("POST" if template.endswith("/infer") else "GET", template)
         routed = super().__call__
-        dispatch = RawRouteDispatch(routed, raw_routes, parsed=[reads])
+        dispatch = RawRouteDispatch(
+            routed, raw_routes, parsed=[reads], parsed_with_body=[open_inference]
+        )
         self._handler = build_middleware_chain(dispatch, runtime)
         self.runtime = runtime
 
@@ -115,7 +128,17 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         async with open_runtime(settings, artifact, key_source=api.key_source) as runtime:
             api.attach(runtime)
             try:
-                yield {"runtime": runtime}
+                async with AsyncExitStack() as grpc_stack:
+                    if settings.grpc_port is not None:
+                        # Imported only when on: the generated protobuf modules register
+                        # `inference.*` in the process's descriptor pool (see api/v2/proto).
+                        from churn_mlops.api.v2.grpc_server import serve_grpc
+
+                        # Stopped (draining its calls) before the Runtime closes.
+                        await grpc_stack.enter_async_context(
+                            serve_grpc(runtime, settings.grpc_port)
+                        )
+                    yield {"runtime": runtime}
             finally:
                 api.detach()
 
@@ -140,6 +163,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     api.include_router(build_cache_router())
     api.include_router(build_customers_router())
     api.include_router(build_outcomes_router())
+    api.include_router(build_v2_router())
     api.include_router(build_history_router())
     api.include_router(build_docs_router(api.title, OPENAPI_URL))
     if settings.metrics_enabled:
@@ -172,7 +196,13 @@ def _document_raw_bodies(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(request_schema.pop("$defs", {}))
             components["PredictRequest"] = request_schema
+            infer_schema = V2InferRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components.update(infer_schema.pop("$defs", {}))
+            components["InferRequest"] = infer_schema
             document_problem_responses(schema)
+            document_v2_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -47,6 +47,18 @@ class ParsedRoutes(Protocol):
     async def answer(self, template: str, arguments: Any, scope: Scope, send: Send) -> None: ...
 
 
+class ParsedBodyRoutes(Protocol):
+    """Like `ParsedRoutes`, for endpoints that read a body (the Open Inference Protocol's)."""
+
+    templates: tuple[str, ...]
+
+    def arguments(self, scope: Scope) -> tuple[str, Any] | None: ...
+
+    async def answer_with_body(
+        self, template: str, arguments: Any, scope: Scope, receive: Receive, send: Send
+    ) -> None: ...
+
+
 class RawRouteDispatch:
     """Sends each request whose (method, path) is in `raw_routes` to its raw-ASGI endpoint,
     each that `parsed` takes to it, the rest to `app`, and sets `scope["route"]` so that
@@ -61,13 +73,17 @@ class RawRouteDispatch:
         app: ASGIApp,
         raw_routes: Mapping[tuple[str, str], ASGIApp],
         parsed: Sequence[ParsedRoutes] = (),
+        parsed_with_body: Sequence[ParsedBodyRoutes] = (),
     ) -> None:
         self.app = app
         self.raw_routes = {
             key: (endpoint, RawRoute(key[1])) for key, endpoint in raw_routes.items()
         }
         self.parsed = tuple(parsed)
-        self._templates = {t: RawRoute(t) for routes in parsed for t in routes.templates}
+        self.parsed_with_body = tuple(parsed_with_body)
+        templates = [t for routes in parsed for t in routes.templates]
+        templates += [t for routes in parsed_with_body for t in routes.templates]
+        self._templates = {t: RawRoute(t) for t in templates}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -82,8 +98,18 @@ class RawRouteDispatch:
                     scope["route"] = self._templates[matched[0]]
                     await routes.answer(*matched, scope, send)
                     return
+            for body_routes in self.parsed_with_body:
+                matched = body_routes.arguments(scope)
+                if matched is not None:
+                    scope["route"] = self._templates[matched[0]]
+                    await body_routes.answer_with_body(*matched, scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
+
+OWN_BODY_PREFIX = "/v2/"
+"""The Open Inference Protocol's routes (api/v2/rest.py): they take binary and compressed
+bodies up to `CHURN_MAX_REQUEST_BYTES` and enforce that limit and compress answers themselves."""
 
 LARGE_BODY_PATHS = frozenset({"/predict/batch"})
 """The routes whose body may be as large as `CHURN_MAX_REQUEST_BYTES`; every other route takes
@@ -102,7 +128,9 @@ class NegotiatedGZip:
         if scope["type"] == "http":
             for name, value in scope["headers"]:
                 if name == b"accept-encoding":
-                    if b"gzip" in value:
+                    # The Open Inference Protocol's routes compress their own answers (gzip or
+                    # deflate, with the binary extension's header counted before compression).
+                    if b"gzip" in value and not scope["path"].startswith(OWN_BODY_PREFIX):
                         await self.gzip(scope, receive, send)
                         return
                     break
@@ -118,6 +146,7 @@ def build_middleware_chain(endpoint: ASGIApp, runtime: Runtime) -> ASGIApp:
         render=problem_bytes,
         large_body_paths=LARGE_BODY_PATHS,
         form_paths=(LOGIN_PATH,),
+        own_body_prefix=OWN_BODY_PREFIX,
     )
     chain = NegotiatedGZip(chain, minimum_size=settings.gzip_min_bytes)
     chain = RequestTelemetryMiddleware(

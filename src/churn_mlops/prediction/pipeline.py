@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from churn_mlops.cache import PredictionCache
@@ -21,6 +22,15 @@ from churn_mlops.prediction.batcher import MicroBatcher, ModelRunner
 from churn_mlops.prediction.challenger import Challenger
 from churn_mlops.prediction.decoding import Explained, RequestDecoder
 from churn_mlops.prediction.reasons import DEFAULT_TOP_K, FeatureValues, ReasonCodes
+
+Probabilities = npt.NDArray[np.float64]
+
+
+def _decided(
+    probabilities: list[float], threshold: float
+) -> tuple[Probabilities, npt.NDArray[np.bool_]]:
+    scored = np.asarray(probabilities, dtype=np.float64)
+    return scored, scored >= threshold
 
 
 class PredictionPipeline:
@@ -203,6 +213,87 @@ class PredictionPipeline:
                     customer_ids, probabilities, will_churn, cached, latency_ms, version
                 )
         return answer
+
+    async def predict_rows(
+        self, customer_ids: list[str | None], rows: FloatMatrix, *, exact: bool = False
+    ) -> tuple[Probabilities, npt.NDArray[np.bool_]]:
+        """Rows already decoded (the Open Inference Protocol's tensors): each row's probability
+        and decision, through the same cache, batcher, canary/shadow challenger and prediction
+        log as `/predict` (one row) and `/predict/batch` (more). `exact`: this pipeline's model
+        answers every row (a caller that named its version), no canary share."""
+        start = time.perf_counter()
+        if len(customer_ids) == 1:
+            answering = self if exact else self._answering(customer_ids[0])
+            probability, hit = await answering._probability_of_row(rows)
+            probabilities, cached = [probability], [hit]
+            answering._record_rows(customer_ids, rows, probabilities, cached, start)
+            return _decided(probabilities, answering._threshold)
+        challenger = self.challenger
+        if not exact and challenger is not None and challenger.canary is not None:
+            takes = challenger.canary.takes
+            taken = np.fromiter(map(takes, customer_ids), dtype=bool, count=len(customer_ids))
+            if taken.any() and challenger.pipeline is not None:
+                out = np.empty(len(customer_ids), dtype=np.float64)
+                decisions = np.empty(len(customer_ids), dtype=np.bool_)
+                parts = (
+                    (self, np.flatnonzero(~taken)),
+                    (challenger.pipeline, np.flatnonzero(taken)),
+                )
+                for pipeline, indices in parts:
+                    if len(indices):
+                        part = [customer_ids[i] for i in indices.tolist()]
+                        out[indices], decisions[indices] = await pipeline._predict_part(
+                            part, rows[indices], start
+                        )
+                return out, decisions
+        return await self._predict_part(customer_ids, rows, start)
+
+    async def _predict_part(
+        self, customer_ids: list[str | None], rows: FloatMatrix, start: float
+    ) -> tuple[Probabilities, npt.NDArray[np.bool_]]:
+        probabilities, cached = await self._probabilities(rows)
+        self._record_rows(customer_ids, rows, probabilities, cached, start)
+        return _decided(probabilities, self._threshold)
+
+    async def _probability_of_row(self, row: FloatMatrix) -> tuple[float, bool]:
+        """One row's probability and whether the cache answered it, as `/predict` scores it."""
+        cache = self.cache
+        if cache is None:
+            return await self._score_one(row), False
+        key = cache.keys.key_for_row(row)
+        hit = cache.lookup(key)
+        if hit is not None:
+            return hit, True
+        return await cache.resolve(key, partial(self._start_one, row))
+
+    def _record_rows(
+        self,
+        customer_ids: list[str | None],
+        rows: FloatMatrix,
+        probabilities: list[float],
+        cached: list[bool],
+        start: float,
+    ) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        threshold, version = self._threshold, self._version
+        will_churn = [probability >= threshold for probability in probabilities]
+        challenger = self.challenger
+        if challenger is not None and challenger.shadow is not None:
+            challenger.shadow.add_many(
+                rows, customer_ids, probabilities, will_churn, cached, latency_ms, version
+            )
+        elif self.log_features:
+            recorder.record_many(
+                customer_ids, probabilities, will_churn, cached, latency_ms, version,
+                features=encode_rows(rows),
+            )  # fmt: skip
+        else:
+            recorder.record_many(
+                customer_ids, probabilities, will_churn, cached, latency_ms, version
+            )
 
     async def _probabilities(self, rows: FloatMatrix) -> tuple[list[float], list[bool]]:
         """Each row's probability and whether it came from the cache."""

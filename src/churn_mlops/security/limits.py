@@ -247,8 +247,12 @@ class RequestBodyLimits:
         large_body_paths: Collection[str] = (),
         small_max_bytes: int = SMALL_BODY_BYTES,
         form_paths: Collection[str] = (),
+        own_body_prefix: str | None = None,
     ) -> None:
         self.app = app
+        self.own_body_prefix = own_body_prefix
+        """Paths under it pass unchecked: their endpoints take any media type and enforce
+        `max_bytes` themselves (the Open Inference Protocol's binary bodies)."""
         self.render = render
         self.small_max_bytes = min(small_max_bytes, max_bytes)
         self.limits = dict.fromkeys(large_body_paths, max_bytes)
@@ -265,6 +269,9 @@ class RequestBodyLimits:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
+        if self.own_body_prefix is not None and path.startswith(self.own_body_prefix):
+            await self.app(scope, receive, send)
+            return
         declared = media_type = None
         chunked = False
         for name, value in scope["headers"]:

@@ -47,6 +47,17 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("POST", "/auth/keys"): Scope.ADMIN,
     ("DELETE", "/auth/keys/{name_or_id}"): Scope.ADMIN,
     ("POST", "/auth/users"): Scope.ADMIN,
+    # The Open Inference Protocol: health and metadata are public, as probes and V2 clients
+    # read them; only inference needs the predict scope.
+    ("GET", "/v2"): PUBLIC,
+    ("GET", "/v2/health/live"): PUBLIC,
+    ("GET", "/v2/health/ready"): PUBLIC,
+    ("GET", "/v2/models/{model_name}"): PUBLIC,
+    ("GET", "/v2/models/{model_name}/ready"): PUBLIC,
+    ("POST", "/v2/models/{model_name}/infer"): Scope.PREDICT,
+    ("GET", "/v2/models/{model_name}/versions/{model_version}"): PUBLIC,
+    ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"): PUBLIC,
+    ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"): Scope.PREDICT,
 }
 
 
