@@ -68,6 +68,10 @@ def train(
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve the Open Inference Protocol over gRPC on this port."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Processes; default: cores.")] = None,
     model_dir: Annotated[
         Path | None,
@@ -81,6 +85,7 @@ def serve(
     overrides: dict[str, Any] = {
         "host": host,
         "port": port,
+        "grpc_port": grpc_port,
         "workers": workers,
         "model_dir": model_dir.resolve() if model_dir else None,
     }
@@ -94,12 +99,16 @@ def serve(
     else:
         # Each worker follows the registry's champion (and challenger) from then on.
         serving = f"the champion of {_champion(settings, data)}"
+    if settings.grpc_port is not None:
+        # Every worker starts its own gRPC server on it (SO_REUSEPORT): hand them the port.
+        os.environ["CHURN_GRPC_PORT"] = str(settings.grpc_port)
     if settings.database_url:
         upgrade_before_serving(settings.database_url)
     _announce_dev_key(settings)
     console.print(
         f"Serving {serving} on http://{settings.host}:{settings.port} "
         f"with {settings.workers} workers"
+        + (f", gRPC on port {settings.grpc_port}" if settings.grpc_port is not None else "")
     )
     from churn_mlops.observability.logging import configure_logging
     from churn_mlops.observability.metrics import shared_metrics_dir
