@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from benchmarks.servers import free_port
@@ -300,6 +302,49 @@ def test_calls_are_counted_in_the_request_metrics(server: Server) -> None:
         time.sleep(0.5)
         text = httpx.get(f"{server.base_url}/metrics", timeout=5).text
     assert 'method="GRPC"' in text
+
+
+def test_typed_contents_answer_as_raw_contents(
+    server: Server,
+    client: grpcclient.InferenceServerClient,
+    auth: dict[str, str],
+    dataset: TelcoDataset,
+) -> None:
+    """A request with typed `contents` instead of `raw_input_contents` (as KServe's own
+    clients may send) gets the same answer as tritonclient's raw one."""
+    bodies = customers(dataset, 5, start=900)
+    raw = client.infer(MODEL, tensors(bodies), headers=auth).as_numpy("churn_probability")
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    for tensor in tensors(bodies):
+        typed = tensor._get_tensor()
+        values = np.frombuffer(tensor._get_content(), dtype=np.uint8)
+        if typed.datatype == "BYTES":
+            column = [body["features"].get(typed.name, body["customer_id"]) for body in bodies]
+            typed.contents.bytes_contents.extend(str(v).encode() for v in column)
+        elif typed.datatype == "INT64":
+            typed.contents.int64_contents.extend(values.view("<i8").tolist())
+        else:
+            typed.contents.fp64_contents.extend(values.view("<f8").tolist())
+        request.inputs.append(typed)
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        response = stub.ModelInfer(request, metadata=tuple(auth.items()), timeout=30)
+    typed_answer = np.frombuffer(response.raw_output_contents[0], dtype="<f8")
+    assert response.outputs[0].name == "churn_probability"
+    assert np.max(np.abs(typed_answer - raw)) == 0
+
+
+def test_grpc_health_check_for_kubernetes_probes(server: Server) -> None:
+    """grpc.health.v1.Health/Check, as the kubelet's grpc probe calls it."""
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        serving = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+        assert check(b"", timeout=10) == serving
+        for service in (b"inference.GRPCInferenceService", b"liveness"):
+            assert check(b"\x0a" + bytes([len(service)]) + service, timeout=10) == serving
+        with pytest.raises(grpc.RpcError) as unknown:
+            check(b"\x0a\x04nope", timeout=10)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_unavailable_while_starting(server: Server) -> None:
