@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from churn_mlops import __version__
 from churn_mlops.api.errors import log_unexpected_error
 from churn_mlops.api.fastpath import read_body, send_response
+from churn_mlops.api.v2 import kernels
 from churn_mlops.api.v2.tensors import decode_inputs, encode_outputs, model_metadata
 from churn_mlops.api.v2.wire import (
     HEADER_LENGTH,
@@ -221,6 +222,7 @@ class OpenInferenceEndpoints:
     def __init__(self, runtime: Runtime, guard: RequestGuard) -> None:
         self.service = OpenInferenceService(runtime)
         self.guard = guard
+        kernels.warm_up()  # compiled (or loaded from numba's cache) at start, not at a request
 
     def arguments(self, scope: Scope) -> tuple[str, Any] | None:
         path: str = scope["path"]
