@@ -36,7 +36,9 @@ def test_prediction_log_ab_in_process_times_each_block_until_the_log_has_written
     # The log-on app's writer spills (if ever) under the test's folder, not the checkout's var/.
     monkeypatch.setenv("CHURN_PREDICTION_LOG_SPILL_PATH", str(tmp_path / "spill.jsonl"))
     options = PredictionLogABOptions(url, artifact_dir, 1, 1, 0, 1, 1, False, None)
-    lines = run_prediction_log_ab(options, in_process=True, blocks=2, block_requests=20)
+    lines = run_prediction_log_ab(
+        options, in_process=True, blocks=2, block_requests=20, record_batches=20
+    )
     assert lines[0].startswith("record(): ")
     assert lines[1] == "| app | median CPU us per request | min | max | blocks |"
     assert [line.split(" | ")[0] for line in lines[3:5]] == ["| log-off", "| log-on"]

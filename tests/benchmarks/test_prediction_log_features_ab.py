@@ -21,7 +21,9 @@ def test_features_mode_measures_the_log_without_and_with_features(
     options = PredictionLogABOptions(
         f"sqlite:///{path}", artifact_dir, 1, 1, 0, 1, 1, False, None, features=True
     )
-    lines = run_prediction_log_ab(options, in_process=True, blocks=2, block_requests=20)
+    lines = run_prediction_log_ab(
+        options, in_process=True, blocks=2, block_requests=20, record_batches=20
+    )
 
     assert lines[0].startswith("record(): ")
     assert lines[1].startswith("record(features=76 bytes): ")
