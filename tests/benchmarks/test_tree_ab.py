@@ -77,7 +77,7 @@ def test_tree_ab_command_compares_two_trees_and_prints_their_ratio(
 
 @pytest.mark.slow
 def test_tree_ab_in_process_times_both_paths_of_both_trees(artifact_dir: Path) -> None:
-    options = TreeABOptions(REPOSITORY / "src", artifact_dir, 2, 1, 0, (4,))
+    options = TreeABOptions(REPOSITORY / "src", artifact_dir, 1, 1, 0, (4,))
     lines = run_tree_ab_in_process(options, requests=50, blocks=1)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
     assert set(rows) == {"/predict", "/predict/batch"}
