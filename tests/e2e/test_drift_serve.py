@@ -30,7 +30,7 @@ from tests.fixtures.serve import CLI, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-WINDOW_SECONDS = 20
+WINDOW_SECONDS = 10
 STREAM_ROWS = 3000
 BATCH_ROWS = 250
 
