@@ -248,3 +248,33 @@ def test_encode_outputs_json_binary_and_subset() -> None:
     assert np.frombuffer(blocks[0], "<f8").tolist() == [0.25, 0.75]
     with pytest.raises(TensorError, match="unexpected output 'score'"):
         encode_outputs(probabilities, will_churn, [RequestedOutput("score")], binary=True)
+
+
+def test_single_json_rows_equal_predict_rows(
+    rows: list[dict[str, Any]], json_decoder: RequestDecoder, artifact: ModelArtifact
+) -> None:
+    nulls = [row for row in rows if row["total_charges"] is None][:3]
+    for row in [*rows[:20], *nulls]:
+        expected_id, expected = json_decoder.single(
+            orjson.dumps({"customer_id": "c-1", "features": row})
+        )
+        decoded = decode_inputs(tensors_for([row], binary=False, ids=["c-1"]), artifact.encoder, 1)
+        np.testing.assert_array_equal(decoded.rows, expected)
+        assert decoded.customer_ids == [expected_id]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("contract", "Weekly", "input 'contract' row 0: 'Weekly' is not one of"),
+        ("tenure", 1.5, "input 'tenure' row 0: 1.5 is not an integer from 0 to 120"),
+        ("tenure", True, "input 'tenure': INT64 data must be numbers"),
+        ("monthly_charges", None, "input 'monthly_charges': FP64 data must be numbers"),
+    ],
+)
+def test_single_json_row_refusals_are_the_general_ones(
+    three: list[dict[str, Any]], artifact: ModelArtifact, name: str, value: Any, message: str
+) -> None:
+    row = dict(three[0])
+    row[name] = value
+    assert refusal(tensors_for([row], binary=False), artifact).detail.startswith(message)

@@ -82,7 +82,7 @@ class TensorError(ServiceError):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InputTensor:
     """One input tensor as a transport received it: exactly one of `data` (flattened row-major
     values) and `raw` (a little-endian binary block)."""
@@ -121,6 +121,85 @@ def _category_tables(encoder: FeatureEncoder) -> dict[str, kernels.CategoryTable
     return tables
 
 
+@functools.lru_cache(maxsize=8)
+def _category_lookups(encoder: FeatureEncoder) -> dict[str, dict[str, float]]:
+    """Per categorical feature, {value: code}, for requests decoded value by value."""
+    return {
+        name: dict(zip(table.values, table.codes.tolist(), strict=True))
+        for name, table in _category_tables(encoder).items()
+    }
+
+
+_COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
+
+
+def _single_json_row(
+    tensors: Sequence[InputTensor], encoder: FeatureEncoder
+) -> DecodedInputs | None:
+    """One row sent as JSON values, the usual single prediction, decoded value by value (numpy
+    costs more than it saves on one value per column); None for anything not plainly valid,
+    which the general path then decodes or refuses with its exact message."""
+    lookups = _category_lookups(encoder)
+    row: list[float | None] = [None] * len(FEATURE_NAMES)
+    customer_id = None
+    for tensor in tensors:
+        data = tensor.data
+        if data is None or len(data) != 1 or tensor.shape not in ((1,), (1, 1)):
+            return None
+        value = data[0]
+        name = tensor.name
+        if name == CUSTOMER_ID_INPUT:
+            if customer_id is not None or tensor.datatype != "BYTES" or not _valid_id(value):
+                return None
+            customer_id = value
+            continue
+        index = _COLUMN.get(name)
+        if (
+            index is None
+            or row[index] is not None
+            or tensor.datatype not in ACCEPTED_DATATYPES[name]
+        ):
+            return None
+        lookup = lookups.get(name)
+        if lookup is not None:
+            code = lookup.get(value) if type(value) is str else None
+            if code is None:
+                return None
+            row[index] = code
+            continue
+        number = _plain_number(name, tensor.datatype, value)
+        if number is None:
+            return None
+        row[index] = number
+    if None in row:
+        return None
+    return DecodedInputs([customer_id], np.array([row], dtype=np.float32))
+
+
+def _plain_number(name: str, datatype: str, value: Any) -> float | None:
+    """`value` as the float its column holds when it is plainly valid, else None."""
+    kind = type(value)
+    if (kind is bool) != (datatype == "BOOL"):
+        return None
+    if name in _NULLABLE and (value is None or value != value):
+        return math.nan
+    if kind is float:
+        if name in INTEGER_FEATURES and not value.is_integer():
+            return None
+    elif kind is not int and kind is not bool:
+        return None
+    low, high = _BOUNDS[name]
+    return float(value) if low <= value <= high else None
+
+
+def _valid_id(customer: Any) -> bool:
+    return (
+        isinstance(customer, str)
+        and 1 <= len(customer) <= MAX_CUSTOMER_ID_LENGTH
+        and _CONTROL_CHARACTER.search(customer) is None
+    )
+
+
 def _rows_of(tensor: InputTensor, max_rows: int) -> int:
     shape = tensor.shape
     if len(shape) not in (1, 2) or any(d < 0 for d in shape) or (len(shape) == 2 and shape[1] != 1):
@@ -157,6 +236,9 @@ def decode_inputs(
 ) -> DecodedInputs:
     """The float32 rows (FEATURE_NAMES order) and customer ids of a request's input tensors;
     TensorError (400, or 413 past `max_rows`) naming the tensor, and the row for a bad value."""
+    single = _single_json_row(tensors, encoder)
+    if single is not None:
+        return single
     _check_names(tensors)
     count = -1
     for tensor in tensors:
@@ -318,11 +400,7 @@ def _customer_ids(tensor: InputTensor, count: int) -> list[str | None]:
     else:
         ids = list(_flat(tensor, count))
     for row, customer in enumerate(ids):
-        if not (
-            isinstance(customer, str)
-            and 1 <= len(customer) <= MAX_CUSTOMER_ID_LENGTH
-            and _CONTROL_CHARACTER.search(customer) is None
-        ):
+        if not _valid_id(customer):
             raise TensorError(
                 f"input '{tensor.name}' row {row}: not a text of 1 to "
                 f"{MAX_CUSTOMER_ID_LENGTH} characters without control characters"

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 import orjson
 
 from churn_mlops.api.v2.tensors import (
@@ -71,25 +71,49 @@ def compress(body: bytes, accept_encoding: str | None, min_bytes: int) -> tuple[
     return body, None
 
 
-def _document(header: bytes | memoryview) -> Any:
+class _Input(msgspec.Struct):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class _Output(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class _Request(msgspec.Struct):
+    inputs: list[_Input]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[_Output] | None = None
+
+
+_REQUEST = msgspec.json.Decoder(_Request)
+
+
+def _document(header: bytes | memoryview) -> _Request:
+    """The request document, its types checked by msgspec in one pass."""
     try:
-        return orjson.loads(header)
-    except orjson.JSONDecodeError:
+        return _REQUEST.decode(header)
+    except msgspec.ValidationError as error:
+        raise TensorError(f"the request is not a V2 inference request: {error}") from None
+    except msgspec.DecodeError:
         pass
     try:
         # Python's JSON reads the NaN that a JSON tensor may carry for `total_charges`.
-        return json.loads(bytes(header))
+        document = json.loads(bytes(header))
     except (ValueError, RecursionError):
         raise TensorError("the request is not a valid JSON document") from None
+    try:
+        return msgspec.convert(document, _Request, strict=True)
+    except msgspec.ValidationError as error:
+        raise TensorError(f"the request is not a V2 inference request: {error}") from None
 
 
-def _shape(name: str, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(type(d) is int for d in value):
-        raise TensorError(f"input '{name}': shape must be a list of integers")
-    return tuple(value)
-
-
-def _binary_size(name: str, parameters: Mapping[str, Any]) -> int | None:
+def _binary_size(name: str, parameters: dict[str, Any]) -> int | None:
     if "shared_memory_region" in parameters:
         raise TensorError(f"input '{name}': shared memory is not supported")
     size = parameters.get("binary_data_size")
@@ -98,62 +122,48 @@ def _binary_size(name: str, parameters: Mapping[str, Any]) -> int | None:
     return size
 
 
-def _inputs(listed: Any, blocks: memoryview) -> list[InputTensor]:
-    if not isinstance(listed, list) or not listed:
+def _inputs(listed: list[_Input], blocks: memoryview) -> list[InputTensor]:
+    if not listed:
         raise TensorError("the request needs a non-empty list of inputs")
     tensors = []
     offset = 0
-    for position, item in enumerate(listed):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise TensorError(f"input {position} needs a name")
-        name = item["name"]
-        datatype = item.get("datatype")
-        if not isinstance(datatype, str):
-            raise TensorError(f"input '{name}' needs a datatype")
-        parameters = item.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise TensorError(f"input '{name}': parameters must be an object")
-        size = _binary_size(name, parameters)
-        shape = _shape(name, item.get("shape"))
+    for item in listed:
+        name = item.name
+        size = None if not item.parameters else _binary_size(name, item.parameters)
         if size is None:
-            data = item.get("data")
-            if not isinstance(data, list):
+            if item.data is None:
                 raise TensorError(f"input '{name}' needs data or binary_data_size")
-            tensors.append(InputTensor(name, datatype, shape, data=data))
+            tensors.append(InputTensor(name, item.datatype, tuple(item.shape), item.data))
             continue
-        if "data" in item:
+        if item.data is not None:
             raise TensorError(f"input '{name}' has both data and binary_data_size")
         if offset + size > len(blocks):
             raise TensorError(
                 f"input '{name}': binary_data_size {size} runs past the body's binary data"
             )
-        tensors.append(InputTensor(name, datatype, shape, raw=blocks[offset : offset + size]))
+        raw = blocks[offset : offset + size]
+        tensors.append(InputTensor(name, item.datatype, tuple(item.shape), raw=raw))
         offset += size
     if offset != len(blocks):
-        raise TensorError(
-            f"the body has {len(blocks) - offset} bytes after the inputs' binary data"
-        )
+        extra = len(blocks) - offset
+        raise TensorError(f"the body has {extra} bytes after the inputs' binary data")
     return tensors
 
 
-def _outputs(listed: Any) -> list[RequestedOutput] | None:
+def _outputs(listed: list[_Output] | None) -> list[RequestedOutput] | None:
     if listed is None:
         return None
-    if not isinstance(listed, list):
-        raise TensorError("outputs must be a list")
     requested = []
     for item in listed:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise TensorError("each requested output needs a name")
-        if item["name"] not in OUTPUT_DATATYPES:
-            raise TensorError(f"unexpected output '{item['name']}'")
-        parameters = item.get("parameters") or {}
-        binary = parameters.get("binary_data") if isinstance(parameters, dict) else None
+        if item.name not in OUTPUT_DATATYPES:
+            raise TensorError(f"unexpected output '{item.name}'")
+        parameters = item.parameters or {}
+        binary = parameters.get("binary_data")
         if binary is not None and type(binary) is not bool:
-            raise TensorError(f"output '{item['name']}': binary_data must be true or false")
-        if isinstance(parameters, dict) and "shared_memory_region" in parameters:
-            raise TensorError(f"output '{item['name']}': shared memory is not supported")
-        requested.append(RequestedOutput(item["name"], binary))
+            raise TensorError(f"output '{item.name}': binary_data must be true or false")
+        if "shared_memory_region" in parameters:
+            raise TensorError(f"output '{item.name}': shared memory is not supported")
+        requested.append(RequestedOutput(item.name, binary))
     return requested
 
 
@@ -173,21 +183,14 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             )
         header, blocks = view[:length], view[length:]
     document = _document(header)
-    if not isinstance(document, dict):
-        raise TensorError("the request must be a JSON object")
-    request_id = document.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise TensorError("id must be a string")
-    parameters = document.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise TensorError("parameters must be an object")
+    parameters = document.parameters or {}
     binary_outputs = parameters.get("binary_data_output", False)
     if type(binary_outputs) is not bool:
         raise TensorError("parameters.binary_data_output must be true or false")
     return InferRequest(
-        request_id,
-        _inputs(document.get("inputs"), blocks),
-        _outputs(document.get("outputs")),
+        document.id,
+        _inputs(document.inputs, blocks),
+        _outputs(document.outputs),
         binary_outputs,
     )
 
