@@ -35,9 +35,7 @@ its arrays are bounds-checked on load because the kernels do not check indices.
 
 from __future__ import annotations
 
-import io
 import math
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from churn_mlops.core.jit import njit
+from churn_mlops.model.npz_file import npz_bytes, read_npz
 
 FloatMatrix = npt.NDArray[np.float32]
 Probabilities = npt.NDArray[np.float64]
@@ -75,8 +74,6 @@ _IS_NAN = 2
 # Layouts of the trees.
 LAYOUT_COMPLETE = 0
 LAYOUT_GENERAL = 1
-
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 class CompileError(ValueError):
@@ -786,15 +783,7 @@ class CompiledForest:
 
     def to_bytes(self) -> bytes:
         """The forest file's bytes: the same forest always gives the same bytes."""
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name, array in self._arrays().items():
-                member = io.BytesIO()
-                np.lib.format.write_array(member, array, allow_pickle=False)
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                archive.writestr(info, member.getvalue())
-        return buffer.getvalue()
+        return npz_bytes(self._arrays())
 
     def to_npz(self, path: Path) -> None:
         """Write the forest file (a `.npz` that `np.load` reads with allow_pickle=False)."""
@@ -803,16 +792,7 @@ class CompiledForest:
     @classmethod
     def from_bytes(cls, data: bytes) -> CompiledForest:
         """Read a forest file's bytes; raises ForestFileError if malformed."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-            raise ForestFileError(f"unreadable forest file: {error}") from None
-        if set(arrays) != set(_ARRAY_DTYPES):
-            raise ForestFileError("the forest file does not hold the expected arrays")
-        for name, dtype in _ARRAY_DTYPES.items():
-            if arrays[name].dtype != dtype:
-                raise ForestFileError(f"array {name} has dtype {arrays[name].dtype}")
+        arrays = read_npz(data, _ARRAY_DTYPES, "forest file", ForestFileError)
         header = arrays.pop("header")
         if header.shape != (4,) or int(header[0]) != FORMAT_VERSION:
             raise ForestFileError("the forest file is of another format version")

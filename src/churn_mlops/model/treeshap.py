@@ -26,8 +26,6 @@ plus each tree's cover-weighted mean leaf) equal the raw log-odds up to rounding
 
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +43,7 @@ from churn_mlops.model.compiled import (
     _split,
     _tree_feature_sources,
 )
+from churn_mlops.model.npz_file import npz_bytes, read_npz
 from churn_mlops.model.treeshap_plan import (
     ExplainerFileError as ExplainerFileError,  # re-exported: what from_bytes raises
 )
@@ -57,7 +56,6 @@ from churn_mlops.model.treeshap_plan import (
 
 FORMAT_VERSION = 1
 
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 FloatMatrix = npt.NDArray[np.float32]
 Contributions = npt.NDArray[np.float64]
@@ -312,29 +310,12 @@ class TreeExplainer:
 
     def to_bytes(self) -> bytes:
         """The explainer file's bytes: the same explainer always gives the same bytes."""
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name, array in self._arrays().items():
-                member = io.BytesIO()
-                np.lib.format.write_array(member, array, allow_pickle=False)
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                archive.writestr(info, member.getvalue())
-        return buffer.getvalue()
+        return npz_bytes(self._arrays())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TreeExplainer:
         """Read an explainer file's bytes; raises ExplainerFileError if malformed."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-            raise ExplainerFileError(f"unreadable explainer file: {error}") from None
-        if set(arrays) != set(_ARRAY_DTYPES):
-            raise ExplainerFileError("the explainer file does not hold the expected arrays")
-        for name, dtype in _ARRAY_DTYPES.items():
-            if arrays[name].dtype != dtype:
-                raise ExplainerFileError(f"array {name} has dtype {arrays[name].dtype}")
+        arrays = read_npz(data, _ARRAY_DTYPES, "explainer file", ExplainerFileError)
         header = arrays.pop("header")
         if header.shape != (2,) or int(header[0]) != FORMAT_VERSION:
             raise ExplainerFileError("the explainer file is of another format version")
