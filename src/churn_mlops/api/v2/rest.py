@@ -24,6 +24,7 @@ from churn_mlops import __version__
 from churn_mlops.api.errors import log_unexpected_error
 from churn_mlops.api.fastpath import read_body, send_response
 from churn_mlops.api.v2 import kernels
+from churn_mlops.api.v2.explain import reasons_output, values_read, without_reasons
 from churn_mlops.api.v2.tensors import decode_inputs, encode_outputs, model_metadata
 from churn_mlops.api.v2.wire import (
     HEADER_LENGTH,
@@ -165,12 +166,30 @@ class OpenInferenceService:
         body = decompress(body, headers.content_encoding, self.max_bytes)
         request = parse_infer_request(body, headers.header_length)
         decoded = decode_inputs(request.inputs, pipeline.decoder.encoder, self.max_rows)
+        if request.explain:
+            pipeline.reasons.require()  # 409 before any scoring
+        # Explained rows are answered by the model that explains them: no canary split.
         probabilities, will_churn = await pipeline.predict_rows(
-            decoded.customer_ids, decoded.rows, exact=exact
+            decoded.customer_ids, decoded.rows, exact=exact or request.explain
         )
-        outputs, blocks = encode_outputs(
-            probabilities, will_churn, request.outputs, request.binary_outputs
+        wanted, reasons_binary = (
+            without_reasons(request.outputs) if request.explain else (request.outputs, None)
         )
+        outputs: dict[str, Any] = {"outputs": []}
+        blocks: list[bytes] = []
+        if wanted != []:  # [] when only `reasons` is asked for
+            outputs, blocks = encode_outputs(
+                probabilities, will_churn, wanted, request.binary_outputs
+            )
+        if request.explain:
+            values = values_read(decoded.rows, pipeline.decoder.encoder)
+            entry, block = reasons_output(
+                pipeline.reasons.of_rows(decoded.rows, values),
+                request.binary_outputs if reasons_binary is None else reasons_binary,
+            )
+            outputs["outputs"].append(entry)
+            if block is not None:
+                blocks.append(block)
         document: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": answering}
         if request.id is not None:
             document["id"] = request.id

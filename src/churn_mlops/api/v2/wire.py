@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from churn_mlops.api.v2.explain import OUTPUT_REASONS, explain_asked
 from churn_mlops.api.v2.tensors import (
     OUTPUT_DATATYPES,
     InputTensor,
@@ -35,6 +36,8 @@ class InferRequest:
     inputs: list[InputTensor]
     outputs: list[RequestedOutput] | None
     binary_outputs: bool
+    explain: bool = False
+    """`parameters.explain`, or `reasons` among the outputs (api/v2/explain.py)."""
 
 
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
@@ -155,7 +158,7 @@ def _outputs(listed: list[_Output] | None) -> list[RequestedOutput] | None:
         return None
     requested = []
     for item in listed:
-        if item.name not in OUTPUT_DATATYPES:
+        if item.name not in OUTPUT_DATATYPES and item.name != OUTPUT_REASONS:
             raise TensorError(f"unexpected output '{item.name}'")
         parameters = item.parameters or {}
         binary = parameters.get("binary_data")
@@ -187,11 +190,13 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     binary_outputs = parameters.get("binary_data_output", False)
     if type(binary_outputs) is not bool:
         raise TensorError("parameters.binary_data_output must be true or false")
+    outputs = _outputs(document.outputs)
     return InferRequest(
         document.id,
         _inputs(document.inputs, blocks),
-        _outputs(document.outputs),
+        outputs,
         binary_outputs,
+        explain_asked(parameters, outputs),
     )
 
 
