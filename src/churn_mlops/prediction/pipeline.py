@@ -197,21 +197,7 @@ class PredictionPipeline:
         if explained is not None:
             self.reasons.add_to(predictions, rows, explained)
         answer = orjson.dumps({"predictions": predictions})
-        if self.recorder is not None:
-            latency_ms = (time.perf_counter() - start) * 1000.0
-            if challenger is not None and challenger.shadow is not None:
-                challenger.shadow.add_many(
-                    rows, customer_ids, probabilities, will_churn, cached, latency_ms, version
-                )
-            elif self.log_features:
-                self.recorder.record_many(
-                    customer_ids, probabilities, will_churn, cached, latency_ms, version,
-                    features=encode_rows(rows),
-                )  # fmt: skip
-            else:
-                self.recorder.record_many(
-                    customer_ids, probabilities, will_churn, cached, latency_ms, version
-                )
+        self._record_rows(customer_ids, rows, probabilities, cached, start, will_churn)
         return answer
 
     async def predict_rows(
@@ -273,13 +259,17 @@ class PredictionPipeline:
         probabilities: list[float],
         cached: list[bool],
         start: float,
+        will_churn: list[bool] | None = None,
     ) -> None:
+        """Hand scored rows to the shadow challenger or the prediction log (with their features
+        when `log_features`); `will_churn` when the caller has the decisions already."""
         recorder = self.recorder
         if recorder is None:
             return
         latency_ms = (time.perf_counter() - start) * 1000.0
         threshold, version = self._threshold, self._version
-        will_churn = [probability >= threshold for probability in probabilities]
+        if will_churn is None:
+            will_churn = [probability >= threshold for probability in probabilities]
         challenger = self.challenger
         if challenger is not None and challenger.shadow is not None:
             challenger.shadow.add_many(

@@ -11,15 +11,13 @@ import numpy as np
 import orjson
 import pytest
 
+from churn_mlops.api.v2.outputs import RequestedOutput, encode_outputs, model_metadata
 from churn_mlops.api.v2.tensors import (
     ACCEPTED_DATATYPES,
     FIXED_DTYPES,
     InputTensor,
-    RequestedOutput,
     TensorError,
     decode_inputs,
-    encode_outputs,
-    model_metadata,
 )
 from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.data import TelcoDataset

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from churn_mlops.api.v2.tensors import RequestedOutput, TensorError
+from churn_mlops.api.v2.outputs import RequestedOutput
+from churn_mlops.api.v2.tensors import TensorError
 from churn_mlops.core.features import FEATURE_NAMES, INTEGER_FEATURES
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 

@@ -27,17 +27,10 @@ import grpc
 import numpy as np
 
 from churn_mlops import __version__
+from churn_mlops.api.v2.outputs import OUTPUT_DATATYPES, OUTPUT_PROBABILITY, model_metadata
 from churn_mlops.api.v2.proto import grpc_predict_v2_pb2 as pb
 from churn_mlops.api.v2.proto import grpc_predict_v2_pb2_grpc as predict_grpc
-from churn_mlops.api.v2.tensors import (
-    FIXED_DTYPES,
-    OUTPUT_DATATYPES,
-    OUTPUT_PROBABILITY,
-    InputTensor,
-    TensorError,
-    decode_inputs,
-    model_metadata,
-)
+from churn_mlops.api.v2.tensors import FIXED_DTYPES, InputTensor, TensorError, decode_inputs
 from churn_mlops.core.errors import ModelNotReady, NotFound, ServiceError
 from churn_mlops.lifecycle.served import ServedModel
 from churn_mlops.observability.metrics import RequestRecorder

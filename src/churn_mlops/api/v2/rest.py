@@ -25,7 +25,8 @@ from churn_mlops.api.errors import log_unexpected_error
 from churn_mlops.api.fastpath import read_body, send_response
 from churn_mlops.api.v2 import kernels
 from churn_mlops.api.v2.explain import reasons_output, values_read, without_reasons
-from churn_mlops.api.v2.tensors import decode_inputs, encode_outputs, model_metadata
+from churn_mlops.api.v2.outputs import encode_outputs, model_metadata
+from churn_mlops.api.v2.tensors import decode_inputs
 from churn_mlops.api.v2.wire import (
     HEADER_LENGTH,
     compress,

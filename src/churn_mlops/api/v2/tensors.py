@@ -38,9 +38,6 @@ from churn_mlops.core.features import (
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 
 CUSTOMER_ID_INPUT = "customer_id"
-OUTPUT_PROBABILITY = "churn_probability"
-OUTPUT_WILL_CHURN = "will_churn"
-OUTPUT_DATATYPES = {OUTPUT_PROBABILITY: "FP64", OUTPUT_WILL_CHURN: "BOOL"}
 MAX_CUSTOMER_ID_LENGTH = 64
 
 # Little-endian element types of the fixed-size datatypes (BYTES is length-prefixed).
@@ -92,14 +89,6 @@ class InputTensor:
     shape: tuple[int, ...]
     data: Sequence[Any] | None = None
     raw: bytes | memoryview | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RequestedOutput:
-    """An output the caller asked for; `binary` None leaves it to the request's default."""
-
-    name: str
-    binary: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,64 +395,3 @@ def _customer_ids(tensor: InputTensor, count: int) -> list[str | None]:
                 f"{MAX_CUSTOMER_ID_LENGTH} characters without control characters"
             )
     return ids
-
-
-def model_metadata(
-    name: str, versions: Sequence[str], platform: str = "churn-mlops"
-) -> dict[str, Any]:
-    """The V2 `ModelMetadataResponse`: one input per feature (shape [-1], its preferred
-    datatype) and the two outputs."""
-    return {
-        "name": name,
-        "versions": list(versions),
-        "platform": platform,
-        "inputs": [
-            {"name": feature, "datatype": ACCEPTED_DATATYPES[feature][0], "shape": [-1]}
-            for feature in FEATURE_NAMES
-        ],
-        "outputs": [
-            {"name": output, "datatype": datatype, "shape": [-1]}
-            for output, datatype in OUTPUT_DATATYPES.items()
-        ],
-    }
-
-
-def encode_outputs(
-    probabilities: npt.NDArray[np.float64],
-    will_churn: npt.NDArray[np.bool_],
-    requested_outputs: Sequence[RequestedOutput] | None,
-    binary: bool,
-) -> tuple[dict[str, Any], list[bytes]]:
-    """({"outputs": [...]}, the binary blocks in output order) for the outputs asked for (all
-    of them when None or empty); an output is binary when it asks, else when `binary`."""
-    requested = list(requested_outputs or ())
-    if not requested:
-        requested = [RequestedOutput(name) for name in OUTPUT_DATATYPES]
-    seen: set[str] = set()
-    outputs: list[dict[str, Any]] = []
-    blocks: list[bytes] = []
-    count = len(probabilities)
-    for output in requested:
-        if output.name not in OUTPUT_DATATYPES:
-            raise TensorError(f"unexpected output '{output.name}'")
-        if output.name in seen:
-            raise TensorError(f"output '{output.name}' is asked for more than once")
-        seen.add(output.name)
-        values: npt.NDArray[Any] = (
-            probabilities.astype("<f8", copy=False)
-            if output.name == OUTPUT_PROBABILITY
-            else will_churn.astype(np.bool_, copy=False)
-        )
-        entry: dict[str, Any] = {
-            "name": output.name,
-            "datatype": OUTPUT_DATATYPES[output.name],
-            "shape": [count],
-        }
-        if binary if output.binary is None else output.binary:
-            block = values.tobytes()
-            entry["parameters"] = {"binary_data_size": len(block)}
-            blocks.append(block)
-        else:
-            entry["data"] = values.tolist()
-        outputs.append(entry)
-    return {"outputs": outputs}, blocks

@@ -16,12 +16,8 @@ import msgspec
 import orjson
 
 from churn_mlops.api.v2.explain import OUTPUT_REASONS, explain_asked
-from churn_mlops.api.v2.tensors import (
-    OUTPUT_DATATYPES,
-    InputTensor,
-    RequestedOutput,
-    TensorError,
-)
+from churn_mlops.api.v2.outputs import OUTPUT_DATATYPES, RequestedOutput
+from churn_mlops.api.v2.tensors import InputTensor, TensorError
 
 HEADER_LENGTH = "inference-header-content-length"
 # zlib's window bits: 31 reads a gzip member, 15 a zlib stream (HTTP's "deflate").
