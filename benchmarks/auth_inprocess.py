@@ -19,7 +19,7 @@ from benchmarks.inprocess import (
     serving_all,
 )
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.security.authenticator import Authenticator, MemoryKeySource
 from churn_mlops.security.guard import RequestGuard
 from churn_mlops.security.principal import Scope

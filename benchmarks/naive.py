@@ -19,7 +19,7 @@ import pandas as pd
 from fastapi import FastAPI, Request
 
 from churn_mlops.api.schemas.predictions import BatchPredictResponse, PredictResponse
-from churn_mlops.core.features import FEATURE_NAMES, PredictRequest
+from churn_mlops.data.telco_example import FEATURE_NAMES, PredictRequest
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings
 

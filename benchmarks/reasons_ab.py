@@ -41,8 +41,8 @@ from benchmarks.load import Wrk, prediction_bodies, write_bodies
 from benchmarks.servers import churn_service, start_server, wait_until_idle
 from benchmarks.terminal import log
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.data import load_telco_csv
+from churn_mlops.data.telco_example import FEATURE_NAMES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.reasons import ReasonCodes
 from churn_mlops.settings import Settings

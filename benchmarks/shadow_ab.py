@@ -59,7 +59,7 @@ def registry_with_challenger(model_dir: Path, root: Path) -> tuple[str, str]:
     served = ModelArtifact.load(model_dir)
     info = served.info.model_copy(update={"threshold": served.threshold / 2})
     twin = root.parent / "challenger"
-    ModelArtifact.build(served.estimator, served.encoder, info).save(twin)
+    served.rebuilt(info).save(twin)
     challenger = registry.register(twin)
     registry.promote(challenger.version, CHALLENGER)
     return champion.version, challenger.version

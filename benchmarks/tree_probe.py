@@ -63,7 +63,9 @@ def _app_with_key(model_dir: Path) -> tuple[Any, str]:
 
 
 def _bodies(path: str) -> list[bytes]:
-    example = _first_module("churn_mlops.core.features", "churn_mlops.schemas").EXAMPLE_FEATURES
+    example = _first_module(
+        "churn_mlops.data.telco_example", "churn_mlops.core.features", "churn_mlops.schemas"
+    ).EXAMPLE_FEATURES
     bodies = []
     for i in range(DISTINCT_BODIES):
         features = {**example, "tenure": i % 72, "monthly_charges": 20.0 + i % 100}

@@ -18,7 +18,7 @@ import asyncio, json, sys
 from pathlib import Path
 import httpx
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.settings import Settings
 from tests.fixtures.lifespan import in_process_client
 

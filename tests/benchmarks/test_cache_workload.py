@@ -19,8 +19,8 @@ from benchmarks.cache_workload import (
     warm_bodies,
     write_fresh_templates,
 )
-from churn_mlops.core.features import PredictRequest
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import PredictRequest
 
 
 def _cache_row(body: bytes) -> tuple[Any, ...]:

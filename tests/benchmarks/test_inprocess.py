@@ -21,7 +21,7 @@ from benchmarks.inprocess import (
     turns,
 )
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.settings import Settings
 
 pytestmark = pytest.mark.anyio

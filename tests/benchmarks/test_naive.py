@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from benchmarks.naive import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings
 from tests.fixtures.requests import prediction_bodies

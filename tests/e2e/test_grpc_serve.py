@@ -28,8 +28,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from benchmarks.servers import free_port
-from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES, INTEGER_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import CATEGORICAL_FEATURES, FEATURE_NAMES, INTEGER_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.security.principal import RateLimit
 from churn_mlops.security.store import CredentialStore

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from benchmarks.servers import free_port
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from tests.fixtures.serve import CLI, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from benchmarks.servers import free_port
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.registry import LocalRegistry
 from tests.fixtures.serve import CLI, wait_ready

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from benchmarks.servers import free_port
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from tests.fixtures.serve import CLI, wait_ready
 

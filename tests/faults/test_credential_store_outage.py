@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from churn_mlops.api.app import ChurnAPI, create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from churn_mlops.db.prediction_log import PredictionLogWriter
 from churn_mlops.model.artifact import ModelArtifact

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import PredictRequest
+from churn_mlops.data.telco_example import PredictRequest
 from churn_mlops.settings import Settings
 
 SCRIPT = Path(__file__).with_name("k6-test.js")

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from churn_mlops.db.engine import Database
 from churn_mlops.db.prediction_log import PredictionLogWriter

@@ -34,9 +34,10 @@ class ModelInfo(BaseModel):
     library_versions: dict[str, str]
     parity_sha256: str | None = Field(
         default=None,
-        description="sha256 of parity.npy, the estimator's probabilities on the parity rows, "
-        "which a load checks the compiled forest against without unpickling the estimator "
-        "(absent in artifacts made before it existed, which are checked against the estimator).",
+        description="sha256 of parity.npz, probe rows from the training data and the "
+        "estimator's probabilities on them, which a load checks the compiled forest against "
+        "without unpickling the estimator (parity.npy, probabilities on the Telco rows, in older "
+        "artifacts; absent in those made before either, checked against the estimator).",
     )
     drift_profile_sha256: str | None = Field(
         default=None,
@@ -48,4 +49,10 @@ class ModelInfo(BaseModel):
         default=None,
         description="sha256 of explainer.npz, the trees' arrays that reason codes (TreeSHAP) are "
         "computed from (absent in artifacts made before it existed, which answer no reasons).",
+    )
+    schema_sha256: str | None = Field(
+        default=None,
+        description="sha256 of schema.json, the feature schema the model was trained on and "
+        "requests are validated against (absent in artifacts made before it existed, which "
+        "read the shipped Telco features).",
     )

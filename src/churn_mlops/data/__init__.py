@@ -1,12 +1,25 @@
-"""The shipped IBM Telco Customer Churn sample and its loader."""
+"""Training data: CSV or Parquet files read by a feature schema, and the shipped IBM Telco
+Customer Churn example."""
 
 from __future__ import annotations
 
+from churn_mlops.data.dataset import Dataset, load_dataset
+from churn_mlops.data.tabular import DatasetError
 from churn_mlops.data.telco import (
     SHIPPED_DATASET,
-    DatasetError,
+    TELCO_SCHEMA_FILE,
     TelcoDataset,
     load_telco_csv,
+    telco_schema,
 )
 
-__all__ = ["SHIPPED_DATASET", "DatasetError", "TelcoDataset", "load_telco_csv"]
+__all__ = [
+    "SHIPPED_DATASET",
+    "TELCO_SCHEMA_FILE",
+    "Dataset",
+    "DatasetError",
+    "TelcoDataset",
+    "load_dataset",
+    "load_telco_csv",
+    "telco_schema",
+]

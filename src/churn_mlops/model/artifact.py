@@ -1,16 +1,16 @@
-"""The versioned model artifact: a directory with the model, its compiled forest, its encoder
-and metadata.json.
+"""The versioned model artifact: a directory with the model, its compiled forest, its encoder,
+its feature schema and metadata.json.
 
 The version is a content hash of everything that decides a prediction: the compiled forest
-(the exact decision function), the encoder, and the metadata without `created_at`. The pickled
-estimator is left out of it because its bytes also record incidental state (the thread count
-its binning ran with), which would give the same model another version on another machine; it
-is tied to the artifact by its sha256 in the metadata instead. So the same data and seed give
-the same version, and a changed file is caught on load. The API scores with the compiled
-forest; a load refuses an artifact whose forest disagrees with the estimator on the shipped
-dataset. The estimator's probabilities on those rows are stored at build time (parity.npy,
-tied to the version by its sha256 in the metadata), so a load checks the forest against them
-without unpickling the estimator: a running worker swapping models verifies one in about 30 ms
+(the exact decision function), the encoder, and the metadata without `created_at`, which holds
+the sha256 of the feature schema (schema.json), of the parity probes and of the other files.
+The pickled estimator is left out of it because its bytes also record incidental state (the
+thread count its binning ran with), which would give the same model another version on another
+machine; it is tied to the artifact by its sha256 in the metadata instead. So the same data and
+seed give the same version, and a changed file is caught on load. The API scores with the
+compiled forest; a load refuses an artifact whose forest disagrees with the estimator's
+probabilities on the probe rows stored at train time (parity.npz), so a load needs neither the
+training data nor the estimator: a running worker swapping models verifies one in about 30 ms
 of CPU instead of 0.5 s. The estimator itself is unpickled only when something asks for it.
 """
 
@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,19 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.core.model_info import ModelInfo
-from churn_mlops.data import load_telco_csv
+from churn_mlops.core.schema import FeatureSchema, SchemaError
+from churn_mlops.model.artifact_files import (
+    EXPLAINER_FILE,
+    METADATA_FILE,
+    SCHEMA_FILE,
+    ArtifactError,
+    read_drift_profile,
+    read_explainer,
+    read_parity_file,
+    read_schema,
+    read_schema_file_bytes,
+)
 from churn_mlops.model.compiled import (
     CompiledForest,
     ForestFileError,
@@ -41,27 +51,34 @@ from churn_mlops.model.compiled import (
     check_parity,
     check_probabilities,
 )
-from churn_mlops.model.drift_profile import (
-    DRIFT_PROFILE_FILE,
-    DriftProfileError,
-    ReferenceProfile,
+from churn_mlops.model.drift_profile import DRIFT_PROFILE_FILE, ReferenceProfile
+from churn_mlops.model.features import EncoderError, FeatureEncoder, FloatMatrix
+from churn_mlops.model.parity import (
+    LEGACY_PARITY_FILE,
+    PARITY_FILE,
+    ParityFileError,
+    parity_bytes,
+    read_parity,
+    telco_parity_rows,
 )
-from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 from churn_mlops.model.treeshap import ExplainerFileError, TreeExplainer
 
 MODEL_FILE = "model.joblib"
 ENCODER_FILE = "encoder.json"
-METADATA_FILE = "metadata.json"
 FOREST_FILE = "forest.npz"
-PARITY_FILE = "parity.npy"
-EXPLAINER_FILE = "explainer.npz"
-
-# Rows of the shipped dataset that parity_rows varies (missing values, unseen categories).
-_VARIED_ROWS = 32
-
-
-class ArtifactError(RuntimeError):
-    """The artifact directory is missing, incomplete or does not match its version."""
+__all__ = [
+    "DRIFT_PROFILE_FILE",
+    "ENCODER_FILE",
+    "EXPLAINER_FILE",
+    "LEGACY_PARITY_FILE",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "PARITY_FILE",
+    "SCHEMA_FILE",
+    "ArtifactError",
+    "ModelArtifact",
+    "content_version",
+]
 
 
 def _canonical_json(document: Any) -> bytes:
@@ -91,43 +108,16 @@ def content_version(forest_bytes: bytes, encoder: dict[str, Any], metadata: dict
     if unversioned.get("explainer_sha256") is None:
         # Nor those made before explainer.npz existed.
         unversioned.pop("explainer_sha256", None)
+    if unversioned.get("schema_sha256") is None:
+        # Nor those made before schema.json existed (the Telco features).
+        unversioned.pop("schema_sha256", None)
     digest.update(_canonical_json(unversioned))
     return "v" + digest.hexdigest()[:12]
 
 
-@cache
-def _shipped_columns() -> dict[str, Any]:
-    """The shipped dataset's columns, read once per process: a model swap in a running worker
-    verifies parity again, and reading the CSV was 40 % of that (0.22 of 0.5 s)."""
-    return load_telco_csv().columns
-
-
-def parity_rows(encoder: FeatureEncoder) -> FloatMatrix:
-    """Rows on which a compiled forest must agree with its estimator: every customer of the
-    shipped dataset (8 of them without total_charges), then some of them with total_charges
-    missing, with each category missing, with every value missing, and with unseen codes."""
-    rows = encoder.encode_columns(_shipped_columns())
-    some = rows[:: max(1, len(rows) // _VARIED_ROWS)][:_VARIED_ROWS]
-    categorical = [i for i, name in enumerate(FEATURE_NAMES) if name in CATEGORICAL_FEATURES]
-    total_charges = FEATURE_NAMES.index("total_charges")
-    varied = [rows]
-    for columns, value in [
-        ([total_charges], np.nan),
-        *(([i], np.nan) for i in categorical),
-        (list(range(len(FEATURE_NAMES))), np.nan),
-        (categorical, 99.0),  # a code no vocabulary reaches
-        (categorical, -1.0),
-        (categorical, 0.5),
-    ]:
-        variant = some.copy()
-        variant[:, columns] = value
-        varied.append(variant)
-    return np.concatenate(varied)
-
-
 def _check_forest(
     forest: CompiledForest,
-    encoder: FeatureEncoder,
+    rows: FloatMatrix,
     where: str,
     *,
     estimator: Any = None,
@@ -136,9 +126,9 @@ def _check_forest(
     """Refuse a forest that disagrees with the estimator, or with its stored probabilities."""
     try:
         if expected is not None:
-            check_probabilities(forest, expected, parity_rows(encoder))
+            check_probabilities(forest, expected, rows)
         else:
-            check_parity(forest, estimator, parity_rows(encoder))
+            check_parity(forest, estimator, rows)
     except ParityError as error:
         raise ArtifactError(
             f"{where}: the compiled forest does not match the model: {error}"
@@ -157,8 +147,9 @@ class ModelArtifact:
     # What the API scores with: the estimator's trees as arrays, with compiled kernels.
     forest: CompiledForest = field(repr=False)
     forest_bytes: bytes = field(repr=False)
-    # The estimator's probabilities on parity_rows, as np.save wrote them; None in artifacts
-    # made before they were stored.
+    # parity.npz as written: the probe rows and the estimator's probabilities on them (or, in
+    # artifacts made before it, parity.npy: the probabilities on the Telco probe rows); None in
+    # artifacts made before either.
     parity_bytes: bytes | None = field(default=None, repr=False)
     # drift_profile.json as written: the training rows' reference profile; None in artifacts
     # made before it existed (served with drift monitoring off).
@@ -166,6 +157,31 @@ class ModelArtifact:
     # explainer.npz as written: the trees' arrays for reason codes (TreeSHAP); None in
     # artifacts made before it existed (they answer no reasons).
     explainer_bytes: bytes | None = field(default=None, repr=False)
+    # schema.json as written; None in artifacts made before it (the Telco features).
+    schema_bytes: bytes | None = field(default=None, repr=False)
+
+    @cached_property
+    def schema(self) -> FeatureSchema:
+        """The features this model reads: what requests, tensors and stored customers give."""
+        return read_schema(self.schema_bytes, self.info)
+
+    @cached_property
+    def parity_rows(self) -> FloatMatrix:
+        """The rows the compiled forest is checked on: stored at train time, or for an older
+        artifact the shipped Telco rows."""
+        if self.parity_bytes is not None and self.parity_bytes.startswith(b"PK"):
+            return read_parity(self.parity_bytes)[0]
+        return telco_parity_rows(self.encoder)
+
+    def _stored_probabilities(self) -> npt.NDArray[np.float64] | None:
+        if self.parity_bytes is None:
+            return None
+        if self.parity_bytes.startswith(b"PK"):
+            return read_parity(self.parity_bytes)[1]
+        probabilities: npt.NDArray[np.float64] = np.load(
+            io.BytesIO(self.parity_bytes), allow_pickle=False
+        )
+        return probabilities
 
     @cached_property
     def explainer(self) -> TreeExplainer | None:
@@ -206,20 +222,26 @@ class ModelArtifact:
         encoder: FeatureEncoder,
         info: ModelInfo,
         *,
+        schema: FeatureSchema,
+        parity_rows: FloatMatrix,
         drift_profile: ReferenceProfile | None = None,
     ) -> ModelArtifact:
-        """Compile the estimator, check the compiled forest against it, and stamp `info` with
-        the content version of the estimator, forest and encoder (and of `drift_profile`, the
-        training rows' reference profile, through its sha256 in the metadata)."""
+        """Compile the estimator, check the compiled forest against it on `parity_rows`, and
+        stamp `info` with the content version of the estimator, forest, encoder and `schema`
+        (and of the probes and `drift_profile`, through their sha256 in the metadata)."""
         model_bytes = _pickle_bytes(estimator)
         forest = CompiledForest.from_estimator(estimator)
-        _check_forest(forest, encoder, "new artifact", estimator=estimator)
+        _check_forest(forest, parity_rows, "new artifact", estimator=estimator)
         forest_bytes = forest.to_bytes()
-        expected = np.asarray(estimator.predict_proba(parity_rows(encoder))[:, 1], dtype=np.float64)
-        buffer = io.BytesIO()
-        np.save(buffer, expected, allow_pickle=False)
-        parity_bytes = buffer.getvalue()
-        info = info.model_copy(update={"parity_sha256": hashlib.sha256(parity_bytes).hexdigest()})
+        expected = np.asarray(estimator.predict_proba(parity_rows)[:, 1], dtype=np.float64)
+        probes = parity_bytes(parity_rows, expected)
+        schema_bytes = schema.canonical_json()
+        info = info.model_copy(
+            update={
+                "parity_sha256": hashlib.sha256(probes).hexdigest(),
+                "schema_sha256": hashlib.sha256(schema_bytes).hexdigest(),
+            }
+        )
         explainer = TreeExplainer.from_estimator(estimator)
         explainer_bytes = explainer.to_bytes()
         info = info.model_copy(
@@ -239,13 +261,26 @@ class ModelArtifact:
             model_bytes,
             forest,
             forest_bytes,
-            parity_bytes,
+            probes,
             drift_profile_bytes=profile_bytes,
             explainer_bytes=explainer_bytes,
+            schema_bytes=schema_bytes,
         )
         artifact.__dict__["estimator"] = estimator  # the cached_property, already known
         artifact.__dict__["explainer"] = explainer
         return artifact
+
+    def rebuilt(self, info: ModelInfo, estimator: Any = None) -> ModelArtifact:
+        """This artifact built again with other metadata (or another estimator): same schema,
+        probes and drift profile; a new version."""
+        return ModelArtifact.build(
+            self.estimator if estimator is None else estimator,
+            self.encoder,
+            info,
+            schema=self.schema,
+            parity_rows=self.parity_rows,
+            drift_profile=self.drift_profile,
+        )
 
     def save(self, directory: Path) -> Path:
         """Write the artifact to `directory` atomically, replacing what was there."""
@@ -258,7 +293,10 @@ class ModelArtifact:
             (staging / ENCODER_FILE).write_text(json.dumps(self.encoder.to_dict(), indent=2))
             (staging / METADATA_FILE).write_text(self.info.model_dump_json(indent=2))
             if self.parity_bytes is not None:
-                (staging / PARITY_FILE).write_bytes(self.parity_bytes)
+                name = PARITY_FILE if self.parity_bytes.startswith(b"PK") else LEGACY_PARITY_FILE
+                (staging / name).write_bytes(self.parity_bytes)
+            if self.schema_bytes is not None:
+                (staging / SCHEMA_FILE).write_bytes(self.schema_bytes)
             if self.drift_profile_bytes is not None:
                 (staging / DRIFT_PROFILE_FILE).write_bytes(self.drift_profile_bytes)
             if self.explainer_bytes is not None:
@@ -304,90 +342,38 @@ class ModelArtifact:
                 f"{directory}: contents hash to {expected} but metadata says {info.version}; "
                 "the artifact was modified or is incomplete"
             )
-        parity_bytes = _read_parity(directory, info)
-        encoder = FeatureEncoder.from_dict(encoder_doc)
+        schema_bytes = read_schema_file_bytes(directory, info)
         try:
+            schema = read_schema(schema_bytes, info)
+            encoder = FeatureEncoder.from_dict(encoder_doc, schema)
             forest = CompiledForest.from_bytes(forest_bytes)
-        except ForestFileError as error:
+        except (SchemaError, EncoderError, ForestFileError) as error:
             raise ArtifactError(f"{directory}: {error}") from None
-        profile_bytes = _read_drift_profile(directory, info)
         artifact = cls(
             encoder,
             info,
             model_bytes,
             forest,
             forest_bytes,
-            parity_bytes,
-            drift_profile_bytes=profile_bytes,
-            explainer_bytes=_read_explainer(directory, info),
+            read_parity_file(directory, info),
+            drift_profile_bytes=read_drift_profile(directory, info),
+            explainer_bytes=read_explainer(directory, info),
+            schema_bytes=schema_bytes,
         )
+        artifact.__dict__["schema"] = schema
+        profile = artifact.drift_profile
+        if profile is not None and [b.name for b in profile.features] != list(schema.names):
+            raise ArtifactError(f"{directory}: the drift profile was made for other features")
         try:
             artifact.explainer  # noqa: B018 - parsed and checked now, not at the first request
-        except ExplainerFileError as error:
+            # Serve nothing that scores differently from the model that was evaluated.
+            stored = artifact._stored_probabilities()
+            if stored is not None:
+                _check_forest(forest, artifact.parity_rows, str(directory), expected=stored)
+            else:
+                _check_forest(
+                    forest, artifact.parity_rows, str(directory), estimator=artifact.estimator
+                )
+        except (ExplainerFileError, ParityFileError) as error:
             raise ArtifactError(f"{directory}: {error}") from None
-        # Serve nothing that scores differently from the model that was evaluated.
-        if parity_bytes is not None:
-            expected = np.load(io.BytesIO(parity_bytes), allow_pickle=False)
-            _check_forest(forest, encoder, str(directory), expected=expected)
-        else:
-            _check_forest(forest, encoder, str(directory), estimator=artifact.estimator)
         return artifact
-
-
-def _read_parity(directory: Path, info: ModelInfo) -> bytes | None:
-    """parity.npy's bytes, checked against their sha256 in the metadata (which the version
-    covers); None for an artifact made before it existed."""
-    if info.parity_sha256 is None:
-        return None
-    try:
-        parity_bytes = (directory / PARITY_FILE).read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(f"{directory} is not a model artifact: missing {PARITY_FILE}") from None
-    if hashlib.sha256(parity_bytes).hexdigest() != info.parity_sha256:
-        raise ArtifactError(
-            f"{directory}: {PARITY_FILE} does not match the sha256 in {METADATA_FILE}; "
-            "the artifact was modified or is incomplete"
-        )
-    return parity_bytes
-
-
-def _read_drift_profile(directory: Path, info: ModelInfo) -> bytes | None:
-    """drift_profile.json's bytes, checked against their sha256 in the metadata and parsed once
-    (a malformed profile refuses the artifact); None for an artifact made before it existed."""
-    if info.drift_profile_sha256 is None:
-        return None
-    try:
-        profile_bytes = (directory / DRIFT_PROFILE_FILE).read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(
-            f"{directory} is not a model artifact: missing {DRIFT_PROFILE_FILE}"
-        ) from None
-    if hashlib.sha256(profile_bytes).hexdigest() != info.drift_profile_sha256:
-        raise ArtifactError(
-            f"{directory}: {DRIFT_PROFILE_FILE} does not match the sha256 in {METADATA_FILE}; "
-            "the artifact was modified or is incomplete"
-        )
-    try:
-        ReferenceProfile.from_json(profile_bytes)
-    except DriftProfileError as error:
-        raise ArtifactError(f"{directory}: {error}") from None
-    return profile_bytes
-
-
-def _read_explainer(directory: Path, info: ModelInfo) -> bytes | None:
-    """explainer.npz's bytes, checked against their sha256 in the metadata; None for an
-    artifact made before it existed."""
-    if info.explainer_sha256 is None:
-        return None
-    try:
-        explainer_bytes = (directory / EXPLAINER_FILE).read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(
-            f"{directory} is not a model artifact: missing {EXPLAINER_FILE}"
-        ) from None
-    if hashlib.sha256(explainer_bytes).hexdigest() != info.explainer_sha256:
-        raise ArtifactError(
-            f"{directory}: {EXPLAINER_FILE} does not match the sha256 in {METADATA_FILE}; "
-            "the artifact was modified or is incomplete"
-        )
-    return explainer_bytes

@@ -33,7 +33,6 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.core.jit import njit
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 
@@ -214,11 +213,12 @@ class ReferenceProfile:
         *,
         bins: int = DEFAULT_BINS,
     ) -> ReferenceProfile:
-        """The profile of encoded training `rows` (in `FEATURE_NAMES` order) and the model's
+        """The profile of encoded training `rows` (in the encoder's feature order) and the model's
         predicted probabilities on them."""
-        if rows.ndim != 2 or rows.shape[1] != len(FEATURE_NAMES):
+        names = encoder.feature_names
+        if rows.ndim != 2 or rows.shape[1] != len(names):
             raise DriftProfileError(
-                f"rows must have {len(FEATURE_NAMES)} columns, not {rows.shape}"
+                f"rows must have {len(names)} columns, not {rows.shape}"
             )
         if len(probabilities) != len(rows):
             raise DriftProfileError("one probability per row is needed")
@@ -226,7 +226,7 @@ class ReferenceProfile:
             FeatureBins.categorical(name, rows[:, i], encoder.vocabularies[name])
             if name in encoder.vocabularies
             else FeatureBins.numeric(name, rows[:, i], bins)
-            for i, name in enumerate(FEATURE_NAMES)
+            for i, name in enumerate(names)
         )
         prediction = FeatureBins.numeric(PREDICTION, np.asarray(probabilities), bins)
         return cls(features, prediction, len(rows))
@@ -314,8 +314,6 @@ class ReferenceProfile:
             rows = int(document.get("rows", 0))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise DriftProfileError(f"unreadable drift profile: {error}") from None
-        if [bins.name for bins in features] != list(FEATURE_NAMES):
-            raise DriftProfileError("drift profile was made for a different feature list")
         if prediction.kind != "numeric" or not all(math.isfinite(e) for e in prediction.edges):
             raise DriftProfileError("drift profile's prediction bins are not numeric")
         return cls(features, prediction, rows)

@@ -41,15 +41,12 @@ from churn_mlops.core.errors import Conflict, InvalidRequest, NotFound, ServiceE
 from churn_mlops.core.model_info import ModelInfo
 from churn_mlops.model.artifact import (
     ENCODER_FILE,
-    EXPLAINER_FILE,
     FOREST_FILE,
     METADATA_FILE,
     MODEL_FILE,
-    PARITY_FILE,
     ArtifactError,
     ModelArtifact,
 )
-from churn_mlops.model.drift_profile import DRIFT_PROFILE_FILE
 from churn_mlops.settings import Settings
 
 CHAMPION = "champion"
@@ -197,14 +194,11 @@ class LocalRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
-            for name in _ARTIFACT_FILES:
-                shutil.copyfile(artifact_dir / name, staging / name)
-            if (artifact_dir / PARITY_FILE).is_file():  # absent in artifacts made before it
-                shutil.copyfile(artifact_dir / PARITY_FILE, staging / PARITY_FILE)
-            if (artifact_dir / DRIFT_PROFILE_FILE).is_file():  # likewise
-                shutil.copyfile(artifact_dir / DRIFT_PROFILE_FILE, staging / DRIFT_PROFILE_FILE)
-            if (artifact_dir / EXPLAINER_FILE).is_file():  # likewise
-                shutil.copyfile(artifact_dir / EXPLAINER_FILE, staging / EXPLAINER_FILE)
+            # Every file of the artifact, not only the required ones: files that newer
+            # artifacts add (schema.json, parity.npz) are checked by the load and must travel.
+            for path in artifact_dir.iterdir():
+                if path.is_file() and not path.name.startswith("."):
+                    shutil.copyfile(path, staging / path.name)
             # Verify the copy, not the original: what is stored is what was checked (one load,
             # about 0.6 s: the parity check scores the shipped dataset twice).
             version = self._verified_version(staging, artifact_dir)

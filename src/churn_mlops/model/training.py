@@ -29,12 +29,12 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
-from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.core.model_info import HoldoutMetrics, ModelInfo
-from churn_mlops.data import TelcoDataset
+from churn_mlops.data import Dataset
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.drift_profile import ReferenceProfile
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
+from churn_mlops.model.parity import parity_rows
 
 # Shallow trees: on 4,930 customers they generalise best, and they are cheap to evaluate.
 SEARCH_SPACE: dict[str, list[Any]] = {
@@ -98,7 +98,7 @@ class _SearchResult:
     oof_scores: npt.NDArray[np.float64]
 
 
-def _split(dataset: TelcoDataset, config: TrainingConfig) -> _Split:
+def _split(dataset: Dataset, config: TrainingConfig) -> _Split:
     y = np.array(dataset.churned, dtype=np.int_)
     train_idx, holdout_idx = train_test_split(
         np.arange(len(dataset)),
@@ -108,7 +108,7 @@ def _split(dataset: TelcoDataset, config: TrainingConfig) -> _Split:
     )
     train = dataset.subset(train_idx.tolist())
     holdout = dataset.subset(holdout_idx.tolist())
-    encoder = FeatureEncoder.fit(train.columns)
+    encoder = FeatureEncoder.fit(dataset.schema, train.columns)
     return _Split(
         encoder,
         encoder.encode_columns(train.columns),
@@ -165,7 +165,7 @@ def _library_versions() -> dict[str, str]:
 
 
 def train_model(
-    dataset: TelcoDataset,
+    dataset: Dataset,
     config: TrainingConfig = TrainingConfig(),
     progress: ProgressCallback | None = None,
 ) -> TrainingResult:
@@ -187,8 +187,8 @@ def train_model(
         version="",
         model_sha256="",
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        features=list(FEATURE_NAMES),
-        categorical_features=[n for n in FEATURE_NAMES if n in CATEGORICAL_FEATURES],
+        features=list(dataset.schema.names),
+        categorical_features=[n for n in dataset.schema.names if n in dataset.schema.categorical],
         threshold=threshold,
         threshold_method=(
             f"maximum F1 on {config.cv_folds}-fold out-of-fold predictions of the training split"
@@ -207,5 +207,12 @@ def train_model(
     profile = ReferenceProfile.build(
         split.x_train, model.predict_proba(split.x_train)[:, 1], split.encoder
     )
-    artifact = ModelArtifact.build(model, split.encoder, info, drift_profile=profile)
+    artifact = ModelArtifact.build(
+        model,
+        split.encoder,
+        info,
+        schema=dataset.schema,
+        parity_rows=parity_rows(split.encoder, split.x_train),
+        drift_profile=profile,
+    )
     return TrainingResult(artifact, search.cv_roc_auc, default_auc)

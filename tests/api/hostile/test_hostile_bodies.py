@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_mlops.core.features import FEATURE_NAMES
+from churn_mlops.data.telco_example import FEATURE_NAMES
 from churn_mlops.prediction.strict_parser import MAX_MEMBERS
 from churn_mlops.security.limits import SMALL_BODY_BYTES
 from tests.api.hostile.conftest import CUSTOMER

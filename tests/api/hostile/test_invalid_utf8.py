@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from tests.api.hostile.conftest import CUSTOMER
 from tests.fixtures.requests import JSON_HEADERS
 

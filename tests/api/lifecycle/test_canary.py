@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.registry import CHALLENGER, LocalRegistry
 from churn_mlops.prediction.challenger import canary_bucket

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import FOREST_FILE, ModelArtifact
 from churn_mlops.model.registry import CHALLENGER, LocalRegistry
 from churn_mlops.observability.metrics import exported_names

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from churn_mlops.api.app import ChurnAPI, create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
 from churn_mlops.settings import Settings

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from tests.fixtures.requests import prediction_bodies
 

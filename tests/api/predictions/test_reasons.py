@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES, FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES, FEATURE_NAMES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings
 from tests.fixtures.requests import JSON_HEADERS, prediction_bodies

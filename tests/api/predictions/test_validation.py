@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_mlops.core.features import CUSTOMER_ID_PATTERN, EXAMPLE_FEATURES
+from churn_mlops.core.request_models import CUSTOMER_ID_PATTERN
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from tests.fixtures.requests import JSON_HEADERS
 
 

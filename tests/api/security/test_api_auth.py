@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.security.authenticator import MemoryKeySource
 from churn_mlops.security.principal import RateLimit
 from churn_mlops.security.tokens import TokenService

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES, INTEGER_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import CATEGORICAL_FEATURES, FEATURE_NAMES, INTEGER_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings
 from tests.fixtures.security import api_client, security_settings

@@ -19,7 +19,7 @@ from tritonclient.http import (  # type: ignore[import-untyped]
     InferResult,
 )
 
-from churn_mlops.core.features import FEATURE_NAMES
+from churn_mlops.data.telco_example import FEATURE_NAMES
 from tests.api.v2.conftest import DATATYPES, MAX_BATCH_ROWS, feature_arrays
 
 INFER = "/v2/models/churn/infer"

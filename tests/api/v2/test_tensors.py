@@ -19,8 +19,8 @@ from churn_mlops.api.v2.tensors import (
     TensorError,
     decode_inputs,
 )
-from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.decoding import RequestDecoder
 from churn_mlops.prediction.strict_parser import StrictBodyParser

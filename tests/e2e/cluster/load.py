@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 
 CLIENTS = 16
 

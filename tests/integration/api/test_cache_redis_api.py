@@ -11,8 +11,8 @@ import redis
 
 from benchmarks.servers import free_port
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.settings import Settings
 from tests.api.predictions.test_concurrency import running

@@ -13,7 +13,7 @@ import pytest
 
 from churn_mlops.api.app import create_app
 from churn_mlops.api.scopes import API_KEY_HEADER
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from churn_mlops.db.engine import Database
 from churn_mlops.db.repository import CustomerRepository

@@ -16,7 +16,7 @@ from churn_mlops.api.customer_fastpath import detail_bytes, page_bytes
 from churn_mlops.api.routes.customers import prediction_record
 from churn_mlops.api.schemas.customers import CustomerDetail, CustomerPage, CustomerSummary
 from churn_mlops.core.errors import NotFound
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.db.repository import CustomerRepository, customer_features

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 
 from benchmarks.servers import free_port
 from churn_mlops.api.app import ChurnAPI, create_app
-from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID, EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_CUSTOMER_ID, EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.model.artifact import ModelArtifact

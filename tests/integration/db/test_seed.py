@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from churn_mlops.cli import app
-from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID, EXAMPLE_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import EXAMPLE_CUSTOMER_ID, EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.db.repository import CustomerRepository, customer_features

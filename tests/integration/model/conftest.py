@@ -37,7 +37,7 @@ def other_artifact_dir(tmp_path_factory: pytest.TempPathFactory, artifact: Model
     another threshold (built in half a second, where training another takes seconds)."""
     directory = tmp_path_factory.mktemp("other-artifact") / "model"
     info = artifact.info.model_copy(update={"threshold": artifact.threshold / 2})
-    ModelArtifact.build(artifact.estimator, artifact.encoder, info).save(directory)
+    artifact.rebuilt(info).save(directory)
     return directory
 
 

@@ -19,8 +19,8 @@ from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from churn_mlops.cli import app
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import FEATURE_NAMES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer
 from churn_mlops.db.prediction_log import SqlPredictionSink, identify
@@ -255,7 +255,7 @@ def test_no_logged_features_is_an_error_naming_the_setting(
 def test_a_model_without_a_profile_is_an_error(
     artifact: ModelArtifact, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    older = ModelArtifact.build(artifact.estimator, artifact.encoder, artifact.info)
+    older = artifact.rebuilt(artifact.info)
     older.save(tmp_path / "older")
     with pytest.raises(DriftReportError, match="no reference profile"):
         profile_of(ModelArtifact.load(tmp_path / "older"))

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, update
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db.credentials import User
 from churn_mlops.db.engine import Database
 from churn_mlops.model.artifact import ModelArtifact

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from churn_mlops.core.features import (
+from churn_mlops.data import SHIPPED_DATASET, DatasetError, TelcoDataset, load_telco_csv
+from churn_mlops.data.telco_example import (
     EXAMPLE_CUSTOMER_ID,
     EXAMPLE_FEATURES,
     FEATURE_NAMES,
     CustomerFeatures,
 )
-from churn_mlops.data import SHIPPED_DATASET, DatasetError, TelcoDataset, load_telco_csv
 
 
 def test_load_shipped_dataset_reads_every_customer(dataset: TelcoDataset) -> None:

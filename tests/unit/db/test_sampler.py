@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from churn_mlops.core.features import FEATURE_NAMES, CustomerFeatures
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import FEATURE_NAMES, CustomerFeatures
 from churn_mlops.db.seed import (
     CUSTOMER_COLUMNS,
     CustomerSampler,

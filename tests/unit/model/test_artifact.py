@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -15,10 +14,12 @@ from churn_mlops.model.artifact import (
     METADATA_FILE,
     MODEL_FILE,
     PARITY_FILE,
+    SCHEMA_FILE,
     ArtifactError,
     ModelArtifact,
     content_version,
 )
+from churn_mlops.model.parity import parity_bytes, read_parity
 from churn_mlops.model.training import train_model
 from tests.conftest import QUICK_TRAINING
 
@@ -114,9 +115,9 @@ def test_load_checks_the_forest_against_stored_probabilities_without_the_estimat
 def test_load_refuses_modified_stored_probabilities(artifact_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "model"
     shutil.copytree(artifact_dir, copy)
-    stored = np.load(copy / PARITY_FILE)
-    np.save(copy / PARITY_FILE, stored + 0.01)
-    with pytest.raises(ArtifactError, match=r"parity\.npy does not match the sha256"):
+    rows, probabilities = read_parity((copy / PARITY_FILE).read_bytes())
+    (copy / PARITY_FILE).write_bytes(parity_bytes(rows, probabilities + 0.01))
+    with pytest.raises(ArtifactError, match=r"parity\.npz does not match the sha256"):
         ModelArtifact.load(copy)
 
 
@@ -125,12 +126,10 @@ def test_load_refuses_a_forest_that_disagrees_with_the_stored_probabilities(
 ) -> None:
     # Probabilities re-hashed into a consistent artifact (as a forger or a bug would): the
     # forest no longer matches them and the load says so.
-    stored = np.load(io.BytesIO(artifact.parity_bytes or b""))
-    buffer = io.BytesIO()
-    np.save(buffer, stored + 0.01)
-    parity_bytes = buffer.getvalue()
+    rows, probabilities = read_parity(artifact.parity_bytes or b"")
+    forged_parity = parity_bytes(rows, probabilities + 0.01)
     info = artifact.info.model_copy(
-        update={"parity_sha256": hashlib.sha256(parity_bytes).hexdigest()}
+        update={"parity_sha256": hashlib.sha256(forged_parity).hexdigest()}
     )
     version = content_version(
         artifact.forest_bytes, artifact.encoder.to_dict(), info.model_dump(mode="json")
@@ -141,9 +140,10 @@ def test_load_refuses_a_forest_that_disagrees_with_the_stored_probabilities(
         artifact.model_bytes,
         artifact.forest,
         artifact.forest_bytes,
-        parity_bytes,
+        forged_parity,
         drift_profile_bytes=artifact.drift_profile_bytes,
         explainer_bytes=artifact.explainer_bytes,
+        schema_bytes=artifact.schema_bytes,
     )
     with pytest.raises(ArtifactError, match="does not match the model"):
         ModelArtifact.load(forged.save(tmp_path / "forged"))
@@ -168,3 +168,45 @@ def test_an_artifact_made_before_stored_probabilities_loads_with_its_version(
     assert loaded.version == version
     assert loaded.parity_bytes is None
     assert "estimator" in loaded.__dict__  # checked against the estimator instead
+
+
+def test_load_refuses_a_drift_profile_made_for_other_features(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
+    document = json.loads(artifact.drift_profile_bytes or b"{}")
+    document["features"][0]["name"] = "shoe_size"
+    profile = json.dumps(document).encode()
+    info = artifact.info.model_copy(
+        update={"drift_profile_sha256": hashlib.sha256(profile).hexdigest()}
+    )
+    version = content_version(
+        artifact.forest_bytes, artifact.encoder.to_dict(), info.model_dump(mode="json")
+    )
+    forged = ModelArtifact(
+        artifact.encoder,
+        info.model_copy(update={"version": version}),
+        artifact.model_bytes,
+        artifact.forest,
+        artifact.forest_bytes,
+        artifact.parity_bytes,
+        drift_profile_bytes=profile,
+        explainer_bytes=artifact.explainer_bytes,
+        schema_bytes=artifact.schema_bytes,
+    )
+    with pytest.raises(ArtifactError, match="drift profile was made for other features"):
+        ModelArtifact.load(forged.save(tmp_path / "forged"))
+
+
+def test_the_schema_travels_in_the_artifact_and_its_hash_in_the_version(
+    artifact: ModelArtifact, artifact_dir: Path, tmp_path: Path
+) -> None:
+    stored = (artifact_dir / SCHEMA_FILE).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == artifact.info.schema_sha256
+    assert ModelArtifact.load(artifact_dir).schema == artifact.schema
+    copy = tmp_path / "model"
+    shutil.copytree(artifact_dir, copy)
+    document = json.loads(stored)
+    document["features"][1]["description"] = "changed"
+    (copy / SCHEMA_FILE).write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match=r"schema\.json does not match the sha256"):
+        ModelArtifact.load(copy)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.model.artifact import (
     ENCODER_FILE,
     FOREST_FILE,

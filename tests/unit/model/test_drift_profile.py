@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import FEATURE_NAMES
 from churn_mlops.model.artifact import (
     METADATA_FILE,
     ArtifactError,
@@ -34,7 +34,7 @@ CONTRACT = FEATURE_NAMES.index("contract")
 
 @pytest.fixture(scope="module")
 def encoder(dataset: TelcoDataset) -> FeatureEncoder:
-    return FeatureEncoder.fit(dataset.columns)
+    return FeatureEncoder.fit(dataset.schema, dataset.columns)
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +181,6 @@ def test_malformed_profile_is_refused(profile: ReferenceProfile) -> None:
         ReferenceProfile.from_json(json.dumps(document).encode())
     with pytest.raises(DriftProfileError):
         ReferenceProfile.from_json(b"not json")
-    renamed = json.loads(profile.to_json())
-    renamed["features"][0]["name"] = "shoe_size"
-    with pytest.raises(DriftProfileError, match="feature list"):
-        ReferenceProfile.from_json(json.dumps(renamed).encode())
 
 
 def test_bin_labels_name_each_bin() -> None:

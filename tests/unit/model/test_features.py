@@ -5,19 +5,20 @@ import math
 import numpy as np
 import pytest
 
-from churn_mlops.core.features import (
+from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import (
     CATEGORICAL_FEATURES,
     EXAMPLE_FEATURES,
     FEATURE_NAMES,
+    TELCO_SCHEMA,
     CustomerFeatures,
 )
-from churn_mlops.data import TelcoDataset
 from churn_mlops.model.features import EncoderError, FeatureEncoder
 
 
 @pytest.fixture(scope="module")
 def encoder(dataset: TelcoDataset) -> FeatureEncoder:
-    return FeatureEncoder.fit(dataset.columns)
+    return FeatureEncoder.fit(dataset.schema, dataset.columns)
 
 
 def test_categorical_features_are_the_string_fields_of_the_schema() -> None:
@@ -49,7 +50,7 @@ def test_encode_blank_total_charges_as_nan(encoder: FeatureEncoder) -> None:
 
 def test_encode_unseen_category_as_nan(dataset: TelcoDataset) -> None:
     columns = {**dataset.columns, "contract": ["Month-to-month"] * len(dataset)}
-    encoder = FeatureEncoder.fit(columns)
+    encoder = FeatureEncoder.fit(dataset.schema, columns)
     column = FEATURE_NAMES.index("contract")
     assert math.isnan(encoder.encode_row(EXAMPLE_FEATURES)[0][column])
     assert math.isnan(encoder.encode_columns(dataset.subset([0]).columns)[0][column])
@@ -72,7 +73,7 @@ def test_encode_columns_refuses_ragged_columns(encoder: FeatureEncoder) -> None:
 def test_round_trip_through_dict_encodes_identically(
     encoder: FeatureEncoder, dataset: TelcoDataset
 ) -> None:
-    rebuilt = FeatureEncoder.from_dict(encoder.to_dict())
+    rebuilt = FeatureEncoder.from_dict(encoder.to_dict(), TELCO_SCHEMA)
     assert rebuilt.vocabularies == encoder.vocabularies
     np.testing.assert_array_equal(
         rebuilt.encode_columns(dataset.columns), encoder.encode_columns(dataset.columns)
@@ -83,4 +84,4 @@ def test_from_dict_refuses_another_feature_list(encoder: FeatureEncoder) -> None
     document = encoder.to_dict()
     document["features"] = document["features"][:-1]
     with pytest.raises(EncoderError, match="different feature list"):
-        FeatureEncoder.from_dict(document)
+        FeatureEncoder.from_dict(document, TELCO_SCHEMA)

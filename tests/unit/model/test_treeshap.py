@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import CATEGORICAL_FEATURES, FEATURE_NAMES
 from churn_mlops.model.artifact import (
     EXPLAINER_FILE,
     METADATA_FILE,
     ArtifactError,
     ModelArtifact,
     content_version,
-    parity_rows,
 )
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.treeshap import ExplainerFileError, TreeExplainer
@@ -33,7 +32,7 @@ EXACT = 1e-9
 @pytest.fixture(scope="module")
 def rows(artifact: ModelArtifact) -> FloatMatrix:
     """Every customer of the shipped dataset, then some with values missing and codes unseen."""
-    return parity_rows(artifact.encoder)
+    return artifact.parity_rows
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,7 @@ def test_trees_too_large_for_one_table_take_the_per_leaf_path(
     ).fit(x, y)
     explainer = TreeExplainer.from_estimator(estimator)
     assert max(len(p[0].nodes) // 2 for p in estimator._predictors) > MAX_TABLE_SPLITS
-    rows = parity_rows(artifact.encoder)
+    rows = artifact.parity_rows
 
     total = explainer.explain(rows).sum(axis=1) + explainer.base_value
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from churn_mlops.core.features import CATEGORICAL_FEATURES, FEATURE_NAMES
-from churn_mlops.model.artifact import ModelArtifact, parity_rows
+from churn_mlops.data.telco_example import CATEGORICAL_FEATURES, FEATURE_NAMES
+from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.treeshap import TreeExplainer
 from tests.unit.model.treeshap_reference import reference_shap, shap
 
@@ -21,7 +21,7 @@ NUMERIC = [i for i, name in enumerate(FEATURE_NAMES) if name not in CATEGORICAL_
 def test_the_reference_is_shaps_own_treeshap_on_a_numeric_model(
     artifact: ModelArtifact,
 ) -> None:
-    rows = parity_rows(artifact.encoder)[::7]  # with missing total_charges among them
+    rows = artifact.parity_rows[::7]  # with missing total_charges among them
     x = rows[:, NUMERIC].astype(np.float64)
     y = np.asarray(artifact.estimator.predict(rows), dtype=int)
     numeric = HistGradientBoostingClassifier(max_iter=40, max_depth=4, random_state=0).fit(x, y)
@@ -39,7 +39,7 @@ def test_the_reference_is_shaps_own_treeshap_on_a_numeric_model(
 def test_contributions_equal_shaps_on_every_row_nulls_and_unseen_categories(
     artifact: ModelArtifact,
 ) -> None:
-    rows = parity_rows(artifact.encoder)  # every customer, then nulls and unseen codes
+    rows = artifact.parity_rows  # every training customer, then nulls and unseen codes
     assert artifact.explainer is not None
     ours = artifact.explainer.explain(rows)
 

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import FEATURE_NAMES
 from churn_mlops.model.drift_profile import ReferenceProfile
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 from churn_mlops.observability.drift import BUCKETS, COUNTS_PREFIX, DriftMonitor, DriftWindow
@@ -34,7 +34,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def rows(dataset: TelcoDataset) -> FloatMatrix:
-    return FeatureEncoder.fit(dataset.columns).encode_columns(dataset.columns)
+    return FeatureEncoder.fit(dataset.schema, dataset.columns).encode_columns(dataset.columns)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,9 @@ def probabilities(rows: FloatMatrix) -> np.ndarray:
 def profile(
     dataset: TelcoDataset, rows: FloatMatrix, probabilities: np.ndarray
 ) -> ReferenceProfile:
-    return ReferenceProfile.build(rows, probabilities, FeatureEncoder.fit(dataset.columns))
+    return ReferenceProfile.build(
+        rows, probabilities, FeatureEncoder.fit(dataset.schema, dataset.columns)
+    )
 
 
 def scorer(probabilities: np.ndarray, rows: FloatMatrix):  # type: ignore[no-untyped-def]

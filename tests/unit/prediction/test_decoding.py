@@ -11,13 +11,13 @@ import pytest
 from pydantic import BaseModel, Field
 
 from churn_mlops.core.errors import InvalidRequest, PayloadTooLarge
-from churn_mlops.core.features import (
+from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import (
     EXAMPLE_FEATURES,
     FEATURE_NAMES,
     CustomerFeatures,
     PredictRequest,
 )
-from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.decoding import (
     FeaturesStruct,

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from churn_mlops.core.features import EXAMPLE_FEATURES, FEATURE_NAMES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES, FEATURE_NAMES
 from churn_mlops.db.prediction_log.features import decode_rows
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.challenger import CanarySplit, Challenger, ShadowScorer

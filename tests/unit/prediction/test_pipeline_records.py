@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from churn_mlops.core.errors import ServiceError
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.pipeline import PredictionPipeline
 from churn_mlops.runtime import build_pipeline

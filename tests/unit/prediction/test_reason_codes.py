@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from churn_mlops.core.features import FEATURE_NAMES
-from churn_mlops.model.artifact import ModelArtifact, parity_rows
+from churn_mlops.data.telco_example import FEATURE_NAMES
+from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.reasons import ReasonCodes
 
 
 def test_one_row_gets_exactly_the_reasons_a_batch_gives_it(artifact: ModelArtifact) -> None:
-    rows = parity_rows(artifact.encoder)[::11]  # with nulls and unseen codes among them
+    rows = artifact.parity_rows[::11]  # with nulls and unseen codes among them
     values = [tuple(f"value-{i}-{j}" for j in range(len(FEATURE_NAMES))) for i in range(len(rows))]
     for top_k in (1, 5, len(FEATURE_NAMES)):
         reasons = ReasonCodes(artifact.explainer, top_k, artifact.version)
@@ -21,7 +21,7 @@ def test_every_feature_with_a_contribution_is_listed_and_no_other(
     artifact: ModelArtifact,
 ) -> None:
     assert artifact.explainer is not None
-    rows = parity_rows(artifact.encoder)[:200]
+    rows = artifact.parity_rows[:200]
     contributions = artifact.explainer.explain(rows)
     reasons = ReasonCodes(artifact.explainer, len(FEATURE_NAMES), artifact.version)
     values = [tuple(range(len(FEATURE_NAMES)))] * len(rows)

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.model.artifact import ModelArtifact
 from tests.fixtures.requests import prediction_bodies
 from tests.integration.db.prediction_log.conftest import (

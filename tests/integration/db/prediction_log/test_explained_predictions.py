@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import EXAMPLE_FEATURES, FEATURE_NAMES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES, FEATURE_NAMES
 from churn_mlops.model.artifact import ModelArtifact
 from tests.integration.db.prediction_log.conftest import (
     SettingsFactory,

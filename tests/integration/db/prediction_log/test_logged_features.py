@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from churn_mlops.api.app import create_app
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.data import TelcoDataset
+from churn_mlops.data.telco_example import FEATURE_NAMES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Prediction
 from churn_mlops.db.prediction_log import PredictionLogWriter, SqlPredictionSink, identify

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
-from churn_mlops.core.features import EXAMPLE_FEATURES
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Prediction
