@@ -10,7 +10,11 @@ from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.registry import LocalRegistry
 from churn_mlops.model.training import TrainingConfig, train_model
 
-pytest_plugins = ["tests.fixtures.redis_fixtures", "tests.fixtures.postgres"]
+pytest_plugins = [
+    "tests.fixtures.redis_fixtures",
+    "tests.fixtures.postgres",
+    "tests.fixtures.own_data",
+]
 
 # Tests opt in to a database (tests/fixtures/postgres.py): by default the app runs without one,
 # and no test writes the default var/churn.db. Servers started by tests inherit this.
