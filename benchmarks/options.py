@@ -20,9 +20,8 @@ from benchmarks.load import LoadError, parse_duration
 from benchmarks.plan import ALL_SERVERS
 from benchmarks.servers import ServerError
 from benchmarks.terminal import console
-from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.model.provisioning import ensure_model
+from churn_mlops.model.provisioning import ensure_model, training_source
 from churn_mlops.settings import Settings
 
 ModelDirOption = Annotated[
@@ -121,7 +120,7 @@ def served_model(model_dir: Path | None) -> tuple[Path, ModelArtifact]:
     """The artifact directory to serve (settings' by default) and its model, trained if missing."""
     settings = Settings()
     served = (model_dir or settings.model_dir).resolve()
-    return served, ensure_model(served, settings.data_path or SHIPPED_DATASET, "bench")
+    return served, ensure_model(served, training_source(settings), "bench")
 
 
 def results_dir(out: Path | None, suite: str, started: datetime | None = None) -> Path:

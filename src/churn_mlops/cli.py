@@ -10,10 +10,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from churn_mlops.data import SHIPPED_DATASET
 from churn_mlops.db.cli import db_app, upgrade_before_serving
 from churn_mlops.db.outcomes_cli import outcomes_app
-from churn_mlops.model.provisioning import champion_model_dir, ensure_model, train_with_progress
+from churn_mlops.model.provisioning import (
+    TrainingData,
+    champion_model_dir,
+    ensure_model,
+    train_with_progress,
+    training_source,
+)
 from churn_mlops.model.registry_cli import models_app
 from churn_mlops.observability.cli import ProfiledPipeline, profile_command
 from churn_mlops.observability.drift_cli import drift_app
@@ -38,7 +43,22 @@ console = Console(stderr=True)
 @app.command()
 def train(
     data: Annotated[
-        Path | None, typer.Option(help="Telco-layout CSV; default: the shipped one.")
+        Path | None,
+        typer.Option(help="Training data, CSV or Parquet; default: the shipped Telco sample."),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="The column that says whether a customer churned (two values)."),
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option("--id", help="The column that identifies a customer.")
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            help="Schema file (YAML) overriding what is inferred: names, kinds, bounds, "
+            "allowed values, unseen categories, defaults, dropped columns."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Artifact directory to write.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the search and the model.")] = 42,
@@ -48,14 +68,28 @@ def train(
         bool, typer.Option(help="Make the trained version the champion that `serve` serves.")
     ] = False,
 ) -> None:
-    """Train, tune and evaluate a model, write its artifact directory and register it."""
+    """Train, tune and evaluate a model on any churn data, write its artifact directory (with
+    the feature schema inferred from the data) and register it.
+
+    Without --target or --schema the data must be in the Telco layout."""
+    from churn_mlops.data import TrainingSource
     from churn_mlops.model.registry import CHAMPION, open_registry
     from churn_mlops.model.training import TrainingConfig
 
     settings = Settings()
     config = TrainingConfig(seed=seed, search_iterations=search_iterations, cv_folds=cv_folds)
     out_dir = out or settings.model_dir
-    result = train_with_progress(data or settings.data_path or SHIPPED_DATASET, out_dir, config)
+    configured = training_source(settings)
+    if data is not None:
+        source = TrainingSource(data, target, id_column, schema)
+    else:
+        source = TrainingSource(
+            configured.path,
+            target or configured.target,
+            id_column or configured.id_column,
+            schema or configured.schema_file,
+        )
+    result = train_with_progress(source, out_dir, config)
     registry = open_registry(settings)
     registered = registry.register(out_dir, run_metrics={"cv_roc_auc": result.cv_roc_auc})
     if promote:
@@ -90,7 +124,7 @@ def serve(
         "model_dir": model_dir.resolve() if model_dir else None,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    data = settings.data_path or SHIPPED_DATASET
+    data = training_source(settings)
     if "model_dir" in settings.model_fields_set:  # --model-dir or CHURN_MODEL_DIR
         ensure_model(settings.model_dir, data, "serve")
         # Worker processes build their own Settings from the environment: hand them ours.
@@ -153,7 +187,7 @@ def connection_limit(wanted: int) -> int:
     return max(16, min(wanted, available))
 
 
-def _champion(settings: Settings, data: Path) -> str:
+def _champion(settings: Settings, data: TrainingData) -> str:
     """Make sure the registry has a champion (see `champion_model_dir`); where it is."""
     from churn_mlops.core.errors import ServiceError
     from churn_mlops.model.registry import open_registry

@@ -88,7 +88,18 @@ class Settings(BaseSettings):
     """How often live quality is recomputed from outcomes and predictions."""
 
     data_path: Path | None = None
-    """Training CSV in the Telco layout; empty means the dataset shipped in the package."""
+    """Training data (CSV or Parquet) of `train` and of a first `serve`; empty means the IBM
+    Telco sample shipped in the package."""
+
+    data_schema: Path | None = None
+    """Schema file (YAML) applied to what is inferred from `data_path`; empty with no
+    `data_target` means the file is in the Telco layout (the shipped schema file)."""
+
+    data_target: str | None = None
+    """The column of `data_path` that says whether a customer churned."""
+
+    data_id_column: str | None = None
+    """The column of `data_path` that identifies a customer."""
 
     max_batch_rows: int = Field(default=10_000, ge=1)
     """Largest number of rows `/predict/batch` accepts; more is a 413."""

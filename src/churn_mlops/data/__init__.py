@@ -3,7 +3,7 @@ Customer Churn example."""
 
 from __future__ import annotations
 
-from churn_mlops.data.dataset import Dataset, load_dataset
+from churn_mlops.data.dataset import Dataset, TrainingSource, load_dataset
 from churn_mlops.data.tabular import DatasetError
 from churn_mlops.data.telco import (
     SHIPPED_DATASET,
@@ -19,6 +19,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "TelcoDataset",
+    "TrainingSource",
     "load_dataset",
     "load_telco_csv",
     "telco_schema",

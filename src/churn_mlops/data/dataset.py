@@ -134,7 +134,10 @@ def load_dataset(
     schema_file: Path | None = None,
 ) -> Dataset:
     """Read a CSV or Parquet training file and its schema (inferred, then overridden)."""
-    overrides = read_schema_file(schema_file) if schema_file is not None else {}
+    try:
+        overrides = read_schema_file(schema_file) if schema_file is not None else {}
+    except SchemaError as error:
+        raise DatasetError(str(error)) from None
     table = read_table(path)
     if not len(table):
         raise DatasetError(f"{path}: no customers")
@@ -143,3 +146,32 @@ def load_dataset(
     except SchemaError as error:
         raise DatasetError(f"{path}: {error}") from None
     return parse_table(table, schema)
+
+
+@dataclass(frozen=True)
+class TrainingSource:
+    """Where training data comes from: a file, its target and id columns, its schema file.
+
+    With neither a schema file nor a target, the file is taken to be in the shipped Telco
+    layout (the shipped schema file names its columns, target and id)."""
+
+    path: Path
+    target: str | None = None
+    id_column: str | None = None
+    schema_file: Path | None = None
+
+    def load(self) -> Dataset:
+        from churn_mlops.data.telco import TELCO_SCHEMA_FILE
+
+        schema_file = self.schema_file
+        if schema_file is None and self.target is None:
+            schema_file = TELCO_SCHEMA_FILE
+        try:
+            return load_dataset(self.path, self.target, self.id_column, schema_file)
+        except DatasetError as error:
+            if schema_file == TELCO_SCHEMA_FILE and "missing columns" in str(error):
+                raise DatasetError(
+                    f"{error}; for data that is not in the Telco layout, name its target "
+                    "column (--target) or give a schema file (--schema)"
+                ) from None
+            raise

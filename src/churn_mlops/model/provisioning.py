@@ -19,7 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from churn_mlops.data import DatasetError, load_telco_csv
+from churn_mlops.core.schema import FeatureSchema, FeatureSpec
+from churn_mlops.data import SHIPPED_DATASET, DatasetError, TrainingSource
 from churn_mlops.model.artifact import (
     ENCODER_FILE,
     METADATA_FILE,
@@ -28,6 +29,7 @@ from churn_mlops.model.artifact import (
     ModelArtifact,
 )
 from churn_mlops.model.registry import CHAMPION, ModelRegistry
+from churn_mlops.settings import Settings
 
 if TYPE_CHECKING:
     from churn_mlops.model.training import TrainingConfig, TrainingResult
@@ -37,18 +39,38 @@ console = Console(stderr=True)
 _STAGES = {"search": "Cross-validated search", "fit": "Final fit"}
 
 
+TrainingData = Path | TrainingSource
+"""A training file in the Telco layout, or a file with its target, id and schema file."""
+
+
+def training_source(settings: Settings) -> TrainingSource:
+    """The training data `settings` name (CHURN_DATA_*), or the shipped Telco sample."""
+    return TrainingSource(
+        settings.data_path or SHIPPED_DATASET,
+        settings.data_target,
+        settings.data_id_column,
+        settings.data_schema,
+    )
+
+
 def train_with_progress(
-    data: Path, out: Path, config: TrainingConfig | None = None
+    data: TrainingData, out: Path, config: TrainingConfig | None = None
 ) -> TrainingResult:
     # Imported here: scikit-learn's training modules take seconds to import, serving needs none.
     from churn_mlops.model.training import TrainingConfig, train_model
 
+    source = data if isinstance(data, TrainingSource) else TrainingSource(data)
     try:
-        dataset = load_telco_csv(data)
+        dataset = source.load()
     except (OSError, DatasetError) as error:
         console.print(f"[red]cannot read training data:[/] {error}")
         raise typer.Exit(2) from None
-    console.print(f"Training on {len(dataset)} customers from {data}")
+    console.print(
+        f"Training on {len(dataset)} customers from {source.path} "
+        f"({sum(dataset.churned)} churned, target {dataset.schema.target.column}="
+        f"{dataset.schema.target.positive})"
+    )
+    _print_schema(dataset.schema)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -69,6 +91,26 @@ def train_with_progress(
     return result
 
 
+def _accepts(spec: FeatureSpec) -> str:
+    if spec.kind == "categorical":
+        shown = ", ".join(spec.values[:4]) + (", ..." if len(spec.values) > 4 else "")
+        unseen = "unseen: missing" if spec.unknown == "missing" else "unseen: refused"
+        return f"{len(spec.values)} values ({shown}); {unseen}"
+    if spec.kind == "boolean":
+        return "true, false"
+    return f"{spec.minimum} to {spec.maximum}" + (" (or true/false)" if spec.is_flag else "")
+
+
+def _print_schema(schema: FeatureSchema) -> None:
+    table = Table(title=f"Feature schema ({len(schema.features)} features, {schema.sha256[:12]})")
+    for column in ("feature", "column", "kind", "accepts", "nullable"):
+        table.add_column(column)
+    for spec in schema.features:
+        nullable = "yes" if spec.nullable else "no"
+        table.add_row(spec.name, spec.column, spec.kind, _accepts(spec), nullable)
+    Console().print(table)
+
+
 def _print_metrics(result: TrainingResult, out: Path) -> None:
     info = result.artifact.info
     table = Table(title=f"Model {info.version} (hold-out: {info.holdout_rows} customers)")
@@ -87,7 +129,7 @@ def _print_metrics(result: TrainingResult, out: Path) -> None:
     console.print(f"Artifact written to {out}")
 
 
-def ensure_model(model_dir: Path, data: Path, purpose: str) -> ModelArtifact:
+def ensure_model(model_dir: Path, data: TrainingData, purpose: str) -> ModelArtifact:
     """The artifact in `model_dir`; trained from `data` first when the directory holds none.
 
     A directory that holds an artifact which does not load is refused, never overwritten.
@@ -102,7 +144,7 @@ def ensure_model(model_dir: Path, data: Path, purpose: str) -> ModelArtifact:
     return train_with_progress(data, model_dir).artifact
 
 
-def champion_model_dir(registry: ModelRegistry, model_dir: Path, data: Path) -> Path:
+def champion_model_dir(registry: ModelRegistry, model_dir: Path, data: TrainingData) -> Path:
     """The artifact directory of the registry's champion. On a first run (no champion yet) the
     artifact in `model_dir`, trained from `data` if missing, is registered and promoted."""
     champion = registry.resolve(CHAMPION)

@@ -255,11 +255,10 @@ def profile_command(build: PipelineFactory) -> Callable[..., None]:
         report and prints the functions where the time goes."""
         from threadpoolctl import threadpool_limits
 
-        from churn_mlops.data import SHIPPED_DATASET
-        from churn_mlops.model.provisioning import ensure_model
+        from churn_mlops.model.provisioning import ensure_model, training_source
 
         settings = _profile_settings(cache, concurrency, model_dir)
-        ensure_model(settings.model_dir, settings.data_path or SHIPPED_DATASET, "profile")
+        ensure_model(settings.model_dir, training_source(settings), "profile")
         threadpool_limits(limits=settings.model_threads)
         with console.status("loading the model and warming up"):
             pipeline = _warm_pipeline(build, settings)
