@@ -1,4 +1,5 @@
-"""Locust scenario for the churn API: realistic customers from the shipped dataset.
+"""Locust scenario for the churn API: realistic customers from the training data (the shipped
+Telco sample, or the file CHURN_DATA_PATH names, read by its schema: tests/load/bodies.py).
 
 Each simulated user signs in once, then mixes weighted calls: predict one customer (most),
 predict a batch of 10, read a stored customer by its dataset id (`GET /customers/{id}`), and the
@@ -28,18 +29,15 @@ from locust import HttpUser, between, events, task
 from locust.env import Environment
 from locust.stats import StatsEntry
 
-from churn_mlops.data import load_telco_csv
+from tests.load.bodies import prediction_bodies, training_data
 
 BATCH_SIZE = 10
 SETUP = "setup: "
 MAX_ERROR_RATIO = float(os.environ.get("CHURN_LOADTEST_MAX_ERROR_RATIO", "0.001"))
 P95_MS = float(os.environ.get("CHURN_LOADTEST_P95_MS", "500"))
 
-_dataset = load_telco_csv()
-BODIES: list[dict[str, Any]] = [
-    {"customer_id": customer_id, "features": row}
-    for customer_id, row in zip(_dataset.customer_ids, _dataset.feature_rows(), strict=True)
-]
+_dataset = training_data()
+BODIES: list[dict[str, Any]] = prediction_bodies(_dataset)
 CUSTOMER_IDS = list(_dataset.customer_ids)
 logger = logging.getLogger("churn_mlops.loadtest")
 

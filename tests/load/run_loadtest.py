@@ -23,8 +23,7 @@ from pathlib import Path
 
 from benchmarks.load import parse_duration
 from benchmarks.servers import churn_service, log_tail, start_server
-from churn_mlops.data import SHIPPED_DATASET
-from churn_mlops.model.provisioning import ensure_model
+from churn_mlops.model.provisioning import ensure_model, training_source
 from churn_mlops.settings import Settings
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             args.csv,
         )
     model_dir = (args.model_dir or Settings().model_dir).resolve()
-    ensure_model(model_dir, SHIPPED_DATASET, "loadtest")
+    ensure_model(model_dir, training_source(Settings()), "loadtest")
     with tempfile.TemporaryDirectory(prefix="churn-loadtest-") as work_name, ExitStack() as stack:
         work = Path(work_name)
         print("preparing a seeded database and a user", flush=True)

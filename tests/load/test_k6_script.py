@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from churn_mlops.api.app import create_app
-from churn_mlops.data.telco_example import PredictRequest
+from churn_mlops.core.request_models import request_models
+from churn_mlops.data import Dataset
+from churn_mlops.data.telco_example import EXAMPLE_CUSTOMER_ID, PredictRequest
 from churn_mlops.settings import Settings
+from tests.load.bodies import main as bodies_main
 
 SCRIPT = Path(__file__).with_name("k6-test.js")
 
@@ -56,10 +59,27 @@ def test_k6_script_calls_routes_the_api_has() -> None:
     assert called <= paths
 
 
-def test_k6_script_bodies_are_valid_requests() -> None:
-    text = SCRIPT.read_text()
-    block = text[text.index("const CUSTOMERS = [") : text.index("];", text.index("CUSTOMERS"))]
-    bodies = [json.loads(line.strip().rstrip(",")) for line in block.splitlines()[1:]]
-    assert len(bodies) == 6
+def test_k6_script_reads_its_bodies_from_the_file_bodies_py_writes() -> None:
+    assert "JSON.parse(open(__ENV.BODIES || './k6-bodies.json'))" in SCRIPT.read_text()
+
+
+def test_the_bodies_file_holds_valid_requests_of_the_telco_model(tmp_path: Path) -> None:
+    out = tmp_path / "bodies.json"
+    assert bodies_main(["--out", str(out), "--limit", "40"]) == 0
+    bodies = json.loads(out.read_text())
+    assert len(bodies) == 40
+    assert bodies[0]["customer_id"] == EXAMPLE_CUSTOMER_ID
     for body in bodies:
         PredictRequest.model_validate(body)
+
+
+def test_the_bodies_file_follows_another_schema(own_data_dir: Path, own_dataset: Dataset) -> None:
+    out = own_data_dir / "k6-bodies.json"
+    data, schema = own_data_dir / "customers.csv", own_data_dir / "schema.yaml"
+    assert bodies_main(["--out", str(out), "--data", str(data), "--schema", str(schema)]) == 0
+    bodies = json.loads(out.read_text())
+    request = request_models(own_dataset.schema).request
+    assert set(bodies[0]["features"]) == set(own_dataset.schema.names)
+    assert any(body["features"]["plan"] is None for body in bodies)
+    for body in bodies:
+        request.model_validate(body)
