@@ -11,21 +11,17 @@ import numpy as np
 import orjson
 import pytest
 
+from churn_mlops.api.v2.inputs import accepted_datatypes, inputs_of
 from churn_mlops.api.v2.outputs import RequestedOutput, encode_outputs, model_metadata
-from churn_mlops.api.v2.tensors import (
-    ACCEPTED_DATATYPES,
-    FIXED_DTYPES,
-    InputTensor,
-    TensorError,
-    decode_inputs,
-)
+from churn_mlops.api.v2.tensors import FIXED_DTYPES, InputTensor, TensorError, decode_inputs
 from churn_mlops.data import TelcoDataset
-from churn_mlops.data.telco_example import CATEGORICAL_FEATURES, FEATURE_NAMES
+from churn_mlops.data.telco_example import CATEGORICAL_FEATURES, FEATURE_NAMES, TELCO_SCHEMA
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.decoding import RequestDecoder
 from churn_mlops.prediction.strict_parser import StrictBodyParser
 
 MAX_ROWS = 20_000
+ACCEPTED_DATATYPES = {spec.name: accepted_datatypes(spec) for spec in TELCO_SCHEMA.features}
 
 
 def bytes_block(values: list[str]) -> bytes:
@@ -73,7 +69,9 @@ def test_decode_inputs_equals_predict_batch_rows(
     ids = [f"customer-{i}" for i in range(len(rows))]
     body = orjson.dumps([{"customer_id": c, "features": r} for c, r in zip(ids, rows, strict=True)])
     expected_ids, expected = json_decoder.batch(body)
-    decoded = decode_inputs(tensors_for(rows, binary=binary, ids=ids), artifact.encoder, MAX_ROWS)
+    decoded = decode_inputs(
+        tensors_for(rows, binary=binary, ids=ids), inputs_of(artifact), MAX_ROWS
+    )
     assert any(row["total_charges"] is None for row in rows)  # the NaN rule is exercised
     np.testing.assert_array_equal(decoded.rows, expected)
     assert decoded.rows.dtype == np.float32
@@ -93,7 +91,7 @@ def test_decode_inputs_without_ids_and_narrow_types(
             raw = values.astype(FIXED_DTYPES[narrow]).tobytes()
             tensor = InputTensor(tensor.name, narrow, tensor.shape, raw=raw)
         tensors.append(tensor)
-    decoded = decode_inputs(tensors, artifact.encoder, MAX_ROWS)
+    decoded = decode_inputs(tensors, inputs_of(artifact), MAX_ROWS)
     np.testing.assert_array_equal(decoded.rows, expected)
     assert decoded.customer_ids == [None] * len(sample)
 
@@ -116,7 +114,7 @@ def refusal(
     tensors: list[InputTensor], artifact: ModelArtifact, max_rows: int = MAX_ROWS
 ) -> TensorError:
     with pytest.raises(TensorError) as raised:
-        decode_inputs(tensors, artifact.encoder, max_rows)
+        decode_inputs(tensors, inputs_of(artifact), max_rows)
     return raised.value
 
 
@@ -216,7 +214,7 @@ def test_bad_customer_id_names_row(three: list[dict[str, Any]], artifact: ModelA
 
 
 def test_model_metadata_lists_every_feature(artifact: ModelArtifact) -> None:
-    document = model_metadata("churn", [artifact.info.version])
+    document = model_metadata("churn", [artifact.info.version], inputs_of(artifact))
     assert [i["name"] for i in document["inputs"]] == list(FEATURE_NAMES)
     by_name = {i["name"]: i["datatype"] for i in document["inputs"]}
     assert {by_name[n] for n in CATEGORICAL_FEATURES} == {"BYTES"}
@@ -256,7 +254,9 @@ def test_single_json_rows_equal_predict_rows(
         expected_id, expected = json_decoder.single(
             orjson.dumps({"customer_id": "c-1", "features": row})
         )
-        decoded = decode_inputs(tensors_for([row], binary=False, ids=["c-1"]), artifact.encoder, 1)
+        decoded = decode_inputs(
+            tensors_for([row], binary=False, ids=["c-1"]), inputs_of(artifact), 1
+        )
         np.testing.assert_array_equal(decoded.rows, expected)
         assert decoded.customer_ids == [expected_id]
 

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from churn_mlops.api.v2.inputs import ModelInputs
 from churn_mlops.api.v2.outputs import RequestedOutput
 from churn_mlops.api.v2.tensors import TensorError
-from churn_mlops.core.features import FEATURE_NAMES, INTEGER_FEATURES
-from churn_mlops.model.features import FeatureEncoder, FloatMatrix
+from churn_mlops.model.features import FloatMatrix
 
 OUTPUT_REASONS = "reasons"
 
@@ -45,21 +45,26 @@ def without_reasons(
     return others, asked[0] if asked else None
 
 
-def values_read(rows: FloatMatrix, encoder: FeatureEncoder) -> list[tuple[Any, ...]]:
-    """Each row's feature values as the model read them, in FEATURE_NAMES order."""
-    vocabularies = encoder.vocabularies
+def values_read(rows: FloatMatrix, inputs: ModelInputs) -> list[tuple[Any, ...]]:
+    """Each row's feature values as the model read them, in the rows' column order: categories
+    by name, integers as int, booleans as true/false, numbers at float32's shortest digits."""
+    vocabularies = inputs.vocabularies
+    kinds = [inputs.by_name[name].kind for name in inputs.names]
 
-    def read(name: str, value: float) -> Any:
+    def read(name: str, kind: str, value: float) -> Any:
         if math.isnan(value):
             return None
-        if name in vocabularies:
+        if kind == "categorical":
             return vocabularies[name][int(value)]
-        if name in INTEGER_FEATURES:
+        if kind == "integer":
             return int(value)
+        if kind == "boolean":
+            return value != 0
         return float(str(np.float32(value)))  # float32's shortest digits
 
+    names = inputs.names
     return [
-        tuple(read(name, value) for name, value in zip(FEATURE_NAMES, row, strict=True))
+        tuple(read(n, k, v) for n, k, v in zip(names, kinds, row, strict=True))
         for row in rows.tolist()
     ]
 

@@ -27,6 +27,7 @@ import grpc
 import numpy as np
 
 from churn_mlops import __version__
+from churn_mlops.api.v2.inputs import served_inputs
 from churn_mlops.api.v2.outputs import OUTPUT_DATATYPES, OUTPUT_PROBABILITY, model_metadata
 from churn_mlops.api.v2.proto import grpc_predict_v2_pb2 as pb
 from churn_mlops.api.v2.proto import grpc_predict_v2_pb2_grpc as predict_grpc
@@ -118,8 +119,9 @@ class InferenceServicer(predict_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> Any:
         async def answer() -> Any:
             served = self._served()
-            _pipeline(served, request.name, request.version)
-            document = model_metadata(MODEL_NAME, _versions(served))
+            pipeline = _pipeline(served, request.name, request.version)
+            inputs = served_inputs(served, pipeline)
+            document = model_metadata(MODEL_NAME, _versions(served), inputs)
             return pb.ModelMetadataResponse(**document)
 
         return await self._answer("ModelMetadata", context, answer)
@@ -129,7 +131,7 @@ class InferenceServicer(predict_grpc.GRPCInferenceServiceServicer):
             served = self._served()
             pipeline = _pipeline(served, request.model_name, request.model_version)
             tensors = input_tensors(request)
-            decoded = decode_inputs(tensors, pipeline.decoder.encoder, self.max_rows)
+            decoded = decode_inputs(tensors, served_inputs(served, pipeline), self.max_rows)
             # A named version answers every row itself (no canary share).
             probabilities, will_churn = await pipeline.predict_rows(
                 decoded.customer_ids, decoded.rows, exact=bool(request.model_version)

@@ -87,6 +87,38 @@ def _lookup(
     return -1
 
 
+@_jit
+def _lookup_each(
+    block: Any,
+    starts: Any,
+    lengths: Any,
+    vocabulary: Any,
+    vocabulary_starts: Any,
+    vocabulary_lengths: Any,
+    codes: Any,
+    out: Any,
+    found: Any,
+) -> None:  # pragma: no cover - compiled
+    for i in range(starts.shape[0]):
+        start = starts[i]
+        length = lengths[i]
+        out[i] = np.nan
+        found[i] = False
+        for j in range(vocabulary_starts.shape[0]):
+            if vocabulary_lengths[j] != length:
+                continue
+            at = vocabulary_starts[j]
+            same = True
+            for k in range(length):
+                if block[start + k] != vocabulary[at + k]:
+                    same = False
+                    break
+            if same:
+                out[i] = codes[j]
+                found[i] = True
+                break
+
+
 def split_bytes(block: Block, count: int) -> tuple[Offsets, Offsets, int]:
     """(start, length) of each of `count` BYTES elements (a 4-byte little-endian length, then
     the bytes) and -1; or, as the third value, the index of the first element that runs past
@@ -118,10 +150,23 @@ class CategoryTable:
         )
         return out, int(bad)
 
+    def lookup_each(
+        self, block: Block, starts: Offsets, lengths: Offsets
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """The code of every element (NaN for an unknown one), and which elements are known."""
+        out = np.empty(len(starts), dtype=np.float32)
+        found = np.empty(len(starts), dtype=np.bool_)
+        _lookup_each(
+            block, starts, lengths, self.vocabulary, self.starts, self.lengths, self.codes, out,
+            found,
+        )  # fmt: skip
+        return out, found
+
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) both kernels before the first request."""
+    """Compile (or load from numba's cache) the kernels before the first request."""
     table = CategoryTable(["No", "Yes"], [0.0, 1.0])
     block = np.frombuffer(b"\x03\x00\x00\x00Yes", dtype=np.uint8)
     starts, lengths, _ = split_bytes(block, 1)
     table.lookup(block, starts, lengths)
+    table.lookup_each(block, starts, lengths)

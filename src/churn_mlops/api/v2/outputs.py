@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from churn_mlops.api.v2.tensors import ACCEPTED_DATATYPES, TensorError
-from churn_mlops.core.features import FEATURE_NAMES
+from churn_mlops.api.v2.inputs import ModelInputs
+from churn_mlops.api.v2.tensors import TensorError
 
 OUTPUT_PROBABILITY = "churn_probability"
 OUTPUT_WILL_CHURN = "will_churn"
@@ -28,18 +28,15 @@ class RequestedOutput:
 
 
 def model_metadata(
-    name: str, versions: Sequence[str], platform: str = "churn-mlops"
+    name: str, versions: Sequence[str], inputs: ModelInputs, platform: str = "churn-mlops"
 ) -> dict[str, Any]:
-    """The V2 `ModelMetadataResponse`: one input per feature (shape [-1], its preferred
-    datatype) and the two outputs."""
+    """The V2 `ModelMetadataResponse`: one input per feature of the model's schema (shape [-1],
+    its preferred datatype) and the two outputs."""
     return {
         "name": name,
         "versions": list(versions),
         "platform": platform,
-        "inputs": [
-            {"name": feature, "datatype": ACCEPTED_DATATYPES[feature][0], "shape": [-1]}
-            for feature in FEATURE_NAMES
-        ],
+        "inputs": [dict(tensor) for tensor in inputs.metadata],
         "outputs": [
             {"name": output, "datatype": datatype, "shape": [-1]}
             for output, datatype in OUTPUT_DATATYPES.items()

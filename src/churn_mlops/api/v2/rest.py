@@ -25,6 +25,7 @@ from churn_mlops.api.errors import log_unexpected_error
 from churn_mlops.api.fastpath import read_body, send_response
 from churn_mlops.api.v2 import kernels
 from churn_mlops.api.v2.explain import reasons_output, values_read, without_reasons
+from churn_mlops.api.v2.inputs import ModelInputs, served_inputs
 from churn_mlops.api.v2.outputs import encode_outputs, model_metadata
 from churn_mlops.api.v2.tensors import decode_inputs
 from churn_mlops.api.v2.wire import (
@@ -115,9 +116,12 @@ class OpenInferenceService:
         ready = self.model.current is not None
         return Answer(200 if ready else 400, orjson.dumps({"ready": ready}))
 
-    def served(self, name: str, version: str | None) -> tuple[PredictionPipeline, str, bool]:
-        """(the pipeline, the version answering, whether that version was asked for) of a
-        served model: the champion, or the canary challenger by its version; else 404/503."""
+    def served(
+        self, name: str, version: str | None
+    ) -> tuple[PredictionPipeline, str, bool, ModelInputs]:
+        """(the pipeline, the version answering, whether that version was asked for, its input
+        tensors) of a served model: the champion, or the canary challenger by its version; else
+        404/503."""
         if name != MODEL_NAME:
             raise NotFound(f"unknown model '{name}': this server serves '{MODEL_NAME}'")
         served = self.model.current
@@ -125,11 +129,16 @@ class OpenInferenceService:
             raise _not_ready()
         pipeline = served.pipeline
         if version is None or version == pipeline.version:
-            return pipeline, pipeline.version, version is not None
+            return (
+                pipeline,
+                pipeline.version,
+                version is not None,
+                served_inputs(served, pipeline),
+            )
         challenger = pipeline.challenger
         answering_challenger = None if challenger is None else challenger.pipeline
         if answering_challenger is not None and version == answering_challenger.version:
-            return answering_challenger, version, True
+            return answering_challenger, version, True, served_inputs(served, answering_challenger)
         raise NotFound(f"unknown version '{version}' of model '{name}'")
 
     def versions(self) -> list[str]:
@@ -144,15 +153,15 @@ class OpenInferenceService:
 
     def model_metadata(self, name: str, version: str | None) -> Answer:
         try:
-            _, answering, exact = self.served(name, version)
+            _, answering, exact, inputs = self.served(name, version)
         except ServiceError as error:
             return error_answer(error)
         versions = [answering] if exact else self.versions()
-        return Answer(200, orjson.dumps(model_metadata(MODEL_NAME, versions)))
+        return Answer(200, orjson.dumps(model_metadata(MODEL_NAME, versions, inputs)))
 
     def model_ready(self, name: str, version: str | None) -> Answer:
         try:
-            _, answering, _ = self.served(name, version)
+            _, answering, _, _ = self.served(name, version)
         except ModelNotReady:
             return Answer(400, orjson.dumps({"name": name, "ready": False}))
         except ServiceError as error:
@@ -163,10 +172,10 @@ class OpenInferenceService:
         self, name: str, version: str | None, body: bytes, headers: InferHeaders
     ) -> Answer:
         """Score the request's rows; ServiceError for anything refused, before any scoring."""
-        pipeline, answering, exact = self.served(name, version)
+        pipeline, answering, exact, inputs = self.served(name, version)
         body = decompress(body, headers.content_encoding, self.max_bytes)
         request = parse_infer_request(body, headers.header_length)
-        decoded = decode_inputs(request.inputs, pipeline.decoder.encoder, self.max_rows)
+        decoded = decode_inputs(request.inputs, inputs, self.max_rows)
         if request.explain:
             pipeline.reasons.require()  # 409 before any scoring
         # Explained rows are answered by the model that explains them: no canary split.
@@ -183,7 +192,7 @@ class OpenInferenceService:
                 probabilities, will_churn, wanted, request.binary_outputs
             )
         if request.explain:
-            values = values_read(decoded.rows, pipeline.decoder.encoder)
+            values = values_read(decoded.rows, inputs)
             entry, block = reasons_output(
                 pipeline.reasons.of_rows(decoded.rows, values),
                 request.binary_outputs if reasons_binary is None else reasons_binary,

@@ -1,11 +1,13 @@
 """Open Inference Protocol (KServe V2) tensors to the model's rows and back, for any transport.
 
-A request carries one tensor per model feature, each either as typed values (`data`: JSON over
+A request carries one tensor per feature of the served model's schema (api/v2/inputs.py says
+which datatypes each takes), each either as typed values (`data`: JSON over
 REST, typed contents over gRPC) or as one little-endian binary block (`raw`: Triton's binary
 extension over REST, `raw_input_contents` over gRPC). Decoding builds the float32 matrix that
 `RequestDecoder` builds from the same customers sent as `/predict` JSON - the same category
 codes (a value the schema accepts but training never saw is NaN), the same float64-then-float32
-rounding, NaN for a missing `total_charges` - so both protocols answer the same probabilities.
+rounding, NaN for a missing value of a nullable feature - so both protocols answer the same
+probabilities.
 Values the JSON schema refuses are refused here too, with a message naming the tensor and row.
 Binary blocks are decoded a whole column at a time with numpy; BYTES elements and their
 category lookups run in numba kernels (api/v2/kernels.py).
@@ -13,7 +15,6 @@ category lookups run in numba kernels (api/v2/kernels.py).
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import typing
@@ -26,16 +27,10 @@ import numpy as np
 import numpy.typing as npt
 
 from churn_mlops.api.v2 import kernels
+from churn_mlops.api.v2.inputs import InputSpec, ModelInputs
 from churn_mlops.core.errors import ServiceError
-from churn_mlops.core.features import (
-    CATEGORICAL_FEATURES,
-    EXAMPLE_FEATURES,
-    FEATURE_NAMES,
-    INTEGER_FEATURES,
-    MAX_CHARGE,
-    CustomerFeatures,
-)
-from churn_mlops.model.features import FeatureEncoder, FloatMatrix
+from churn_mlops.core.schema import MAX_CATEGORY_LENGTH
+from churn_mlops.model.features import FloatMatrix
 
 CUSTOMER_ID_INPUT = "customer_id"
 MAX_CUSTOMER_ID_LENGTH = 64
@@ -48,26 +43,6 @@ FIXED_DTYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
-ACCEPTED_DATATYPES: dict[str, tuple[str, ...]] = {
-    name: ("BYTES",)
-    if name in CATEGORICAL_FEATURES
-    else ("INT64", "INT32", "BOOL")
-    if name == "senior_citizen"
-    else ("INT64", "INT32")
-    if name in INTEGER_FEATURES
-    else ("FP64", "FP32")
-    for name in FEATURE_NAMES
-}
-"""The datatypes each feature's tensor may have; the first is the one metadata advertises."""
-
-# Inclusive bounds of the numeric features, as CustomerFeatures validates them.
-_BOUNDS: dict[str, tuple[float, float]] = {
-    "senior_citizen": (0, 1),
-    "tenure": (0, 120),
-    "monthly_charges": (0, MAX_CHARGE),
-    "total_charges": (0, MAX_CHARGE),
-}
-_NULLABLE = frozenset({"total_charges"})
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -97,39 +72,12 @@ class DecodedInputs:
     rows: FloatMatrix
 
 
-@functools.lru_cache(maxsize=8)
-def _category_tables(encoder: FeatureEncoder) -> dict[str, kernels.CategoryTable]:
-    """Per categorical feature, every value the schema accepts with the encoder's code for it."""
-    tables = {}
-    for name in CATEGORICAL_FEATURES:
-        values = [str(v) for v in typing.get_args(CustomerFeatures.model_fields[name].annotation)]
-        columns = {f: [EXAMPLE_FEATURES[f]] * len(values) for f in FEATURE_NAMES}
-        columns[name] = values
-        codes = encoder.encode_columns(columns)[:, FEATURE_NAMES.index(name)]
-        tables[name] = kernels.CategoryTable(values, codes.tolist())
-    return tables
-
-
-@functools.lru_cache(maxsize=8)
-def _category_lookups(encoder: FeatureEncoder) -> dict[str, dict[str, float]]:
-    """Per categorical feature, {value: code}, for requests decoded value by value."""
-    return {
-        name: dict(zip(table.values, table.codes.tolist(), strict=True))
-        for name, table in _category_tables(encoder).items()
-    }
-
-
-_COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
-
-
-def _single_json_row(
-    tensors: Sequence[InputTensor], encoder: FeatureEncoder
-) -> DecodedInputs | None:
+def _single_json_row(tensors: Sequence[InputTensor], inputs: ModelInputs) -> DecodedInputs | None:
     """One row sent as JSON values, the usual single prediction, decoded value by value (numpy
     costs more than it saves on one value per column); None for anything not plainly valid,
     which the general path then decodes or refuses with its exact message."""
-    lookups = _category_lookups(encoder)
-    row: list[float | None] = [None] * len(FEATURE_NAMES)
+    specs = inputs.by_name
+    row: list[float | None] = [None] * len(inputs.names)
     customer_id = None
     for tensor in tensors:
         data = tensor.data
@@ -142,43 +90,52 @@ def _single_json_row(
                 return None
             customer_id = value
             continue
-        index = _COLUMN.get(name)
-        if (
-            index is None
-            or row[index] is not None
-            or tensor.datatype not in ACCEPTED_DATATYPES[name]
-        ):
+        spec = specs.get(name)
+        if spec is None or row[spec.column] is not None or tensor.datatype not in spec.datatypes:
             return None
-        lookup = lookups.get(name)
+        lookup = spec.lookup
         if lookup is not None:
             code = lookup.get(value) if type(value) is str else None
             if code is None:
-                return None
-            row[index] = code
+                if spec.plain_lookup:
+                    return None
+                code = _missing_category(spec, value)
+                if code is None:
+                    return None
+            row[spec.column] = code
             continue
-        number = _plain_number(name, tensor.datatype, value)
+        number = _plain_number(spec, tensor.datatype, value)
         if number is None:
             return None
-        row[index] = number
+        row[spec.column] = number
     if None in row:
         return None
     return DecodedInputs([customer_id], np.array([row], dtype=np.float32))
 
 
-def _plain_number(name: str, datatype: str, value: Any) -> float | None:
+def _missing_category(spec: InputSpec, value: Any) -> float | None:
+    """NaN for a categorical value the feature reads as missing (empty or null when nullable,
+    any short text when unseen values are missing); None when it is refused."""
+    if spec.nullable and (value is None or value == ""):
+        return math.nan
+    if spec.unknown_missing and type(value) is str and 1 <= len(value) <= MAX_CATEGORY_LENGTH:
+        return math.nan
+    return None
+
+
+def _plain_number(spec: InputSpec, datatype: str, value: Any) -> float | None:
     """`value` as the float its column holds when it is plainly valid, else None."""
     kind = type(value)
     if (kind is bool) != (datatype == "BOOL"):
         return None
-    if name in _NULLABLE and (value is None or value != value):
+    if spec.nullable and (value is None or value != value):
         return math.nan
     if kind is float:
-        if name in INTEGER_FEATURES and not value.is_integer():
+        if spec.integral and not value.is_integer():
             return None
     elif kind is not int and kind is not bool:
         return None
-    low, high = _BOUNDS[name]
-    return float(value) if low <= value <= high else None
+    return float(value) if spec.low <= value <= spec.high else None
 
 
 def _valid_id(customer: Any) -> bool:
@@ -204,15 +161,15 @@ def _rows_of(tensor: InputTensor, max_rows: int) -> int:
     return rows
 
 
-def _check_names(tensors: Sequence[InputTensor]) -> None:
+def _check_names(tensors: Sequence[InputTensor], inputs: ModelInputs) -> None:
     names = [tensor.name for tensor in tensors]
     for name in names:
-        if name not in ACCEPTED_DATATYPES and name != CUSTOMER_ID_INPUT:
+        if name not in inputs.by_name and name != CUSTOMER_ID_INPUT:
             raise TensorError(f"unexpected input '{name}'")
     if len(set(names)) != len(names):
         twice = next(name for name in names if names.count(name) > 1)
         raise TensorError(f"input '{twice}' is given more than once")
-    missing = [name for name in FEATURE_NAMES if name not in names]
+    missing = [spec.name for spec in inputs.specs if spec.name not in names]
     if missing:
         raise TensorError(
             f"missing input '{missing[0]}'"
@@ -221,14 +178,15 @@ def _check_names(tensors: Sequence[InputTensor]) -> None:
 
 
 def decode_inputs(
-    tensors: Sequence[InputTensor], encoder: FeatureEncoder, max_rows: int
+    tensors: Sequence[InputTensor], inputs: ModelInputs, max_rows: int
 ) -> DecodedInputs:
-    """The float32 rows (FEATURE_NAMES order) and customer ids of a request's input tensors;
-    TensorError (400, or 413 past `max_rows`) naming the tensor, and the row for a bad value."""
-    single = _single_json_row(tensors, encoder)
+    """The float32 rows (the model's column order) and customer ids of a request's input
+    tensors; TensorError (400, or 413 past `max_rows`) naming the tensor, and the row for a bad
+    value."""
+    single = _single_json_row(tensors, inputs)
     if single is not None:
         return single
-    _check_names(tensors)
+    _check_names(tensors, inputs)
     count = -1
     for tensor in tensors:
         rows = _rows_of(tensor, max_rows)
@@ -238,24 +196,22 @@ def decode_inputs(
             raise TensorError(
                 f"input '{tensor.name}' has {rows} rows but input '{first}' has {count}"
             )
-    matrix = np.empty((count, len(FEATURE_NAMES)), dtype=np.float32)
+    matrix = np.empty((count, len(inputs.names)), dtype=np.float32)
     customer_ids: list[str | None] = [None] * count
-    tables = _category_tables(encoder)
     for tensor in tensors:
         if tensor.name == CUSTOMER_ID_INPUT:
             customer_ids = _customer_ids(tensor, count)
             continue
-        accepted = ACCEPTED_DATATYPES[tensor.name]
-        if tensor.datatype not in accepted:
+        spec = inputs.by_name[tensor.name]
+        if tensor.datatype not in spec.datatypes:
             raise TensorError(
                 f"input '{tensor.name}': datatype {tensor.datatype!r} is not "
-                + " or ".join(accepted)
+                + " or ".join(spec.datatypes)
             )
-        column = FEATURE_NAMES.index(tensor.name)
-        if tensor.name in CATEGORICAL_FEATURES:
-            matrix[:, column] = _categorical(tensor, count, tables[tensor.name])
+        if spec.table is not None:
+            matrix[:, spec.column] = _categorical(tensor, count, spec, spec.table)
         else:
-            matrix[:, column] = _numeric(tensor, count)
+            matrix[:, spec.column] = _numeric(tensor, count, spec)
     return DecodedInputs(customer_ids, matrix)
 
 
@@ -278,31 +234,63 @@ def _bytes_block(
     return block, starts, lengths
 
 
-def _refuse_value(
-    tensor: InputTensor, row: int, value: Any, table: kernels.CategoryTable
-) -> typing.NoReturn:
-    known = ", ".join(repr(v) for v in table.values)
-    raise TensorError(f"input '{tensor.name}' row {row}: {value!r} is not one of {known}")
+def _refuse_value(tensor: InputTensor, row: int, value: Any, spec: InputSpec) -> typing.NoReturn:
+    raise TensorError(f"input '{tensor.name}' row {row}: {value!r} is not {spec.refused_text()}")
 
 
-def _categorical(tensor: InputTensor, count: int, table: kernels.CategoryTable) -> FloatMatrix:
+def _categorical(
+    tensor: InputTensor, count: int, spec: InputSpec, table: kernels.CategoryTable
+) -> FloatMatrix:
     _only_one(tensor)
     if tensor.raw is not None:
         block, starts, lengths = _bytes_block(tensor, count)
-        codes, bad = table.lookup(block, starts, lengths)
-        if bad >= 0:
-            value = bytes(block[starts[bad] : starts[bad] + lengths[bad]])
-            _refuse_value(tensor, bad, value.decode("utf-8", "replace"), table)
+        if spec.plain_lookup:
+            codes, bad = table.lookup(block, starts, lengths)
+            if bad >= 0:
+                value = bytes(block[starts[bad] : starts[bad] + lengths[bad]])
+                _refuse_value(tensor, bad, value.decode("utf-8", "replace"), spec)
+            return codes
+        codes, found = table.lookup_each(block, starts, lengths)
+        if not found.all():
+            _check_missing_elements(tensor, spec, block, starts, lengths, found)
         return codes
     data = _flat(tensor, count)
-    lookup = dict(zip(table.values, table.codes.tolist(), strict=True)).get
+    lookup = (spec.lookup or {}).get
     codes_list = []
     for row, value in enumerate(data):
         code = lookup(value) if isinstance(value, str) else None
+        if code is None and not spec.plain_lookup:
+            code = _missing_category(spec, value)
         if code is None:
-            _refuse_value(tensor, row, value, table)
+            _refuse_value(tensor, row, value, spec)
         codes_list.append(code)
     return np.array(codes_list, dtype=np.float32)
+
+
+def _check_missing_elements(
+    tensor: InputTensor,
+    spec: InputSpec,
+    block: kernels.Block,
+    starts: kernels.Offsets,
+    lengths: kernels.Offsets,
+    found: npt.NDArray[np.bool_],
+) -> None:
+    """Refuse the first unknown element that is not a missing value (NaN already)."""
+    raw = block.tobytes()
+    checked: dict[bytes, bool] = {}
+    for row in np.flatnonzero(~found).tolist():
+        start = int(starts[row])
+        element = raw[start : start + int(lengths[row])]
+        accepted = checked.get(element)
+        if accepted is None:
+            try:
+                text = element.decode()
+            except UnicodeDecodeError:
+                text = None
+            accepted = text is not None and _missing_category(spec, text) is not None
+            checked[element] = accepted
+        if not accepted:
+            _refuse_value(tensor, row, element.decode("utf-8", "replace"), spec)
 
 
 def _flat(tensor: InputTensor, count: int) -> Sequence[Any]:
@@ -319,7 +307,7 @@ def _flat(tensor: InputTensor, count: int) -> Sequence[Any]:
     return list(flat)
 
 
-def _numeric_values(tensor: InputTensor, count: int) -> npt.NDArray[Any]:
+def _numeric_values(tensor: InputTensor, count: int, spec: InputSpec) -> npt.NDArray[Any]:
     _only_one(tensor)
     if tensor.raw is not None:
         dtype = FIXED_DTYPES[tensor.datatype]
@@ -332,13 +320,10 @@ def _numeric_values(tensor: InputTensor, count: int) -> npt.NDArray[Any]:
         return np.frombuffer(tensor.raw, dtype=dtype)
     data = _flat(tensor, count)
     values = np.asarray(data)
-    nullable = tensor.name in _NULLABLE
-    if (
-        values.dtype.kind == "O"
-        and nullable
-        and all(v is None or type(v) in (int, float) for v in data)
-    ):
-        return np.array(data, dtype=np.float64)
+    if values.dtype.kind == "O" and spec.nullable:
+        kinds = (bool,) if tensor.datatype == "BOOL" else (int, float)
+        if all(v is None or type(v) in kinds for v in data):
+            return np.array(data, dtype=np.float64)
     if tensor.datatype == "BOOL":
         if values.dtype.kind != "b":
             raise TensorError(f"input '{tensor.name}': BOOL data must be true or false")
@@ -348,27 +333,31 @@ def _numeric_values(tensor: InputTensor, count: int) -> npt.NDArray[Any]:
     return values
 
 
-def _numeric(tensor: InputTensor, count: int) -> npt.NDArray[np.float64]:
-    values = _numeric_values(tensor, count).astype(np.float64)
-    low, high = _BOUNDS[tensor.name]
-    nullable = tensor.name in _NULLABLE
+def _numeric(tensor: InputTensor, count: int, spec: InputSpec) -> npt.NDArray[np.float64]:
+    values = _numeric_values(tensor, count, spec).astype(np.float64)
+    low, high = spec.low, spec.high
     with np.errstate(invalid="ignore"):
         bad = ~((values >= low) & (values <= high))
-        if nullable:
+        if math.isinf(low) and math.isinf(high):
+            bad |= ~np.isfinite(values)
+        if spec.nullable:
             bad &= ~np.isnan(values)
-        if tensor.name in INTEGER_FEATURES:
+        if spec.integral:
             bad |= values != np.floor(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         value = values[row]
-        integral = tensor.name in INTEGER_FEATURES
-        whole = integral and math.isfinite(value) and value.is_integer()
+        whole = spec.integral and math.isfinite(value) and value.is_integer()
         shown = int(value) if whole else float(value)
-        kind = "an integer" if integral else "a number"
-        nan_note = " or NaN" if nullable else ""
+        if spec.kind == "boolean":
+            kind = "a boolean (0 or 1)"
+        elif spec.integral:
+            kind = "an integer"
+        else:
+            kind = "a number" if spec.range_text else "a finite number"
+        nan_note = " or NaN" if spec.nullable else ""
         raise TensorError(
-            f"input '{tensor.name}' row {row}: {shown!r} is not {kind} from {low} to {high}"
-            + nan_note
+            f"input '{tensor.name}' row {row}: {shown!r} is not {kind}{spec.range_text}" + nan_note
         )
     return values
 
