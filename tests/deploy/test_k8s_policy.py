@@ -204,11 +204,17 @@ def test_api_is_burstable_with_the_planned_resources(rendered: list[Manifest]) -
 
 def test_api_probes_use_the_health_endpoints(rendered: list[Manifest]) -> None:
     container = api_container(rendered)
-    ports = {p["name"] for p in container["ports"]}
-    assert container["livenessProbe"]["httpGet"]["path"] == HEALTH_LIVE
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["startupProbe"]["httpGet"]["path"] == HEALTH_LIVE
     assert container["readinessProbe"]["httpGet"]["path"] == HEALTH_READY
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["port"] in ports
+    # The gRPC port has its own probe: grpc.health.v1 on it, the service the server answers
+    # SERVING for while the process is alive (tests/e2e/test_grpc_serve.py).
+    grpc = container["livenessProbe"]["grpc"]
+    assert grpc == {"port": ports["grpc"], "service": "liveness"}
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["CHURN_GRPC_PORT"] == str(ports["grpc"])
 
 
 def test_api_grace_period_outlasts_prestop_and_graceful_shutdown(

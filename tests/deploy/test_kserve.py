@@ -159,9 +159,13 @@ def test_probes_resources_and_hardening_match_the_base(
 ) -> None:
     container = predictor_container(inference_service)
     rest_port = container["ports"][0]["containerPort"]
+    grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "h2c")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         expected = copy.deepcopy(base_container[probe])
-        expected["httpGet"]["port"] = rest_port
+        if "grpc" in expected:
+            expected["grpc"]["port"] = grpc_port
+        else:
+            expected["httpGet"]["port"] = rest_port
         assert container[probe] == expected, probe
     for field in ("resources", "securityContext", "lifecycle", "volumeMounts"):
         assert container[field] == base_container[field], field
