@@ -22,11 +22,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-import orjson
 from threadpoolctl import threadpool_limits
 
 from churn_mlops.cache import CacheStats
-from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.prediction_log import (
     PredictionLogStats,
@@ -127,7 +125,7 @@ async def open_runtime(
         else:
             loaded = artifact or ModelArtifact.load(settings.model_dir)
             served = ServedModel(loaded, build(loaded))
-            served.pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+            served.pipeline.warm_up()  # with the model's schema's example
             slot.last = served
             if metrics is not None:
                 metrics.record_model_serving(CHAMPION, None, loaded.version)

@@ -34,10 +34,11 @@ from churn_mlops.api.scopes import RAW_ROUTE_SCOPES
 from churn_mlops.api.v2.rest import OpenInferenceEndpoints
 from churn_mlops.api.v2.routes import build_v2_router, document_v2_errors
 from churn_mlops.api.v2.schemas import InferRequest as V2InferRequest
-from churn_mlops.core.features import PredictRequest
+from churn_mlops.core.request_models import request_models
+from churn_mlops.core.schema import FeatureSchema
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.observability.logging import configure_logging
-from churn_mlops.prediction.strict_parser import StrictBodyParser
+from churn_mlops.prediction.strict_parser import StrictBodyParser, shipped_example_schema
 from churn_mlops.runtime import Runtime, open_runtime
 from churn_mlops.security.authenticator import KeySource
 from churn_mlops.security.guard import RequestGuard
@@ -168,7 +169,7 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
     api.include_router(build_docs_router(api.title, OPENAPI_URL))
     if settings.metrics_enabled:
         api.include_router(build_metrics_router(require_auth=settings.metrics_require_auth))
-    _document_raw_bodies(api)
+    _document_raw_bodies(api, artifact)
     return api
 
 
@@ -179,31 +180,56 @@ def create_app_from_env() -> FastAPI:
     return create_app(settings)
 
 
-def _document_raw_bodies(app: FastAPI) -> None:
-    """Add the schemas of the bodies the prediction routes parse themselves to the OpenAPI."""
+def _documented_schema(app: ChurnAPI, artifact: ModelArtifact | None) -> FeatureSchema:
+    """The feature schema the OpenAPI document describes: the served model's; before one is
+    served, the artifact the app was made with, else the shipped example's (the default)."""
+    runtime = app.runtime
+    served = None if runtime is None else runtime.model.current
+    if served is not None:
+        return served.pipeline.schema
+    if artifact is not None:
+        return artifact.schema
+    return shipped_example_schema()
+
+
+def _document_raw_bodies(app: ChurnAPI, artifact: ModelArtifact | None) -> None:
+    """Add the schemas of the bodies the prediction routes parse themselves to the OpenAPI:
+    the request models of the served model's feature schema, with its example. Built at the
+    first read, and again when the served model's schema changes (a swap to a model trained
+    on other columns); otherwise the same document object is served."""
+    documented: list[FeatureSchema] = []
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                routes=app.routes,
-            )
-            request_schema = PredictRequest.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(request_schema.pop("$defs", {}))
-            components["PredictRequest"] = request_schema
-            infer_schema = V2InferRequest.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            components.update(infer_schema.pop("$defs", {}))
-            components["InferRequest"] = infer_schema
-            document_problem_responses(schema)
-            document_v2_errors(schema)
-            app.openapi_schema = schema
-        return app.openapi_schema
+        features = _documented_schema(app, artifact)
+        document = app.openapi_schema
+        if document is None or not documented or not _same(documented[0], features):
+            document = app.openapi_schema = _build_openapi(app, features)
+            documented[:] = [features]
+        return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _same(documented: FeatureSchema, served: FeatureSchema) -> bool:
+    return documented is served or documented.sha256 == served.sha256
+
+
+def _build_openapi(app: FastAPI, features: FeatureSchema) -> dict[str, Any]:
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        routes=app.routes,
+    )
+    request_schema = request_models(features).request.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(request_schema.pop("$defs", {}))
+    components["PredictRequest"] = request_schema
+    infer_schema = V2InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(infer_schema.pop("$defs", {}))
+    components["InferRequest"] = infer_schema
+    document_problem_responses(schema)
+    document_v2_errors(schema)
+    return schema

@@ -70,9 +70,11 @@ def build_pipeline(
     recorder: PredictionRecorder | None = None,
 ) -> PredictionPipeline:
     """The prediction pipeline of `artifact` as `settings` configure it: decoder, model runner,
-    micro-batcher and prediction cache, each optional part on or off."""
+    micro-batcher and prediction cache, each optional part on or off. The decoder and the
+    strict parser are built from the artifact's feature schema: a model of other features gets
+    its own."""
     predictor = ChurnPredictor(artifact)
-    parser = StrictBodyParser(settings.max_batch_rows, settings.max_json_depth)
+    parser = StrictBodyParser(settings.max_batch_rows, settings.max_json_depth, artifact.schema)
     decoder = RequestDecoder(predictor.encoder, parser)
     score = (
         predictor.probabilities if metrics is None else metrics.model.timed(predictor.probabilities)

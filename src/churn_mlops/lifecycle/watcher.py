@@ -22,10 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import orjson
-
 from churn_mlops.core.errors import InvalidRequest, ServiceError
-from churn_mlops.core.features import EXAMPLE_FEATURES
 from churn_mlops.lifecycle.served import ModelSlot, RefusedVersion, ServedModel
 from churn_mlops.model.artifact import ArtifactError, ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
@@ -40,7 +37,6 @@ logger = logging.getLogger("churn_mlops.lifecycle")
 # How long a replaced pipeline stays open: a request that read it just before the swap may
 # still wait on Redis (at most its read budget) before it queues for the model.
 RETIRE_AFTER_SECONDS = 5.0
-WARM_UP_BODY = orjson.dumps({"features": EXAMPLE_FEATURES})
 
 
 class NoChampion(ServiceError):
@@ -237,7 +233,7 @@ class ModelWatcher:
         if previous is not None and previous.artifact.version == artifact.version:
             return
         pipeline = self._build(artifact)
-        pipeline.warm_up(WARM_UP_BODY)
+        pipeline.warm_up()  # with its model's schema's example
         if previous is not None:
             challenger = previous.pipeline.challenger
             # A challenger promoted to champion stops being compared with itself.
@@ -285,7 +281,7 @@ class ModelWatcher:
         champion = served.pipeline
         if self._challenger_mode == "canary":
             pipeline = self._build(artifact)
-            pipeline.warm_up(WARM_UP_BODY)
+            pipeline.warm_up()  # with its model's schema's example
             challenger = Challenger(
                 artifact.version,
                 "canary",

@@ -37,7 +37,7 @@ class ProfiledPipeline(Protocol):
 
     async def predict_one(self, body: bytes) -> bytes: ...
     async def predict_many(self, body: bytes) -> bytes: ...
-    def warm_up(self, body: bytes) -> None: ...
+    def warm_up(self, body: bytes | None = None) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -170,10 +170,8 @@ def _profile_settings(cache: bool, concurrency: int, model_dir: Path | None) -> 
 
 
 def _warm_pipeline(build: PipelineFactory, settings: Settings) -> ProfiledPipeline:
-    from churn_mlops.core.features import EXAMPLE_FEATURES
-
     pipeline = build(settings)
-    pipeline.warm_up(orjson.dumps({"features": EXAMPLE_FEATURES}))
+    pipeline.warm_up()  # with the model's schema's example
     return pipeline
 
 

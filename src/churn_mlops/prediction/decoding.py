@@ -5,7 +5,11 @@ pydantic defines the contract (the OpenAPI schema and the exact error list), but
 into structs *derived from the pydantic models* (same fields, enums, bounds; msgspec is as
 strict or stricter), and encodes columns in one pass each. Whatever msgspec refuses goes to
 pydantic, which either raises the exact errors or, for input only pydantic's laxer rules accept
-(`senior_citizen: true`), validates it on the slower path.
+(a 0/1 flag sent as `true`, an integer sent as `41.0`), validates it on the slower path.
+
+The models are the served model's, `request_models(schema)` of its feature schema: the structs,
+the per-value codes and the column order are derived from them once per model, when its
+pipeline is built, never per request.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import math
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from operator import attrgetter
 from typing import Annotated, Any
 
@@ -24,13 +30,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic.functional_validators import BeforeValidator
 
-from churn_mlops.core.features import (
-    CATEGORICAL_FEATURES,
-    EXAMPLE_FEATURES,
-    FEATURE_NAMES,
-    CustomerFeatures,
-    PredictRequest,
-)
+from churn_mlops.core.request_models import RequestModels
+from churn_mlops.core.schema import FeatureSchema
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 from churn_mlops.prediction.strict_parser import StrictBodyParser
 
@@ -86,8 +87,24 @@ def _struct(model: type[BaseModel], nested: dict[str, Any]) -> type[msgspec.Stru
     return msgspec.defstruct(model.__name__, fields, forbid_unknown_fields=True, kw_only=True)
 
 
-FeaturesStruct = _struct(CustomerFeatures, {})
-RequestStruct = _struct(PredictRequest, {"features": FeaturesStruct})
+@dataclass(frozen=True)
+class RequestStructs:
+    """The msgspec structs of one schema's request models."""
+
+    features: type[msgspec.Struct]
+    request: type[msgspec.Struct]
+
+
+def request_structs(models: RequestModels) -> RequestStructs:
+    """The structs of `models`; the same models (one schema) always give the same structs."""
+    return _structs(models.features, models.request)
+
+
+@cache
+def _structs(features_model: type[BaseModel], request_model: type[BaseModel]) -> RequestStructs:
+    features = _struct(features_model, {})
+    return RequestStructs(features, _struct(request_model, {"features": features}))
+
 
 # What msgspec raises for a body it refuses: malformed or invalid JSON (ValidationError is a
 # DecodeError), and a string that is not UTF-8, which it reports as Python's decode would.
@@ -95,15 +112,55 @@ _REFUSED = (msgspec.DecodeError, UnicodeDecodeError)
 
 _features_of = attrgetter("features")
 _explain_of = attrgetter("explain")
-_values_of = attrgetter(*FEATURE_NAMES)
 
 
 Explained = tuple[Any, ...] | None
-"""A row's feature values as sent (FEATURE_NAMES order) when it asked for reasons, else None."""
+"""A row's feature values as sent (the schema's order) when it asked for reasons, else None."""
 
 
 def _to_float(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+class _UnseenIsMissing(dict[Any, float]):
+    """The codes of a categorical whose unseen values are read as missing (`unknown:
+    missing`): a value not listed is NaN. A plain dict lookup for every listed value."""
+
+    def __missing__(self, key: Any) -> float:
+        return math.nan
+
+
+def _values_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A struct's feature values in `names` order, as a tuple (attrgetter of one name gives
+    the value itself)."""
+    if len(names) == 1:
+        only = attrgetter(names[0])
+        return lambda features: (only(features),)
+    return attrgetter(*names)
+
+
+def _category_codes(schema: FeatureSchema, encoder: FeatureEncoder) -> dict[str, dict[Any, float]]:
+    """Every schema value of each categorical feature mapped to the encoder's code (NaN for a
+    value the model never saw in training, as FeatureEncoder does; NaN for null when the
+    feature is nullable)."""
+    codes: dict[str, dict[Any, float]] = {}
+    names = schema.names
+    for spec in schema.features:
+        if spec.kind != "categorical":
+            continue
+        values = list(spec.values)
+        # The other columns are missing: the encoder reads them as NaN, and only this one's
+        # codes are kept.
+        rows = encoder.encode_columns(
+            {f: values if f == spec.name else [None] * len(values) for f in names}
+        )
+        column = rows[:, names.index(spec.name)].tolist()
+        lookup: dict[Any, float] = _UnseenIsMissing() if spec.unknown == "missing" else {}
+        lookup.update(zip(values, column, strict=True))
+        if spec.nullable:
+            lookup[None] = math.nan
+        codes[spec.name] = lookup
+    return codes
 
 
 class RequestDecoder:
@@ -112,26 +169,25 @@ class RequestDecoder:
     def __init__(self, encoder: FeatureEncoder, bodies: StrictBodyParser) -> None:
         self.encoder = encoder
         self.bodies = bodies
-        # Typed as Any: the struct classes are built at import time, mypy cannot see fields.
-        self._single: msgspec.json.Decoder[Any] = msgspec.json.Decoder(RequestStruct)
-        self._batch: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[RequestStruct])  # type: ignore[valid-type]
-        # Every schema value of a categorical feature mapped to the encoder's code (NaN for a
-        # value the model never saw in training, as FeatureEncoder does).
-        self._codes: dict[str, dict[Any, float]] = {}
-        for name in CATEGORICAL_FEATURES:
-            values = typing.get_args(CustomerFeatures.model_fields[name].annotation)
-            row = encoder.encode_columns(
-                {
-                    f: list(values) if f == name else [EXAMPLE_FEATURES[f]] * len(values)
-                    for f in FEATURE_NAMES
-                }
+        self.schema = bodies.schema
+        """The feature schema the bodies are read by (the parser's, the model's)."""
+        self.names: tuple[str, ...] = self.schema.names
+        if encoder.feature_names != self.names:
+            raise ValueError(
+                f"the encoder's features {list(encoder.feature_names)} are not the schema's "
+                f"{list(self.names)}"
             )
-            self._codes[name] = dict(
-                zip(values, row[:, FEATURE_NAMES.index(name)].tolist(), strict=True)
-            )
+        structs = request_structs(bodies.models)
+        # Typed as Any: the struct classes are built at run time, mypy cannot see fields.
+        self._single: msgspec.json.Decoder[Any] = msgspec.json.Decoder(structs.request)
+        self._batch: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(
+            list[structs.request]  # type: ignore[name-defined]
+        )
+        self._values_of = _values_getter(self.names)
+        self._codes = _category_codes(self.schema, encoder)
         self._converters: list[Callable[[Any], float]] = [
             self._codes[name].__getitem__ if name in self._codes else _to_float
-            for name in FEATURE_NAMES
+            for name in self.names
         ]
 
     def single(self, raw: bytes) -> tuple[str | None, FloatMatrix]:
@@ -145,9 +201,9 @@ class RequestDecoder:
         except _REFUSED:
             model = self.bodies.single(raw)  # raises the exact errors, or accepts lax input
             features = model.features.__dict__
-            explained = tuple(features[n] for n in FEATURE_NAMES) if model.explain else None
+            explained = tuple(features[n] for n in self.names) if model.explain else None
             return model.customer_id, self.encoder.encode_row(features), explained
-        values = _values_of(request.features)
+        values = self._values_of(request.features)
         row = [convert(value) for convert, value in zip(self._converters, values, strict=True)]
         explained = values if request.explain else None
         return request.customer_id, np.array([row], dtype=np.float32), explained
@@ -167,19 +223,20 @@ class RequestDecoder:
                 raise msgspec.ValidationError("batch size")
         except _REFUSED:
             models = self.bodies.batch(raw)
-            columns = {n: [m.features.__dict__[n] for m in models] for n in FEATURE_NAMES}
+            names = self.names
+            columns = {n: [m.features.__dict__[n] for m in models] for n in names}
             explained = None
             if any(m.explain for m in models):
                 explained = [
-                    tuple(m.features.__dict__[n] for n in FEATURE_NAMES) if m.explain else None
+                    tuple(m.features.__dict__[n] for n in names) if m.explain else None
                     for m in models
                 ]
             ids = [m.customer_id for m in models]
             return ids, self.encoder.encode_columns(columns), explained
-        rows = list(map(_values_of, map(_features_of, requests)))
-        matrix = np.empty((len(rows), len(FEATURE_NAMES)), dtype=np.float32)
+        rows = list(map(self._values_of, map(_features_of, requests)))
+        matrix = np.empty((len(rows), len(self.names)), dtype=np.float32)
         for index, (name, column) in enumerate(
-            zip(FEATURE_NAMES, zip(*rows, strict=True), strict=True)
+            zip(self.names, zip(*rows, strict=True), strict=True)
         ):
             codes = self._codes.get(name)
             if codes is not None:

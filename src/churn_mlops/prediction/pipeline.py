@@ -13,8 +13,8 @@ import numpy.typing as npt
 import orjson
 
 from churn_mlops.cache import PredictionCache
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.core.protocols import PredictionRecorder
+from churn_mlops.core.schema import FeatureSchema
 from churn_mlops.db.prediction_log.features import encode_row, encode_rows
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
@@ -31,6 +31,29 @@ def _decided(
 ) -> tuple[Probabilities, npt.NDArray[np.bool_]]:
     scored = np.asarray(probabilities, dtype=np.float64)
     return scored, scored >= threshold
+
+
+def example_features(schema: FeatureSchema) -> dict[str, Any]:
+    """The schema's example customer (the first row of its training data); for a schema without
+    one, a valid customer made from its specs."""
+    if schema.example:
+        return dict(schema.example)
+    made: dict[str, Any] = {}
+    for spec in schema.features:
+        if spec.kind == "categorical":
+            made[spec.name] = spec.values[0]
+        elif spec.kind == "boolean":
+            made[spec.name] = False
+        elif spec.minimum is not None:
+            made[spec.name] = spec.minimum
+        else:
+            made[spec.name] = 0 if spec.maximum is None or spec.maximum >= 0 else spec.maximum
+    return made
+
+
+def example_request(schema: FeatureSchema) -> bytes:
+    """A `/predict` body of the schema's example customer."""
+    return orjson.dumps({"features": example_features(schema)})
 
 
 class PredictionPipeline:
@@ -64,8 +87,17 @@ class PredictionPipeline:
         share; replaced by a single store, like the served model."""
         self._threshold = predictor.threshold
         self._version = predictor.version
-        self.reasons = ReasonCodes(predictor.explainer, explain_top_k, predictor.version)
+        self.reasons = ReasonCodes(
+            predictor.explainer, explain_top_k, predictor.version, decoder.names
+        )
         """Reason codes for the answers asked for with `"explain": true`."""
+        self.example_body = example_request(decoder.schema)
+        """A valid `/predict` body of this model's schema (its example): the warm-up's."""
+
+    @property
+    def schema(self) -> FeatureSchema:
+        """The served model's feature schema: what its requests are validated by."""
+        return self.decoder.schema
 
     @property
     def version(self) -> str:
@@ -116,7 +148,7 @@ class PredictionPipeline:
         """The reasons of one customer's valid (stored) features, from the model that answers
         this customer; Conflict (409) if that model has no explanation data."""
         answering = self._answering(customer_id)
-        values = tuple(features[name] for name in FEATURE_NAMES)
+        values = tuple(features[name] for name in answering.decoder.names)
         return answering.reasons.of_row(answering.decoder.encoder.encode_row(features), values)
 
     async def _predict_row(
@@ -352,8 +384,10 @@ class PredictionPipeline:
                 pipeline.recorder.record_many(*part)
         return answer
 
-    def warm_up(self, body: bytes) -> None:
-        """Pay first-call costs (allocations, compiled code) before the first request."""
+    def warm_up(self, body: bytes | None = None) -> None:
+        """Pay first-call costs (allocations, compiled code) before the first request; `body`
+        defaults to the schema's example."""
+        body = self.example_body if body is None else body
         customer_id, row = self.decoder.single(body)
         _, rows = self.decoder.batch(b"[" + body + b"]")
         if self.cache is not None:

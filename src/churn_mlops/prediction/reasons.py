@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from churn_mlops.core.errors import Conflict
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.treeshap import TreeExplainer
 
@@ -29,7 +28,7 @@ DEFAULT_TOP_K = 5
 """CHURN_EXPLAIN_TOP_K's default: reasons listed per answer."""
 
 FeatureValues = Sequence[Any]
-"""One customer's feature values as sent, in FEATURE_NAMES order."""
+"""One customer's feature values as sent, in the model's feature order."""
 
 
 class ReasonCodes:
@@ -37,12 +36,24 @@ class ReasonCodes:
 
     __slots__ = ("_names", "base_value", "explainer", "top_k", "version")
 
-    def __init__(self, explainer: TreeExplainer | None, top_k: int, version: str) -> None:
+    def __init__(
+        self,
+        explainer: TreeExplainer | None,
+        top_k: int,
+        version: str,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """`names`: the model's features in its column order (its schema's); None: the
+        shipped Telco example's, which artifacts made before schema.json were trained on."""
         self.explainer = explainer
         self.top_k = top_k
         self.version = version
         self.base_value = None if explainer is None else explainer.base_value
-        self._names = FEATURE_NAMES
+        if names is None:
+            from churn_mlops.prediction.strict_parser import shipped_example_schema
+
+            names = shipped_example_schema().names
+        self._names = tuple(names)
 
     def require(self) -> TreeExplainer:
         """The explainer; Conflict (409) for a model made before explainers existed."""

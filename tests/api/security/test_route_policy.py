@@ -35,6 +35,7 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("POST", "/customers/{customer_id}/outcome"): PREDICT_OR_ADMIN,
     ("GET", "/model"): Scope.READ,
     ("GET", "/model/compare"): Scope.READ,
+    ("GET", "/model/schema"): Scope.READ,
     ("PUT", "/model/champion"): Scope.ADMIN,
     ("PUT", "/model/challenger"): Scope.ADMIN,
     ("DELETE", "/model/challenger"): Scope.ADMIN,

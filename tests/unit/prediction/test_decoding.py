@@ -19,14 +19,9 @@ from churn_mlops.data.telco_example import (
     PredictRequest,
 )
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.prediction.decoding import (
-    FeaturesStruct,
-    RequestDecoder,
-    RequestStruct,
-    _msgspec_type,
-    _struct,
-)
+from churn_mlops.prediction.decoding import RequestDecoder, _msgspec_type, _struct
 from churn_mlops.prediction.strict_parser import StrictBodyParser
+from tests.fixtures.telco_decoding import FeaturesStruct, RequestStruct
 from tests.fixtures.requests import prediction_bodies
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
+import orjson
 from fastapi import APIRouter
+from starlette.responses import Response
 
 from churn_mlops.api.deps import RuntimeDep, ServedModelDep
+from churn_mlops.api.schemas.feature_schema import FeatureSchemaDocument
 from churn_mlops.api.schemas.model import (
     AliasChange,
     AliasUpdate,
@@ -71,6 +74,20 @@ def build_model_router() -> APIRouter:
         """Version, features, decision threshold, hold-out metrics and provenance; where the
         model comes from, the challenger scored beside it, and versions this worker refused."""
         return _model_status(runtime, served)
+
+    @router.get(
+        "/model/schema",
+        summary="The served model's feature schema",
+        response_model=FeatureSchemaDocument,
+        responses={**AUTH_RESPONSES, **NOT_LOADED},
+    )
+    async def model_schema(caller: ReadAccess, served: ServedModelDep) -> Response:
+        """The features the served model reads, as its artifact stores them: each one's kind,
+        allowed values or bounds, nullability and unseen-category rule; the example customer;
+        the schema's sha256. `/predict` validates requests by it."""
+        schema = served.pipeline.schema
+        document = {**schema.to_dict(), "sha256": schema.sha256}
+        return Response(orjson.dumps(document), media_type="application/json")
 
     async def promote(runtime: Runtime, alias: Followed, version: str) -> AliasChange:
         watcher = _watcher(runtime)
