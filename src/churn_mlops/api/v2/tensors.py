@@ -340,10 +340,10 @@ def _numeric(tensor: InputTensor, count: int, spec: InputSpec) -> npt.NDArray[np
         bad = ~((values >= low) & (values <= high))
         if math.isinf(low) and math.isinf(high):
             bad |= ~np.isfinite(values)
-        if spec.nullable:
-            bad &= ~np.isnan(values)
         if spec.integral:
             bad |= values != np.floor(values)
+        if spec.nullable:
+            bad &= ~np.isnan(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         value = values[row]
