@@ -9,6 +9,7 @@ import struct
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from churn_mlops.api.v2.explain import values_read
@@ -17,6 +18,8 @@ from churn_mlops.api.v2.outputs import model_metadata
 from churn_mlops.api.v2.tensors import FIXED_DTYPES, InputTensor, TensorError, decode_inputs
 from churn_mlops.data import Dataset
 from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.prediction.decoding import RequestDecoder
+from churn_mlops.prediction.strict_parser import StrictBodyParser
 from tests.fixtures.own_data import OWN_FEATURES, REGIONS
 
 MAX_ROWS = 10_000
@@ -90,6 +93,25 @@ def test_rows_equal_the_encoders(
     assert math.isnan(decoded.rows[3, plan])
     assert math.isnan(decoded.rows[4, plan])
     assert math.isnan(decoded.rows[5, inputs.by_name["logins_last30d"].column])
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_rows_equal_predict_batch_rows(
+    inputs: ModelInputs, own_artifact: ModelArtifact, columns: dict[str, list[Any]], binary: bool
+) -> None:
+    parser = StrictBodyParser(MAX_ROWS, schema=own_artifact.schema)
+    decoder = RequestDecoder(own_artifact.encoder, parser)
+    count = len(columns["region"])
+    bodies = [{"features": {n: columns[n][i] for n in OWN_FEATURES}} for i in range(count)]
+    _, expected = decoder.batch(orjson.dumps(bodies))
+    decoded = decode_inputs(own_tensors(columns, binary=binary), inputs, MAX_ROWS)
+    np.testing.assert_array_equal(decoded.rows, expected)
+    for index in (3, 4, 5):  # the unseen plan and the nulls
+        _, row = decoder.single(orjson.dumps(bodies[index]))
+        one = {name: [values[index]] for name, values in columns.items()}
+        np.testing.assert_array_equal(
+            decode_inputs(own_tensors(one, binary=False), inputs, 1).rows, row
+        )
 
 
 def test_single_json_rows_equal_the_encoders(

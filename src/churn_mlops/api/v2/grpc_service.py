@@ -120,7 +120,7 @@ class InferenceServicer(predict_grpc.GRPCInferenceServiceServicer):
         async def answer() -> Any:
             served = self._served()
             pipeline = _pipeline(served, request.name, request.version)
-            inputs = served_inputs(served, pipeline)
+            inputs = served_inputs(pipeline)
             document = model_metadata(MODEL_NAME, _versions(served), inputs)
             return pb.ModelMetadataResponse(**document)
 
@@ -131,7 +131,7 @@ class InferenceServicer(predict_grpc.GRPCInferenceServiceServicer):
             served = self._served()
             pipeline = _pipeline(served, request.model_name, request.model_version)
             tensors = input_tensors(request)
-            decoded = decode_inputs(tensors, served_inputs(served, pipeline), self.max_rows)
+            decoded = decode_inputs(tensors, served_inputs(pipeline), self.max_rows)
             # A named version answers every row itself (no canary share).
             probabilities, will_churn = await pipeline.predict_rows(
                 decoded.customer_ids, decoded.rows, exact=bool(request.model_version)

@@ -24,7 +24,6 @@ from typing import Any
 
 from churn_mlops.api.v2 import kernels
 from churn_mlops.core.schema import MAX_CATEGORY_LENGTH, FeatureKind, FeatureSchema, FeatureSpec
-from churn_mlops.lifecycle.served import ServedModel
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.features import FeatureEncoder
 from churn_mlops.prediction.pipeline import PredictionPipeline
@@ -176,15 +175,10 @@ def inputs_of(artifact: ModelArtifact) -> ModelInputs:
     return model_inputs(artifact.version, artifact.schema, artifact.encoder)
 
 
-def served_inputs(served: ServedModel, pipeline: PredictionPipeline) -> ModelInputs:
-    """The inputs of `pipeline`, the served champion's or its canary challenger's: one dict
+def served_inputs(pipeline: PredictionPipeline) -> ModelInputs:
+    """The inputs of a served pipeline (the champion's or its canary challenger's): one dict
     lookup per request once built."""
     inputs = _BY_VERSION.get(pipeline.version)
-    if inputs is not None:
-        return inputs
-    schema: FeatureSchema = (
-        served.artifact.schema
-        if pipeline is served.pipeline
-        else getattr(pipeline, "schema", served.artifact.schema)
-    )
-    return model_inputs(pipeline.version, schema, pipeline.decoder.encoder)
+    if inputs is None:
+        inputs = model_inputs(pipeline.version, pipeline.schema, pipeline.decoder.encoder)
+    return inputs

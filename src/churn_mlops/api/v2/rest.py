@@ -133,12 +133,12 @@ class OpenInferenceService:
                 pipeline,
                 pipeline.version,
                 version is not None,
-                served_inputs(served, pipeline),
+                served_inputs(pipeline),
             )
         challenger = pipeline.challenger
         answering_challenger = None if challenger is None else challenger.pipeline
         if answering_challenger is not None and version == answering_challenger.version:
-            return answering_challenger, version, True, served_inputs(served, answering_challenger)
+            return answering_challenger, version, True, served_inputs(answering_challenger)
         raise NotFound(f"unknown version '{version}' of model '{name}'")
 
     def versions(self) -> list[str]:
