@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from churn_mlops.db.cli import db_app, upgrade_before_serving
+from churn_mlops.db.customers_cli import customers_app
 from churn_mlops.db.outcomes_cli import outcomes_app
 from churn_mlops.model.provisioning import (
     TrainingData,
@@ -37,6 +38,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(drift_app, name="drift")
+app.add_typer(customers_app, name="customers")
 console = Console(stderr=True)
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from churn_mlops.db import schema
 from churn_mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from churn_mlops.data import Dataset
 
 db_app = typer.Typer(
     help="Manage the database: migrations (`upgrade`, `downgrade`, `current`) and `seed`.",
@@ -82,22 +87,53 @@ def seed(
         typer.Option(min=0, help="Make sure at least this many (synthetic) predictions exist."),
     ] = 0,
     dataset: Annotated[
-        bool, typer.Option(help="Upsert the shipped dataset's customers (on external_id).")
+        bool, typer.Option(help="Upsert the dataset's customers (on external_id).")
     ] = True,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The dataset: the served model's training data (CSV or Parquet), read by its "
+            "schema; default: the shipped Telco example."
+        ),
+    ] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="With --data: the model whose schema reads it; default: the served one."),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Rows per COPY (PostgreSQL) or insert batch (SQLite).")
     ] = 50_000,
     seed_value: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data.")] = 42,
     url: UrlOption = None,
 ) -> None:
-    """Load customers: the shipped dataset, and optionally synthetic customers and predictions.
+    """Load customers: a dataset (the shipped one, or --data), and optionally synthetic
+    customers drawn from it and predictions.
 
     Idempotent: the dataset is upserted; synthetic customers and predictions are topped up to
     the numbers asked for. The schema must be current (`churn-mlops db upgrade`).
     """
+    rows = None if data is None else _served_dataset(data, model_dir)
     asyncio.run(
-        seed_with_progress(_url(url), dataset, synthetic, predictions, batch_size, seed_value)
+        seed_with_progress(
+            _url(url), dataset, synthetic, predictions, batch_size, seed_value, rows=rows
+        )
     )
+
+
+def _served_dataset(path: Path, model_dir: Path | None) -> Dataset:
+    """`path` read by the served model's schema (its training data has every feature, its id
+    and its target)."""
+    from churn_mlops.data.dataset import parse_table
+    from churn_mlops.data.tabular import DatasetError, read_table
+    from churn_mlops.db.customers_cli import served_schema
+
+    schema = served_schema(Settings(), model_dir)
+    try:
+        # Stored with the served schema itself (parsing takes its example from the file).
+        return dataclasses.replace(parse_table(read_table(path), schema), schema=schema)
+    except DatasetError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from None
 
 
 async def seed_with_progress(
@@ -107,6 +143,7 @@ async def seed_with_progress(
     predictions: int,
     batch_size: int = 50_000,
     seed_value: int = 42,
+    rows: Dataset | None = None,
 ) -> tuple[int, int]:
     """What `churn-mlops db seed` does, with its progress bars; (customers, predictions) after."""
     from rich.progress import (
@@ -133,7 +170,7 @@ async def seed_with_progress(
         except schema.SchemaNotCurrent as error:
             console.print(f"[red]{error}[/]")
             raise typer.Exit(1) from None
-        telco = load_telco_csv()
+        telco = load_telco_csv() if rows is None else rows
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),

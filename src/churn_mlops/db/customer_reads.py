@@ -3,7 +3,10 @@
 `GET /customers/{id}` and `GET /customers` are read far more often than customers change, so
 they skip the ORM and pydantic: on PostgreSQL one statement per request (DETAIL_SQL, PAGE_SQL,
 run on the read pool's connections, where asyncpg keeps them prepared), no transaction around
-it, and rows encoded by orjson straight into the documented JSON. SQLite, the embedded default,
+it, and rows encoded by orjson straight into the documented JSON. A customer's features are
+stored as JSON text in the schema's order (`db.models.FeatureDocument`): asyncpg hands `json`
+over as text, which goes into the answer as it is (an `orjson.Fragment`), never decoded.
+SQLite, the embedded default,
 reads through the repository's ORM queries into rows of the same shape and shares the encoder.
 The JSON equals what the pydantic response models would make of the same rows
 (tests/integration/db/test_customer_reads.py).
@@ -17,11 +20,10 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.db.models import Prediction
-from churn_mlops.db.repository import CustomerRepository, customer_features
+from churn_mlops.db.repository import CustomerRepository
 
-_FEATURES = ", ".join(f"c.{name}" for name in FEATURE_NAMES)
+_FEATURES = "c.features"
 # The prediction's columns in PredictionRecord's order; the id as text in its canonical form.
 _PREDICTION = (
     "p.id::text AS prediction_id, p.external_customer_id, p.model_version, p.probability, "
@@ -47,17 +49,21 @@ PAGE_SQL = (
     f"c.id AS cursor FROM customers AS c {_LATEST.format(limit='1')} "
     "WHERE c.id > $1 ORDER BY c.id LIMIT $2"
 )
-_FEATURE_COLUMNS = slice(1, 1 + len(FEATURE_NAMES))
-_CUSTOMER_TIMES = slice(1 + len(FEATURE_NAMES), 3 + len(FEATURE_NAMES))
-_PREDICTION_COLUMNS = slice(3 + len(FEATURE_NAMES), 3 + len(FEATURE_NAMES) + 8)
+_CUSTOMER_TIMES = slice(2, 4)
+_PREDICTION_COLUMNS = slice(4, 12)
 _OPTIONS = orjson.OPT_UTC_Z
+
+
+def _features(value: str | dict[str, Any]) -> orjson.Fragment | dict[str, Any]:
+    # Text from asyncpg is the stored JSON object, already in the answer's form.
+    return orjson.Fragment(value) if isinstance(value, str) else value
 
 
 def _customer(row: Sequence[Any]) -> dict[str, Any]:
     created_at, updated_at = row[_CUSTOMER_TIMES]
     return {
         "customer_id": row[0],
-        "features": dict(zip(FEATURE_NAMES, row[_FEATURE_COLUMNS], strict=True)),
+        "features": _features(row[1]),
         "created_at": created_at,
         "updated_at": updated_at,
     }
@@ -112,12 +118,7 @@ async def orm_detail_rows(
     """DETAIL_SQL's rows through the ORM (SQLite has no LATERAL); CustomerNotFound."""
     found = await CustomerRepository(session).with_recent_predictions(external_id, limit)
     customer = found.customer
-    head = (
-        customer.external_id,
-        *customer_features(customer).values(),
-        customer.created_at,
-        customer.updated_at,
-    )
+    head = (customer.external_id, customer.features, customer.created_at, customer.updated_at)
     return [(*head, *_orm_prediction(p)) for p in found.predictions] or [(*head, *_NO_PREDICTION)]
 
 
@@ -128,7 +129,7 @@ async def orm_page_rows(
     return [
         (
             row.customer.external_id,
-            *customer_features(row.customer).values(),
+            row.customer.features,
             row.customer.created_at,
             row.customer.updated_at,
             *(_NO_PREDICTION if row.latest is None else _orm_prediction(row.latest)),

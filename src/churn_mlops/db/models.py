@@ -8,9 +8,13 @@ one naming convention, so alembic's autogenerate names them the same way every t
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from typing import Any, cast
 
+import orjson
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Date,
@@ -72,32 +76,47 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class FeatureDocument(TypeDecorator[dict[str, Any]]):
+    """A customer's features as one JSON object: `json` on PostgreSQL, JSON text on SQLite.
+
+    Written by orjson, compact and in the schema's order, so the text the database keeps is
+    byte for byte the `features` object of the read endpoints' answers: the raw reads splice
+    it into the response without decoding it. `json`, not `jsonb`: jsonb reorders keys (by
+    length) and prints numbers its own way, so every read would have to decode and re-encode.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        def process(value: Mapping[str, Any] | str | None) -> str | None:
+            # Text is an object already encoded so (bulk loads encode their rows themselves).
+            if value is None or isinstance(value, str):
+                return value
+            return orjson.dumps(value).decode()
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        def process(value: Any) -> dict[str, Any] | None:
+            if value is None or isinstance(value, dict):
+                return value
+            return cast(dict[str, Any], orjson.loads(value))
+
+        return process
+
+
 class Customer(Base):
-    """A customer and the 19 features the model scores, named as `CustomerFeatures`."""
+    """A customer: its external id and its features, a JSON object validated against the
+    feature schema whose sha256 is `schema_sha256`."""
 
     __tablename__ = "customers"
 
     id: Mapped[int] = mapped_column(BigId, Identity(always=False), primary_key=True)
     external_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
-    gender: Mapped[str] = mapped_column(String(16))
-    senior_citizen: Mapped[int] = mapped_column(Integer)
-    partner: Mapped[str] = mapped_column(String(8))
-    dependents: Mapped[str] = mapped_column(String(8))
-    tenure: Mapped[int] = mapped_column(Integer)
-    phone_service: Mapped[str] = mapped_column(String(8))
-    multiple_lines: Mapped[str] = mapped_column(String(32))
-    internet_service: Mapped[str] = mapped_column(String(16))
-    online_security: Mapped[str] = mapped_column(String(32))
-    online_backup: Mapped[str] = mapped_column(String(32))
-    device_protection: Mapped[str] = mapped_column(String(32))
-    tech_support: Mapped[str] = mapped_column(String(32))
-    streaming_tv: Mapped[str] = mapped_column(String(32))
-    streaming_movies: Mapped[str] = mapped_column(String(32))
-    contract: Mapped[str] = mapped_column(String(32))
-    paperless_billing: Mapped[str] = mapped_column(String(8))
-    payment_method: Mapped[str] = mapped_column(String(32))
-    monthly_charges: Mapped[float] = mapped_column(Float)
-    total_charges: Mapped[float | None] = mapped_column(Float, nullable=True)
+    features: Mapped[dict[str, Any]] = mapped_column(FeatureDocument(), nullable=False)
+    schema_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    """The sha256 of the feature schema `features` was validated against."""
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, default=utc_now, server_default=func.now()
     )
@@ -108,6 +127,36 @@ class Customer(Base):
         onupdate=utc_now,
         server_default=func.now(),
     )
+
+    def __init__(self, **values: Any) -> None:
+        # Feature values may be given as keywords of their own (`Customer(external_id=...,
+        # **features)`); they become the features object, of the shipped schema by default.
+        columns = {key: values.pop(key) for key in _CUSTOMER_KEYS & values.keys()}
+        if values:
+            columns["features"] = {**columns.get("features", {}), **values}
+        if "schema_sha256" not in columns:
+            columns["schema_sha256"] = default_schema_sha256()
+        super().__init__(**columns)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for what is not an attribute: a feature by name, as the columns were.
+        if not name.startswith("_"):
+            features = self.__dict__.get("features")
+            if features is not None and name in features:
+                return features[name]
+        raise AttributeError(name)
+
+
+_CUSTOMER_KEYS = frozenset(
+    {"id", "external_id", "features", "schema_sha256", "created_at", "updated_at"}
+)
+
+
+def default_schema_sha256() -> str:
+    """The shipped example's schema hash: what features written without a schema are."""
+    from churn_mlops.data import telco_schema
+
+    return telco_schema().sha256
 
 
 class Prediction(Base):

@@ -11,8 +11,7 @@ from sqlalchemy import BigInteger, Integer, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from churn_mlops.core.features import FEATURE_NAMES
-from churn_mlops.db.models import Customer, Prediction
+from churn_mlops.db.models import Customer, Prediction, default_schema_sha256
 
 
 class CustomerNotFound(LookupError):
@@ -24,8 +23,8 @@ class CustomerNotFound(LookupError):
 
 
 def customer_features(customer: Customer) -> dict[str, Any]:
-    """The 19 model features of a stored customer, by name."""
-    return {name: getattr(customer, name) for name in FEATURE_NAMES}
+    """The features of a stored customer, by name, in the order they were written."""
+    return dict(customer.features)
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,16 @@ class CustomerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, external_id: str, features: dict[str, Any]) -> Customer:
-        customer = Customer(external_id=external_id, **features)
+    async def add(
+        self, external_id: str, features: dict[str, Any], schema_sha256: str | None = None
+    ) -> Customer:
+        """A new customer with valid `features` of the schema `schema_sha256` (default: the
+        shipped example's)."""
+        customer = Customer(
+            external_id=external_id,
+            features=dict(features),
+            schema_sha256=schema_sha256 or default_schema_sha256(),
+        )
         self.session.add(customer)
         await self.session.flush()
         return customer
@@ -95,13 +102,28 @@ class CustomerRepository:
         return customer
 
     async def update_features(self, external_id: str, features: dict[str, Any]) -> Customer:
+        """Change some of a stored customer's features (names it already has)."""
         customer = await self.get(external_id)
+        changed = dict(customer.features)
         for name, value in features.items():
-            if name not in FEATURE_NAMES:
+            if name not in changed:
                 raise ValueError(f"{name} is not a customer feature")
-            setattr(customer, name, value)
+            changed[name] = value
+        customer.features = changed
         await self.session.flush()
         return customer
+
+    async def replace(
+        self, external_id: str, features: dict[str, Any], schema_sha256: str
+    ) -> tuple[Customer, bool]:
+        """Store the customer with these features, whether it exists or not: (it, created)."""
+        customer = await self.session.scalar(_CUSTOMER_BY_EXTERNAL_ID, {"external_id": external_id})
+        if customer is None:
+            return await self.add(external_id, features, schema_sha256), True
+        customer.features = dict(features)
+        customer.schema_sha256 = schema_sha256
+        await self.session.flush()
+        return customer, False
 
     async def delete(self, external_id: str) -> None:
         await self.session.delete(await self.get(external_id))

@@ -1,9 +1,12 @@
-"""Loading customers: the shipped dataset (upserted on `external_id`), synthetic customers
-sampled from it, and synthetic prediction history for benchmarks.
+"""Loading customers: a dataset's rows (the served model's training data, or the shipped
+example; upserted on `external_id`), synthetic customers sampled from it, and synthetic
+prediction history for benchmarks. Every row is stored as its features object with the hash of
+the dataset's schema.
 
 Synthetic customers are whole dataset rows drawn at random (so the features stay consistent
-with each other: no streaming add-on without internet), with tenure and charges jittered and
-`total_charges` recomputed from them. Their ids are `SYN-000000000`, `SYN-000000001`, ...; each
+with each other: no streaming add-on without internet), with integer and number features
+jittered within the dataset's range (integers by up to 3, numbers by about 3 %, rounded to
+cents); a missing value stays missing. Their ids are `SYN-000000000`, `SYN-000000001`, ...; each
 chunk is drawn from a generator seeded with (seed, its first id), so a run is reproducible, and
 asking for N customers again only adds the ones that are missing.
 
@@ -21,12 +24,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from churn_mlops.core.features import FEATURE_NAMES
-from churn_mlops.data import TelcoDataset
+from churn_mlops.data import Dataset
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer, Prediction
 
@@ -39,7 +42,7 @@ HISTORY_DAYS = 90
 Progress = Callable[[int], None]
 """Called with the number of rows just written."""
 
-CUSTOMER_COLUMNS: tuple[str, ...] = ("external_id", *FEATURE_NAMES)
+CUSTOMER_COLUMNS: tuple[str, ...] = ("external_id", "features", "schema_sha256")
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "id",
     "customer_id",
@@ -83,7 +86,7 @@ def _upsert(connection: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
     table = _customers_table()
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(table)
-    updated = {name: statement.excluded[name] for name in FEATURE_NAMES}
+    updated = {name: statement.excluded[name] for name in ("features", "schema_sha256")}
     updated["updated_at"] = func.now()
     return connection.execute(
         statement.on_conflict_do_update(index_elements=["external_id"], set_=updated), rows
@@ -92,14 +95,15 @@ def _upsert(connection: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
 
 async def seed_dataset(
     database: Database,
-    dataset: TelcoDataset,
+    dataset: Dataset,
     *,
     batch_size: int = 1000,
     progress: Progress = _no_progress,
 ) -> SeedResult:
     """Insert the dataset's customers, or update their features if they exist."""
+    sha256 = dataset.schema.sha256
     rows = [
-        {"external_id": external_id, **features}
+        {"external_id": external_id, "features": features, "schema_sha256": sha256}
         for external_id, features in zip(dataset.customer_ids, dataset.feature_rows(), strict=True)
     ]
     async with database.engine.begin() as connection:
@@ -119,57 +123,50 @@ def synthetic_id(number: int) -> str:
 class CustomerSampler:
     """Draws realistic synthetic customers from a dataset, vectorised with numpy."""
 
-    def __init__(self, dataset: TelcoDataset, seed: int = 42) -> None:
+    def __init__(self, dataset: Dataset, seed: int = 42) -> None:
         self.seed = seed
         self.size = len(dataset)
+        self.schema = dataset.schema
         self._columns: dict[str, npt.NDArray[Any]] = {}
-        for name in FEATURE_NAMES:
-            values = dataset.columns[name]
-            if name == "total_charges":
-                continue
-            if name in ("senior_citizen", "tenure"):
-                self._columns[name] = np.asarray(values, dtype=np.int64)
-            elif name == "monthly_charges":
-                self._columns[name] = np.asarray(values, dtype=np.float64)
-            else:
-                self._columns[name] = np.asarray(values, dtype=object)
-        self._min_charge = float(self._columns["monthly_charges"].min())
-        self._max_charge = float(self._columns["monthly_charges"].max())
-        self._max_tenure = int(self._columns["tenure"].max())
+        self._ranges: dict[str, tuple[float, float]] = {}
+        for spec in dataset.schema.features:
+            values = dataset.columns[spec.name]
+            column = np.asarray(values, dtype=object)
+            self._columns[spec.name] = column
+            present = [v for v in values if v is not None]
+            if spec.kind in ("integer", "number") and present:
+                self._ranges[spec.name] = (float(min(present)), float(max(present)))
+
+    def _jittered(self, name: str, picked: npt.NDArray[Any], rng: np.random.Generator) -> list[Any]:
+        values = self._columns[name][picked]
+        if name not in self._ranges:
+            return list(values.tolist())
+        low, high = self._ranges[name]
+        missing = np.array([value is None for value in values], dtype=bool)
+        numbers = np.where(missing, low, values).astype(np.float64)
+        if self.schema.spec(name).kind == "integer":
+            jittered = np.clip(numbers + rng.integers(-3, 4, len(values)), low, high)
+            result: list[Any] = jittered.astype(np.int64).tolist()
+        else:
+            jittered = np.clip(numbers * rng.normal(1.0, 0.03, len(values)), low, high)
+            result = np.round(jittered, 2).tolist()
+        return [None if gone else value for gone, value in zip(missing, result, strict=True)]
 
     def columns(self, first: int, count: int) -> dict[str, list[Any]]:
-        """Customers `first` .. `first + count - 1` as one list per column of `CUSTOMER_COLUMNS`."""
+        """Customers `first` .. `first + count - 1` as one list per column of `CUSTOMER_COLUMNS`
+        (the features as JSON text)."""
         rng = np.random.default_rng([self.seed, first])
         picked = rng.integers(0, self.size, count)
-        result: dict[str, list[Any]] = {
-            "external_id": [synthetic_id(n) for n in range(first, first + count)]
+        names = self.schema.names
+        values = [self._jittered(name, picked, rng) for name in names]
+        return {
+            "external_id": [synthetic_id(n) for n in range(first, first + count)],
+            "features": [
+                orjson.dumps(dict(zip(names, row, strict=True))).decode()
+                for row in zip(*values, strict=True)
+            ],
+            "schema_sha256": [self.schema.sha256] * count,
         }
-        tenure = np.clip(
-            self._columns["tenure"][picked] + rng.integers(-3, 4, count), 0, self._max_tenure
-        )
-        monthly = np.round(
-            np.clip(
-                self._columns["monthly_charges"][picked] * rng.normal(1.0, 0.03, count),
-                self._min_charge,
-                self._max_charge,
-            ),
-            2,
-        )
-        # What was billed so far: about tenure x monthly, with price changes along the way.
-        total = np.round(tenure * monthly * rng.uniform(0.9, 1.1, count), 2)
-        for name in FEATURE_NAMES:
-            if name == "tenure":
-                result[name] = tenure.tolist()
-            elif name == "monthly_charges":
-                result[name] = monthly.tolist()
-            elif name == "total_charges":
-                result[name] = [
-                    None if t == 0 else v
-                    for t, v in zip(tenure.tolist(), total.tolist(), strict=True)
-                ]
-            else:
-                result[name] = self._columns[name][picked].tolist()
-        return result
 
 
 def _chunks(first: int, end: int, size: int) -> Iterator[tuple[int, int]]:
@@ -216,7 +213,7 @@ async def _write(
 
 async def seed_synthetic_customers(
     database: Database,
-    dataset: TelcoDataset,
+    dataset: Dataset,
     count: int,
     *,
     seed: int = 42,

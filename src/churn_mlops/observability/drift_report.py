@@ -33,6 +33,7 @@ from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.db.engine import create_engine
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.db.prediction_log.features import decode_rows
+from churn_mlops.db.stored_features import MissingStoredFeatures, with_defaults
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.drift_profile import FeatureBins, ReferenceProfile
 from churn_mlops.model.features import FloatMatrix
@@ -258,7 +259,7 @@ def _no_features(
 async def _customers(
     engine: AsyncEngine, since: datetime, artifact: ModelArtifact, progress: Progress
 ) -> FloatMatrix:
-    columns = [getattr(Customer, name) for name in FEATURE_NAMES]
+    names = artifact.encoder.feature_names
     async with engine.connect() as connection:
         total = (
             await connection.execute(
@@ -268,12 +269,16 @@ async def _customers(
         progress("reading the stored customers", 0, int(total))
         parts: list[FloatMatrix] = []
         read = 0
-        result = await connection.stream(select(*columns).where(Customer.updated_at >= since))
+        result = await connection.stream(
+            select(Customer.features).where(Customer.updated_at >= since)
+        )
         async for part in result.partitions(READ_CHUNK_ROWS):
-            values = list(zip(*part, strict=True))
-            parts.append(
-                artifact.encoder.encode_columns(dict(zip(FEATURE_NAMES, values, strict=True)))
-            )
+            try:
+                rows = [with_defaults(features, artifact.schema) for (features,) in part]
+            except MissingStoredFeatures as error:
+                raise DriftReportError(error.detail) from None
+            columns = {name: [row[name] for row in rows] for name in names}
+            parts.append(artifact.encoder.encode_columns(columns))
             read += len(part)
             progress("reading the stored customers", read, int(total))
     if not parts:

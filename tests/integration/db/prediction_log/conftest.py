@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 
 from churn_mlops.api.app import ChurnAPI
 from churn_mlops.db.engine import Database
-from churn_mlops.db.models import Customer, Prediction
+from churn_mlops.db.models import Customer, Prediction, default_schema_sha256
 from churn_mlops.settings import Settings
 from tests.fixtures.lifespan import in_process_client
 
@@ -83,7 +83,14 @@ async def add_customers(
         async with database.engine.begin() as connection:
             await connection.execute(
                 insert(Customer),
-                [{"external_id": external_id, **features} for external_id in external_ids],
+                [
+                    {
+                        "external_id": external_id,
+                        "features": features,
+                        "schema_sha256": default_schema_sha256(),
+                    }
+                    for external_id in external_ids
+                ],
             )
             result = await connection.execute(
                 select(Customer.external_id, Customer.id).where(
