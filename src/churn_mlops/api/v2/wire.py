@@ -102,7 +102,7 @@ def _document(header: bytes | memoryview) -> _Request:
     except msgspec.DecodeError:
         pass
     try:
-        # Python's JSON reads the NaN that a JSON tensor may carry for `total_charges`.
+        # Python's JSON reads the NaN that a JSON tensor may carry for a nullable feature.
         document = json.loads(bytes(header))
     except (ValueError, RecursionError):
         raise TensorError("the request is not a valid JSON document") from None
