@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from churn_mlops.model.provisioning import (
     train_with_progress,
     training_source,
 )
+from churn_mlops.model.registry import ModelVersion
 from churn_mlops.model.registry_cli import models_app
 from churn_mlops.observability.cli import ProfiledPipeline, profile_command
 from churn_mlops.observability.drift_cli import drift_app
@@ -40,6 +42,23 @@ app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(drift_app, name="drift")
 app.add_typer(customers_app, name="customers")
 console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class CliHooks:
+    """What commands of lower layers get from here (`ctx.obj`): checks that need the database."""
+
+    def promotion_check(self, version: ModelVersion) -> None:
+        """`models promote` is refused if stored customers lack features the version reads and
+        its schema has no default for (CHURN_DATABASE_URL's customers)."""
+        from churn_mlops.db.stored_features import check_promotion
+
+        check_promotion(Settings().database_url, version.path, version.version)
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    ctx.obj = CliHooks()
 
 
 @app.command()

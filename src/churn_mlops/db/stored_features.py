@@ -13,14 +13,17 @@ whatever the number of customers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from churn_mlops.core.errors import Conflict
 from churn_mlops.core.schema import FeatureSchema
+from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Customer
 
 
@@ -83,3 +86,36 @@ async def check_promotable(
     every stored customer."""
     if columns := await missing_columns(connection, schema):
         raise MissingStoredFeatures(version, columns)
+
+
+async def check_database_promotable(
+    database: Database, schema: FeatureSchema, version: str | None = None
+) -> None:
+    """`check_promotable` on `database` (a table not created yet holds no customers)."""
+    async with database.engine.connect() as connection:
+        if await connection.run_sync(lambda sync: inspect(sync).has_table("customers")):
+            await check_promotable(connection, schema, version)
+
+
+def check_promotion(database_url: str, model_dir: Path, version: str) -> None:
+    """What `churn-mlops models promote` checks: MissingStoredFeatures if the stored customers
+    of `database_url` lack features the model in `model_dir` has no default for. A SQLite file
+    that does not exist holds no customers: nothing to check."""
+    from sqlalchemy.engine import make_url
+
+    from churn_mlops.model.artifact import ModelArtifact
+
+    url = make_url(database_url.replace("postgres://", "postgresql://", 1))
+    file = url.database if url.get_backend_name() == "sqlite" else None
+    if file not in (None, "", ":memory:") and not Path(str(file)).exists():
+        return
+    schema = ModelArtifact.load(model_dir).schema
+
+    async def check() -> None:
+        database = Database.from_url(database_url)
+        try:
+            await check_database_promotable(database, schema, version)
+        finally:
+            await database.dispose()
+
+    asyncio.run(check())

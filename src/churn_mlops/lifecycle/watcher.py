@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from churn_mlops.core.errors import InvalidRequest, ServiceError
@@ -157,12 +157,20 @@ class ModelWatcher:
             challenger = aliases.get(CHALLENGER) if self._challenger_mode != "off" else None
             await self._follow_challenger(challenger)
 
-    async def promote(self, version: str, alias: str = CHAMPION) -> None:
+    async def promote(
+        self,
+        version: str,
+        alias: str = CHAMPION,
+        check: Callable[[ModelArtifact], Awaitable[None]] | None = None,
+    ) -> None:
         """Load and verify `version` here first; only then point `alias` at it in the registry
         and serve it in this worker (the others follow within a poll). A version that does not
-        load raises `VersionRefused` and changes nothing; an unknown one, a 404."""
+        load raises `VersionRefused` and changes nothing; an unknown one, a 404. `check` may
+        refuse the loaded artifact (raising) before anything changes."""
         await asyncio.to_thread(self.registry.get, version)
         artifact = await self._load(alias, version)
+        if check is not None:
+            await check(artifact)
         async with self._lock:
             await asyncio.to_thread(self.registry.promote, version, alias)
             if alias == CHAMPION:

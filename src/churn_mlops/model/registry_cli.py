@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,10 @@ models_app = typer.Typer(
 console = Console(stderr=True)
 
 AliasOption = Annotated[str, typer.Option("--alias", help="The alias to change.")]
+
+
+PromotionCheck = Callable[[ModelVersion], None]
+"""Raises a ServiceError if a version may not be promoted."""
 
 
 def _registry() -> ModelRegistry:
@@ -125,13 +130,19 @@ def register_model(
 
 @models_app.command("promote")
 def promote_model(
+    ctx: typer.Context,
     version: Annotated[str, typer.Argument(help="The version the alias will name.")],
     alias: AliasOption = CHAMPION,
 ) -> None:
-    """Point an alias (champion by default) at a registered version."""
+    """Point an alias (champion by default) at a registered version; refused if stored
+    customers lack features it reads and its schema has no default for."""
     registry = _registry()
+    # The root command hands in the checks of layers above this one (the stored customers).
+    check: PromotionCheck | None = getattr(ctx.obj, "promotion_check", None)
     try:
         before = registry.resolve(alias)
+        if check is not None:
+            check(registry.get(version))
         registry.promote(version, alias)
         table = _aliases_table(registry)
     except ServiceError as error:

@@ -22,8 +22,10 @@ from churn_mlops.api.schemas.model import (
 from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.scopes import AUTH_RESPONSES, AdminAccess, ReadAccess
 from churn_mlops.core.errors import Conflict
+from churn_mlops.db.stored_features import check_database_promotable
 from churn_mlops.lifecycle.served import ServedModel
 from churn_mlops.lifecycle.watcher import ModelWatcher
+from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.runtime import Runtime
 
 Followed = Literal["champion", "challenger"]
@@ -65,7 +67,11 @@ def build_model_router() -> APIRouter:
     problems: dict[int | str, dict[str, Any]] = {
         **AUTH_RESPONSES,
         404: {"model": Problem, "description": "Unknown version (or no challenger to remove)"},
-        409: {"model": Problem, "description": "The service follows no registry"},
+        409: {
+            "model": Problem,
+            "description": "The service follows no registry, or stored customers lack features "
+            "the version reads and its schema has no default for",
+        },
         422: {"model": Problem, "description": "The version failed to load or its parity check"},
     }
 
@@ -92,7 +98,14 @@ def build_model_router() -> APIRouter:
     async def promote(runtime: Runtime, alias: Followed, version: str) -> AliasChange:
         watcher = _watcher(runtime)
         before = (await asyncio.to_thread(watcher.registry.aliases)).get(alias)
-        await watcher.promote(version, alias)
+        database = runtime.database
+
+        async def fits_stored_customers(artifact: ModelArtifact) -> None:
+            # 409 naming the features stored customers lack and the schema has no default for.
+            if database is not None:
+                await check_database_promotable(database, artifact.schema, version)
+
+        await watcher.promote(version, alias, fits_stored_customers)
         return AliasChange(alias=alias, version=version, previous=before)
 
     # Two routes, not `/model/{alias}`: a template would also match `/model/compare` and
