@@ -41,6 +41,7 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("DELETE", "/model/challenger"): Scope.ADMIN,
     ("GET", "/cache/stats"): Scope.READ,
     ("GET", "/customers"): Scope.READ,
+    ("POST", "/customers"): PREDICT_OR_ADMIN,
     ("GET", "/customers/{customer_id}"): Scope.READ,
     ("GET", "/predictions"): Scope.READ,
     ("DELETE", "/cache"): Scope.ADMIN,

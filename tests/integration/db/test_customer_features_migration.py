@@ -110,8 +110,8 @@ def test_0007_downgrade_refuses_customers_of_another_schema(database_url: str) -
     anyio.run(
         _execute,
         database_url,
-        f"INSERT INTO customers (external_id, features, schema_sha256) VALUES ('O-1', {cast}, "
-        "'0000')",
+        "INSERT INTO customers (external_id, features, schema_sha256) "  # noqa: S608
+        f"VALUES ('O-1', {cast}, '0000')",
         {"f": '{"seats":3}'},
     )
     try:
