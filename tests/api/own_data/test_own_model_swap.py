@@ -1,0 +1,76 @@
+"""A registry promotion to a model trained on other columns: the running app's requests, its
+OpenAPI document and `GET /model/schema` follow it without a restart, and back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from churn_mlops.api.app import create_app
+from churn_mlops.data.telco_example import EXAMPLE_FEATURES
+from churn_mlops.model.artifact import ModelArtifact
+from churn_mlops.model.registry import LocalRegistry
+from churn_mlops.settings import Settings
+from tests.fixtures.lifespan import in_process_client
+from tests.fixtures.security import api_key_headers, security_settings
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
+
+
+async def _documented_features(client: httpx.AsyncClient) -> list[str]:
+    document = (await client.get("/openapi.json")).json()
+    return list(document["components"]["schemas"]["CustomerFeatures"]["properties"])
+
+
+async def _eventually_serves(client: httpx.AsyncClient, version: str, body: Any) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        response = await client.post("/predict", json=body)
+        if response.status_code == 200 and response.json()["model_version"] == version:
+            return
+        assert asyncio.get_running_loop().time() < deadline, response.text
+        await asyncio.sleep(0.02)
+
+
+async def test_a_promotion_to_other_columns_swaps_decoder_openapi_and_schema(
+    tmp_path: Path,
+    artifact_dir: Path,
+    artifact: ModelArtifact,
+    own_artifact_dir: Path,
+    own_artifact: ModelArtifact,
+) -> None:
+    registry = LocalRegistry(tmp_path / "models")
+    registry.register(artifact_dir)
+    registry.register(own_artifact_dir)
+    registry.promote(artifact.version)
+    settings = Settings(
+        model_registry_dir=registry.root,
+        model_poll_seconds=0.05,
+        environment="test",
+        **security_settings(),
+    )
+    telco_body = {"features": EXAMPLE_FEATURES}
+    own_body = {"features": dict(own_artifact.schema.example)}
+    app = create_app(settings)
+    async with in_process_client(app, api_key_headers(app)) as client:
+        assert "tenure" in await _documented_features(client)
+        assert (await client.post("/predict", json=own_body)).status_code == 422
+
+        registry.promote(own_artifact.version)
+        await _eventually_serves(client, own_artifact.version, own_body)
+
+        assert await _documented_features(client) == list(own_artifact.schema.names)
+        schema = (await client.get("/model/schema")).json()
+        assert schema["sha256"] == own_artifact.schema.sha256
+        refused = await client.post("/predict/batch", json=[telco_body])
+        assert refused.status_code == 422
+        assert "[0].features.region" in {e["field"] for e in refused.json()["errors"]}
+
+        registry.rollback()
+        await _eventually_serves(client, artifact.version, telco_body)
+        assert "tenure" in await _documented_features(client)
+        assert (await client.get("/model/schema")).json()["sha256"] == artifact.schema.sha256
