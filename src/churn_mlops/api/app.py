@@ -38,7 +38,7 @@ from churn_mlops.core.request_models import request_models
 from churn_mlops.core.schema import FeatureSchema
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.observability.logging import configure_logging
-from churn_mlops.prediction.strict_parser import StrictBodyParser, shipped_example_schema
+from churn_mlops.prediction.strict_parser import shipped_example_schema
 from churn_mlops.runtime import Runtime, open_runtime
 from churn_mlops.security.authenticator import KeySource
 from churn_mlops.security.guard import RequestGuard
@@ -154,9 +154,8 @@ def create_app(settings: Settings, artifact: ModelArtifact | None = None) -> Chu
         docs_url=None,
         redoc_url=None,
     )
-    parser = StrictBodyParser(settings.max_batch_rows, settings.max_json_depth)
     install_error_handlers(api)
-    api.include_router(build_prediction_router(parser))
+    api.include_router(build_prediction_router(settings.max_batch_rows))
     api.include_router(build_auth_router())
     api.include_router(build_status_router())
     api.include_router(build_compare_router())

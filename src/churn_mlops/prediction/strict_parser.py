@@ -125,17 +125,27 @@ class StrictBodyParser:
             raise refusal
 
     def openapi_single(self) -> dict[str, Any]:
-        return _request_body({"$ref": REQUEST_SCHEMA_REF})
+        return openapi_single()
 
     def openapi_batch(self) -> dict[str, Any]:
-        return _request_body(
-            {
-                "type": "array",
-                "items": {"$ref": REQUEST_SCHEMA_REF},
-                "minItems": 1,
-                "maxItems": self.max_batch_rows,
-            }
-        )
+        return openapi_batch(self.max_batch_rows)
+
+
+def openapi_single() -> dict[str, Any]:
+    """The OpenAPI `requestBody` of `/predict`: the served schema's `PredictRequest`."""
+    return _request_body({"$ref": REQUEST_SCHEMA_REF})
+
+
+def openapi_batch(max_batch_rows: int) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of `/predict/batch`: 1 to `max_batch_rows` requests."""
+    return _request_body(
+        {
+            "type": "array",
+            "items": {"$ref": REQUEST_SCHEMA_REF},
+            "minItems": 1,
+            "maxItems": max_batch_rows,
+        }
+    )
 
 
 def _invalid(error: ValidationError) -> InvalidRequest:

@@ -16,7 +16,7 @@ from churn_mlops.api.deps import PipelineDep
 from churn_mlops.api.schemas.predictions import BatchPredictResponse, PredictResponse
 from churn_mlops.api.schemas.problem import Problem
 from churn_mlops.api.scopes import AUTH_RESPONSES, PredictAccess
-from churn_mlops.prediction.strict_parser import StrictBodyParser
+from churn_mlops.prediction.strict_parser import openapi_batch, openapi_single
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
@@ -30,7 +30,9 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_prediction_router(bodies: StrictBodyParser) -> APIRouter:
+def build_prediction_router(max_batch_rows: int) -> APIRouter:
+    """The routes; their bodies are documented by reference to `PredictRequest`, which the
+    OpenAPI document takes from the served model's feature schema (`api/app.py`)."""
     router = APIRouter(tags=["predictions"])
 
     @router.post(
@@ -38,7 +40,7 @@ def build_prediction_router(bodies: StrictBodyParser) -> APIRouter:
         summary="Predict one customer's churn",
         response_model=PredictResponse,
         responses=_REFUSALS,
-        openapi_extra=bodies.openapi_single(),
+        openapi_extra=openapi_single(),
     )
     async def predict(caller: PredictAccess, request: Request, pipeline: PipelineDep) -> Response:
         """Churn probability and decision for one customer."""
@@ -56,7 +58,7 @@ def build_prediction_router(bodies: StrictBodyParser) -> APIRouter:
                 "description": "More rows than the batch limit, a body too large or too deep",
             },
         },
-        openapi_extra=bodies.openapi_batch(),
+        openapi_extra=openapi_batch(max_batch_rows),
     )
     async def predict_batch(
         caller: PredictAccess, request: Request, pipeline: PipelineDep
