@@ -107,12 +107,14 @@ async def check_database_promotable(
 
 def check_promotion(database_url: str, model_dir: Path, version: str) -> None:
     """What `churn-mlops models promote` checks: MissingStoredFeatures if the stored customers
-    of `database_url` lack features the model in `model_dir` has no default for. A SQLite file
-    that does not exist holds no customers: nothing to check."""
+    of `database_url` lack features the model in `model_dir` has no default for. No database
+    configured (an empty URL), or a SQLite file that does not exist: nothing to check."""
     from sqlalchemy.engine import make_url
 
     from churn_mlops.model.artifact import ModelArtifact
 
+    if not database_url:  # no database configured: no stored customers
+        return
     url = make_url(database_url.replace("postgres://", "postgresql://", 1))
     file = url.database if url.get_backend_name() == "sqlite" else None
     if file not in (None, "", ":memory:") and not Path(str(file)).exists():

@@ -300,7 +300,10 @@ async def _store_customers(url: str, dataset: TelcoDataset, count: int) -> list[
         async with database.engine.begin() as connection:
             await connection.execute(
                 insert(Customer),
-                [{"external_id": f"c-{n}", **row} for n, row in enumerate(stored)],
+                [
+                    {"external_id": f"c-{n}", "features": row, "schema_sha256": "telco"}
+                    for n, row in enumerate(stored)
+                ],
             )
     finally:
         await database.dispose()
