@@ -239,3 +239,34 @@ def test_grpc_bad_tensors_are_invalid_argument_naming_them(
             grpc_client.infer(MODEL, inputs, headers=server.headers)
         assert str(refused.value.status()) == "StatusCode.INVALID_ARGUMENT"
         assert str(refused.value.message()).startswith(message)
+
+
+def test_http_reasons_equal_predict_batch_reasons(
+    server: Server, http_client: Any, rows: list[dict[str, Any]]
+) -> None:
+    """The reasons name the schema's features and give their values as read (the unseen plan,
+    read as missing, is left out: /predict echoes it as sent)."""
+    sample = [rows[0], *rows[2:12]]
+    result = http_client.infer(
+        MODEL,
+        http_inputs(arrays(sample), True),
+        headers=dict(server.headers),
+        parameters={"explain": True},
+    )
+    reasons = [orjson.loads(item) for item in result.as_numpy("reasons").tolist()]
+    response = httpx.post(
+        f"http://{server.http_url}/predict/batch",
+        content=orjson.dumps([{"features": row, "explain": True} for row in sample]),
+        headers={**server.headers, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert reasons == [p["reasons"] for p in response.json()["predictions"]]
+    features = {c["feature"] for r in reasons for c in r["features"]}
+    assert features <= set(OWN_FEATURES)
+    support = [
+        c["value"] for r in reasons for c in r["features"]
+        if c["feature"] == "has_support_contract"
+    ]  # fmt: skip
+    assert support
+    assert {type(value) for value in support} == {bool}
