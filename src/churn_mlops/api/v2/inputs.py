@@ -49,8 +49,6 @@ def accepted_datatypes(spec: FeatureSpec) -> tuple[str, ...]:
 def _bound_text(spec: FeatureSpec) -> str:
     """How a refusal states the feature's range: ' from 0 to 120', ' of at least 1', ''."""
     low, high = spec.minimum, spec.maximum
-    if spec.kind == "boolean":
-        low, high = 0, 1
     if low is not None and high is not None:
         return f" from {low} to {high}"
     if low is not None:
