@@ -14,7 +14,7 @@ from anyio import to_thread
 from typer.testing import CliRunner, Result
 
 from churn_mlops.cli import app
-from churn_mlops.data import load_telco_csv
+from churn_mlops.data import Dataset, load_telco_csv
 from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db.engine import Database
 from churn_mlops.db.repository import CustomerRepository
@@ -171,3 +171,26 @@ async def test_models_promote_refuses_a_model_stored_customers_lack_columns_for(
     assert registry.resolve("champion").version == telco  # type: ignore[union-attr]
     assert json.loads((artifact_dir / METADATA_FILE).read_text())["version"] == telco
     assert EXAMPLE_FEATURES  # the stored customers are the shipped example's
+
+
+async def test_seed_stores_any_dataset_s_rows_and_draws_valid_synthetic_ones(
+    database: Database, own_dataset: Dataset
+) -> None:
+    from sqlalchemy import select
+
+    from churn_mlops.core.request_models import request_models
+    from churn_mlops.db.models import Customer
+    from churn_mlops.db.seed import seed_synthetic_customers
+
+    seeded = await seed_dataset(database, own_dataset.subset(range(30)))
+    synthetic = await seed_synthetic_customers(database, own_dataset, 200, batch_size=64)
+    assert (seeded.total, synthetic.total) == (30, 230)
+    features, sha256 = await _features(database, own_dataset.customer_ids[3])
+    assert features == next(own_dataset.subset([3]).feature_rows())
+    assert sha256 == own_dataset.schema.sha256
+    model = request_models(own_dataset.schema).features
+    async with database.sessions() as session:
+        stored = (await session.scalars(select(Customer))).all()
+    for customer in stored:  # every synthetic row passes the schema's own validation
+        assert model.model_validate(customer.features).model_dump() == customer.features
+    assert {c.schema_sha256 for c in stored} == {own_dataset.schema.sha256}
