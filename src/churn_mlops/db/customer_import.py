@@ -186,14 +186,18 @@ async def import_customers(
     id_name: str | None = None,
     skip_invalid: bool = False,
     progress: Progress | None = None,
+    validated: Progress | None = None,
 ) -> ImportResult:
     """Validate every row of the file, then upsert them in one transaction; ImportRefused
     (nothing written) if a row is invalid and not `skip_invalid`; DatasetError if the file
-    cannot be read or lacks a column."""
+    cannot be read or lacks a column. `validated` hears how many rows will be written,
+    `progress` how many were just written."""
     table = read_table(path)
     checked = validate_table(table, schema, id_column(schema, id_name))
     if checked.errors and not skip_invalid:
         raise ImportRefused(path, checked.errors)
+    if validated is not None:
+        validated(len(checked.rows))
     async with database.engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             await connection.exec_driver_sql("SET LOCAL statement_timeout = 0")

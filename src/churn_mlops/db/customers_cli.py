@@ -106,6 +106,7 @@ async def _import(
                     id_name=id_name,
                     skip_invalid=skip_invalid,
                     progress=lambda n: progress.advance(task, n),
+                    validated=lambda n: progress.update(task, total=n),
                 )
             except (ImportRefused, DatasetError) as error:
                 progress.stop()
