@@ -67,12 +67,16 @@ def build_model_router() -> APIRouter:
     problems: dict[int | str, dict[str, Any]] = {
         **AUTH_RESPONSES,
         404: {"model": Problem, "description": "Unknown version (or no challenger to remove)"},
+        409: {"model": Problem, "description": "The service follows no registry"},
+        422: {"model": Problem, "description": "The version failed to load or its parity check"},
+    }
+    promotions = {
+        **problems,
         409: {
             "model": Problem,
             "description": "The service follows no registry, or stored customers lack features "
             "the version reads and its schema has no default for",
         },
-        422: {"model": Problem, "description": "The version failed to load or its parity check"},
     }
 
     @router.get("/model", summary="The served model", responses={**AUTH_RESPONSES, **NOT_LOADED})
@@ -110,7 +114,7 @@ def build_model_router() -> APIRouter:
 
     # Two routes, not `/model/{alias}`: a template would also match `/model/compare` and
     # advertise PUT there (`Allow`), and the service follows exactly these two aliases.
-    @router.put("/model/champion", summary="Promote a version to champion", responses=problems)
+    @router.put("/model/champion", summary="Promote a version to champion", responses=promotions)
     async def promote_champion(
         caller: AdminAccess, runtime: RuntimeDep, update: AliasUpdate
     ) -> AliasChange:
@@ -119,7 +123,7 @@ def build_model_router() -> APIRouter:
         `CHURN_MODEL_POLL_SECONDS`. A version that does not load changes nothing (422)."""
         return await promote(runtime, "champion", update.version)
 
-    @router.put("/model/challenger", summary="Make a version the challenger", responses=problems)
+    @router.put("/model/challenger", summary="Make a version the challenger", responses=promotions)
     async def promote_challenger(
         caller: AdminAccess, runtime: RuntimeDep, update: AliasUpdate
     ) -> AliasChange:
