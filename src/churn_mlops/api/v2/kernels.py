@@ -137,7 +137,7 @@ class CategoryTable:
         encoded = [value.encode() for value in values]
         self.vocabulary = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
         self.lengths = np.array([len(value) for value in encoded], dtype=np.int64)
-        self.starts = np.concatenate(([0], np.cumsum(self.lengths)[:-1])).astype(np.int64)
+        self.starts = (np.cumsum(self.lengths) - self.lengths).astype(np.int64)
         self.codes = np.asarray(codes, dtype=np.float32)
 
     def lookup(
