@@ -6,8 +6,8 @@ run on the read pool's connections, where asyncpg keeps them prepared), no trans
 it, and rows encoded by orjson straight into the documented JSON. A customer's features are
 stored as JSON text in the schema's order (`db.models.FeatureDocument`): asyncpg hands `json`
 over as text, which goes into the answer as it is (an `orjson.Fragment`), never decoded.
-SQLite, the embedded default,
-reads through the repository's ORM queries into rows of the same shape and shares the encoder.
+SQLite, the embedded default, reads through the repository's ORM queries into rows of the same
+shape and shares the encoder.
 The JSON equals what the pydantic response models would make of the same rows
 (tests/integration/db/test_customer_reads.py).
 """
