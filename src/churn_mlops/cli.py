@@ -93,6 +93,7 @@ def train(
     the feature schema inferred from the data) and register it.
 
     Without --target or --schema the data must be in the Telco layout."""
+    from churn_mlops.core.errors import ServiceError
     from churn_mlops.data import TrainingSource
     from churn_mlops.model.registry import CHAMPION, open_registry
     from churn_mlops.model.training import TrainingConfig
@@ -114,6 +115,11 @@ def train(
     registry = open_registry(settings)
     registered = registry.register(out_dir, run_metrics={"cv_roc_auc": result.cv_roc_auc})
     if promote:
+        try:
+            CliHooks().promotion_check(registered)
+        except ServiceError as error:
+            console.print(f"Registered {registered.version}; [red]not promoted:[/] {error}")
+            raise typer.Exit(2) from None
         registry.promote(registered.version, CHAMPION)
     role = " as the champion" if promote else ""
     console.print(f"Registered {registered.version} in {registry.location}{role}.")

@@ -249,5 +249,10 @@ class FeatureSchema:
         return hashlib.sha256(self.canonical_json()).hexdigest()
 
     def missing_from(self, stored: set[str]) -> list[str]:
-        """The features a row with only the `stored` columns lacks and has no default for."""
-        return [s.name for s in self.features if s.name not in stored and s.default is None]
+        """The features a row with only the `stored` columns lacks and cannot be scored
+        without: no default, and not nullable (a nullable one is read as missing)."""
+        return [
+            s.name
+            for s in self.features
+            if s.name not in stored and s.default is None and not s.nullable
+        ]

@@ -2,9 +2,10 @@
 
 Customers keep the features they were validated with (`customers.features`, with the schema's
 hash in `schema_sha256`). A model trained later may read a column they lack; its schema's
-`default` for that column fills it in when a stored customer is scored (`with_defaults`), and
-a model whose schema has no default for a column that stored customers lack cannot be promoted
-(`check_promotable`): it could not score them.
+`default` for that column fills it in when a stored customer is scored (`with_defaults`; a
+nullable column without one is read as missing), and a model whose schema has neither for a
+column that stored customers lack cannot be promoted (`check_promotable`): it could not score
+them.
 
 The feature sets stored are read from one row per distinct `schema_sha256` (few: one per schema
 customers were ever written with), so the check costs a couple of index-only statements
@@ -49,8 +50,9 @@ def with_defaults(features: Mapping[str, Any], schema: FeatureSchema) -> dict[st
     completed = dict(features)
     for spec in schema.features:
         if spec.name not in completed:
-            if spec.default is None:
+            if spec.default is None and not spec.nullable:
                 raise MissingStoredFeatures(None, [spec.name])
+            # A nullable feature without a default is read as missing.
             completed[spec.name] = spec.default
     return completed
 

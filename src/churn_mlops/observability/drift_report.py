@@ -29,7 +29,6 @@ import numpy.typing as npt
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from churn_mlops.core.features import FEATURE_NAMES
 from churn_mlops.db.engine import create_engine
 from churn_mlops.db.models import Customer, Prediction
 from churn_mlops.db.prediction_log.features import decode_rows
@@ -196,7 +195,7 @@ def profile_of(artifact: ModelArtifact) -> ReferenceProfile:
 
 
 async def _logged(
-    engine: AsyncEngine, since: datetime, version: str, progress: Progress
+    engine: AsyncEngine, since: datetime, version: str, width: int, progress: Progress
 ) -> tuple[FloatMatrix, npt.NDArray[np.float64]]:
     in_window = and_(Prediction.created_at >= since, Prediction.model_version == version)
     async with engine.connect() as connection:
@@ -228,7 +227,7 @@ async def _logged(
         async for part in result.partitions(READ_CHUNK_ROWS):
             blobs = [features for features, _ in part if features is not None]
             try:
-                parts.append(decode_rows(blobs, len(FEATURE_NAMES)))
+                parts.append(decode_rows(blobs, width))
             except ValueError as error:
                 raise DriftReportError(f"model {version}'s logged features: {error}") from None
             scores.append(np.fromiter((p for _, p in part), dtype=np.float64, count=len(part)))
@@ -304,7 +303,9 @@ async def read_sample(
         scores: list[npt.NDArray[np.float64]] = []
         logged = customers = 0
         if source in ("log", "both"):
-            rows, probabilities = await _logged(engine, since, artifact.version, progress)
+            rows, probabilities = await _logged(
+                engine, since, artifact.version, len(artifact.schema.names), progress
+            )
             matrices.append(rows)
             scores.append(probabilities)
             logged = len(rows)

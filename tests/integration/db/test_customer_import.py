@@ -162,7 +162,7 @@ async def test_models_promote_refuses_a_model_stored_customers_lack_columns_for(
     refused = await _invoke(["models", "promote", own], environment)
     assert refused.exit_code == 1
     message = " ".join(refused.output.split())
-    assert f"model {own} reads region, plan, seats, monthly_spend, logins_last30d, " in message
+    assert f"model {own} reads region, seats, monthly_spend, has_support_contract, " in message
     assert "has_support_contract, which stored customers do not have" in message
     assert registry.resolve("champion") is None
 

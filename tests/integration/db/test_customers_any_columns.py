@@ -130,8 +130,9 @@ async def test_promotion_is_refused_naming_the_columns_stored_customers_lack(
     with pytest.raises(MissingStoredFeatures) as refused:
         await check_database_promotable(database, own_artifact.schema, "own-1")
     assert isinstance(refused.value, Conflict)
-    assert refused.value.columns == list(OWN_FEATURES)
-    assert "model own-1 reads region, plan, seats, monthly_spend" in refused.value.detail
+    # The nullable ones (plan, logins_last30d) are scored as missing: not refused.
+    assert refused.value.columns == ["region", "seats", "monthly_spend", "has_support_contract"]
+    assert "model own-1 reads region, seats, monthly_spend" in refused.value.detail
 
     # Defaults for every column the Telco customers lack: it can score them.
     defaults = {**{name: OWN_ROW[name] for name in OWN_FEATURES}, "logins_last30d": 5}
@@ -148,10 +149,11 @@ async def test_promotion_check_reads_every_stored_schema(
         repository = CustomerRepository(session)
         await repository.add("T-1", dict(EXAMPLE_FEATURES))
         await repository.add("O-1", OWN_ROW, own_artifact.schema.sha256)
-    # The Telco model: the own customers lack all 19 of its features.
+    # The Telco model: the own customers lack all 19 of its features (total_charges, nullable,
+    # would be scored as missing).
     with pytest.raises(MissingStoredFeatures) as refused:
         await check_database_promotable(database, telco_schema())
-    assert refused.value.columns == list(FEATURE_NAMES)
+    assert refused.value.columns == [n for n in FEATURE_NAMES if n != "total_charges"]
     # No database customer at all: nothing to refuse.
     async with database.engine.begin() as connection:
         await connection.execute(text("DELETE FROM customers"))

@@ -255,7 +255,13 @@ def test_no_logged_features_is_an_error_naming_the_setting(
 def test_a_model_without_a_profile_is_an_error(
     artifact: ModelArtifact, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    older = artifact.rebuilt(artifact.info)
+    older = ModelArtifact.build(
+        artifact.estimator,
+        artifact.encoder,
+        artifact.info,
+        schema=artifact.schema,
+        parity_rows=artifact.parity_rows,
+    )
     older.save(tmp_path / "older")
     with pytest.raises(DriftReportError, match="no reference profile"):
         profile_of(ModelArtifact.load(tmp_path / "older"))

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from churn_mlops.core.features import EXAMPLE_CUSTOMER_ID
+from churn_mlops.api.schemas.customers import EXAMPLE_CUSTOMER_ID
 from churn_mlops.db.outcomes import latest_observable_date
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
