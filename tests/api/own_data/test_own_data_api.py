@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from churn_mlops.api.app import create_app
 from churn_mlops.data import Dataset
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.model.compiled import PARITY_TOLERANCE
+from churn_mlops.settings import Settings
 from tests.fixtures.own_data import OWN_FEATURES, PLANS, REGIONS
 from tests.fixtures.requests import prediction_bodies
+from tests.fixtures.security import api_client
 
 ROWS = 40
 
@@ -218,3 +221,20 @@ def test_a_full_batch_of_training_rows_equals_the_offline_model(
     assert response.status_code == 200
     served = np.array([p["churn_probability"] for p in response.json()["predictions"]])
     np.testing.assert_allclose(served, forest, rtol=0, atol=1e-12)
+
+
+def test_model_schema_is_503_until_a_model_is_served(own_settings: Settings) -> None:
+    # No `with`: the lifespan that loads the model has not run.
+    client = api_client(create_app(own_settings))
+    response = client.get("/model/schema")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "The model is still loading; retry in a moment."
+
+
+def test_model_schema_needs_the_read_scope(
+    own_settings: Settings, own_artifact: ModelArtifact
+) -> None:
+    with api_client(create_app(own_settings, own_artifact), scopes=["predict"]) as client:
+        assert client.get("/model/schema").status_code == 403
+        assert client.get("/model").status_code == 403
