@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from churn_mlops.data.telco_example import FEATURE_NAMES
 from churn_mlops.security.limits import SMALL_BODY_BYTES
 from tests.api.hostile.conftest import CUSTOMER
-from tests.fixtures.telco_decoding import MAX_MEMBERS
 from tests.fixtures.requests import JSON_HEADERS
+from tests.fixtures.telco_decoding import MAX_MEMBERS
 from tests.unit.security.test_limits_linear import hostile_bodies
 
 pytestmark = pytest.mark.timeout(120)

@@ -21,8 +21,8 @@ from churn_mlops.data.telco_example import (
 from churn_mlops.model.artifact import ModelArtifact
 from churn_mlops.prediction.decoding import RequestDecoder, _msgspec_type, _struct
 from churn_mlops.prediction.strict_parser import StrictBodyParser
-from tests.fixtures.telco_decoding import FeaturesStruct, RequestStruct
 from tests.fixtures.requests import prediction_bodies
+from tests.fixtures.telco_decoding import FeaturesStruct, RequestStruct
 
 
 @pytest.fixture(scope="module")
