@@ -32,7 +32,8 @@ class RefusedVersion:
     alias: str
     version: str
     reason: str
-    """A category: not_registered, unreadable, modified or parity."""
+    """A category: not_registered, unreadable, modified, parity, or features (a challenger
+    that reads other rows than the champion)."""
     detail: str
     at: str
     """When it was refused (ISO 8601, UTC)."""

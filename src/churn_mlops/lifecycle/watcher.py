@@ -58,6 +58,22 @@ class VersionRefused(InvalidRequest):
         self.refused = refused
 
 
+def _reads_same_rows(champion: ModelArtifact, challenger: ModelArtifact) -> bool:
+    """Whether the challenger reads the rows decoded for the champion: the same features in
+    the same order with the same category codes (a shadow or canary challenger scores them)."""
+    return champion.encoder.to_dict() == challenger.encoder.to_dict()
+
+
+def _other_rows(version: str, champion: str) -> RefusedVersion:
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    detail = (
+        f"it reads other features or categories than the champion {champion} (another "
+        "schema or vocabulary), and a challenger scores the rows decoded for the champion; "
+        "compare such a model after promoting it, or retrain it on the champion's columns"
+    )
+    return RefusedVersion(CHALLENGER, version, "features", detail, at)
+
+
 def _refusal(alias: str, version: str, error: Exception) -> RefusedVersion:
     detail = getattr(error, "detail", None) or str(error)
     if isinstance(error, UnknownModelVersion):
@@ -88,6 +104,9 @@ class ModelWatcher:
         self._build = build
         self._poll_seconds = settings.model_poll_seconds
         self._challenger_mode = settings.challenger_mode
+        # The artifact of the challenger scored beside the champion (its rows are checked
+        # against a new champion's).
+        self._challenger_artifact: ModelArtifact | None = None
         self._canary_percent = settings.canary_percent
         self._metrics = metrics
         self._lock = asyncio.Lock()
@@ -244,12 +263,25 @@ class ModelWatcher:
         pipeline.warm_up()  # with its model's schema's example
         if previous is not None:
             challenger = previous.pipeline.challenger
-            # A challenger promoted to champion stops being compared with itself.
-            if challenger is not None and challenger.version != artifact.version:
+            carried = self._challenger_artifact
+            # A challenger promoted to champion stops being compared with itself, and one
+            # that reads other rows than the new champion is not scored beside it.
+            if (
+                challenger is not None
+                and challenger.version != artifact.version
+                and (carried is None or _reads_same_rows(artifact, carried))
+            ):
                 pipeline.challenger = challenger
             elif challenger is not None:
                 self._retire(challenger.pipeline)
                 self._record_serving(CHALLENGER, None)
+                self._challenger_artifact = None
+                if challenger.version != artifact.version:
+                    self._refuse(_other_rows(challenger.version, artifact.version))
+        refused = self.slot.refused.get(CHALLENGER)
+        if refused is not None and refused.reason == "features":
+            # Judged against the champion it was refused beside: try again with this one.
+            self._clear_refusal(CHALLENGER)
         self.slot.swap(ServedModel(artifact, pipeline))
         if previous is not None:
             self._retire(previous.pipeline)
@@ -286,6 +318,10 @@ class ModelWatcher:
         served = self.slot.current
         if served is None or served.artifact.version == artifact.version:
             return
+        if not _reads_same_rows(served.artifact, artifact):
+            self._refuse(_other_rows(artifact.version, served.artifact.version))
+            return
+        self._challenger_artifact = artifact
         champion = served.pipeline
         if self._challenger_mode == "canary":
             pipeline = self._build(artifact)
@@ -322,6 +358,7 @@ class ModelWatcher:
         if served is None or served.pipeline.challenger is None:
             return
         previous, served.pipeline.challenger = served.pipeline.challenger, None
+        self._challenger_artifact = None
         self._retire(previous.pipeline)
         self._record_serving(CHALLENGER, None)
         logger.info("challenger %s no longer scored", previous.version)

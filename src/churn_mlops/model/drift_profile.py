@@ -217,9 +217,7 @@ class ReferenceProfile:
         predicted probabilities on them."""
         names = encoder.feature_names
         if rows.ndim != 2 or rows.shape[1] != len(names):
-            raise DriftProfileError(
-                f"rows must have {len(names)} columns, not {rows.shape}"
-            )
+            raise DriftProfileError(f"rows must have {len(names)} columns, not {rows.shape}")
         if len(probabilities) != len(rows):
             raise DriftProfileError("one probability per row is needed")
         features = tuple(

@@ -74,3 +74,55 @@ async def test_a_promotion_to_other_columns_swaps_decoder_openapi_and_schema(
         await _eventually_serves(client, artifact.version, telco_body)
         assert "tenure" in await _documented_features(client)
         assert (await client.get("/model/schema")).json()["sha256"] == artifact.schema.sha256
+
+
+async def _refused(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        refused: list[dict[str, Any]] = (await client.get("/model")).json()["refused"]
+        if refused or asyncio.get_running_loop().time() > deadline:
+            return refused
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", ["shadow", "canary"])
+async def test_a_challenger_reading_other_columns_is_refused_beside_the_champion(
+    tmp_path: Path,
+    artifact_dir: Path,
+    artifact: ModelArtifact,
+    own_artifact_dir: Path,
+    own_artifact: ModelArtifact,
+    mode: str,
+) -> None:
+    # A challenger scores the rows decoded for the champion: rows of other columns would be
+    # scored wrong, so such a challenger is refused, and the champion answers every request.
+    registry = LocalRegistry(tmp_path / "models")
+    registry.register(artifact_dir)
+    registry.register(own_artifact_dir)
+    registry.promote(artifact.version)
+    registry.promote(own_artifact.version, "challenger")
+    settings = Settings(
+        model_registry_dir=registry.root,
+        model_poll_seconds=0.05,
+        environment="test",
+        challenger_mode=mode,
+        canary_percent=50,
+        **security_settings(),
+    )
+    app = create_app(settings)
+    async with in_process_client(app, api_key_headers(app)) as client:
+        (refused,) = await _refused(client)
+        assert (refused["alias"], refused["version"]) == ("challenger", own_artifact.version)
+        assert refused["reason"] == "features"
+        assert artifact.version in refused["detail"]
+        model = (await client.get("/model")).json()
+        assert model["challenger"] is None
+        for _ in range(20):
+            answer = await client.post("/predict", json={"features": EXAMPLE_FEATURES})
+            assert answer.json()["model_version"] == artifact.version
+
+        # Promoted to champion, the model is served (its own decoder) and the refusal ends.
+        registry.promote(own_artifact.version)
+        own_body = {"features": dict(own_artifact.schema.example)}
+        await _eventually_serves(client, own_artifact.version, own_body)
+        assert (await client.get("/model")).json()["refused"] == []

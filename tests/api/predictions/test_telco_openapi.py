@@ -32,6 +32,9 @@ INTENDED: dict[tuple[str, ...], str] = {
     },
     ("paths", "/customers", "post"): "POST /customers stores a customer (544b7c6)",
     ("components", "schemas", "CustomerWritten"): "its response (544b7c6)",
+    ("components", "schemas", "RefusedStatus", "properties", "reason", "enum"): (
+        "a challenger reading other rows than the champion is refused as 'features'"
+    ),
     ("paths", "/model/schema"): "GET /model/schema: the served model's feature schema",
     ("components", "schemas", "FeatureSchemaDocument"): "its response",
     ("components", "schemas", "FeatureDocument"): "its response's features",

@@ -143,7 +143,13 @@ def written_json(external_id: str, features: dict[str, Any], times: Any, created
 
 def build_customers_router() -> APIRouter:
     router = APIRouter(tags=["customers"])
+    _add_write_routes(router)
+    _add_read_routes(router)
+    _add_scoring_route(router)
+    return router
 
+
+def _add_write_routes(router: APIRouter) -> None:
     @router.post(
         "/customers",
         summary="Store a customer's features",
@@ -186,6 +192,8 @@ def build_customers_router() -> APIRouter:
         answer = written_json(body.customer_id, features, times, created)
         return Response(answer, status_code=status, media_type="application/json")
 
+
+def _add_read_routes(router: APIRouter) -> None:
     @router.get(
         "/customers",
         summary="List customers with their latest prediction",
@@ -240,6 +248,8 @@ def build_customers_router() -> APIRouter:
             detail = _with_reasons(detail, runtime)
         return Response(detail, media_type="application/json")
 
+
+def _add_scoring_route(router: APIRouter) -> None:
     @router.post(
         "/customers/{customer_id}/predict",
         summary="Predict a stored customer's churn",
@@ -264,5 +274,3 @@ def build_customers_router() -> APIRouter:
         await session.close()
         answer = await served.pipeline.predict_features(customer.external_id, features)
         return Response(answer, media_type="application/json")
-
-    return router

@@ -24,7 +24,7 @@ class RefusedStatus(BaseModel):
 
     alias: str
     version: str
-    reason: Literal["not_registered", "unreadable", "modified", "parity"]
+    reason: Literal["not_registered", "unreadable", "modified", "parity", "features"]
     detail: str
     at: str
 
