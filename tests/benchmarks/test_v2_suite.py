@@ -27,7 +27,7 @@ from benchmarks.v2_bodies import (
 )
 from benchmarks.v2_clients import ClientResult, merge, read_messages, write_messages
 from benchmarks.v2_report import Measurement, medians, render, table
-from benchmarks.v2_suite import BATCH_WORKLOADS, SINGLE_WORKLOADS, round_plan
+from benchmarks.v2_suite import BATCH_WORKLOADS, SINGLE_WORKLOADS, build_bodies, round_plan
 from churn_mlops.data import TelcoDataset
 
 
@@ -194,3 +194,12 @@ def test_v2_command_refuses_bad_options(arguments: list[str], message: str) -> N
     result = CliRunner().invoke(app, ["v2", *arguments])
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
+
+
+def test_binary_bodies_ask_for_no_compression_as_stock_tritonclient(tmp_path: Path) -> None:
+    files = build_bodies(tmp_path, 50, "key-1")
+    for _, headers in files.v2_binary:
+        # tritonclient.http sends no Accept-Encoding: the outputs come back uncompressed.
+        assert headers["Accept-Encoding"] == "identity"
+        assert headers["X-API-Key"] == "key-1"
+    assert all("Accept-Encoding" not in headers for _, headers in files.batch_json)
