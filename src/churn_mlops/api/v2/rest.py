@@ -27,7 +27,7 @@ from churn_mlops.api.v2 import kernels
 from churn_mlops.api.v2.explain import reasons_output, values_read, without_reasons
 from churn_mlops.api.v2.inputs import ModelInputs, served_inputs
 from churn_mlops.api.v2.outputs import encode_outputs, model_metadata
-from churn_mlops.api.v2.tensors import decode_inputs
+from churn_mlops.api.v2.tensors import decode_inputs, single_json_row
 from churn_mlops.api.v2.wire import (
     HEADER_LENGTH,
     compress,
@@ -175,7 +175,9 @@ class OpenInferenceService:
         pipeline, answering, exact, inputs = self.served(name, version)
         body = decompress(body, headers.content_encoding, self.max_bytes)
         request = parse_infer_request(body, headers.header_length)
-        decoded = decode_inputs(request.inputs, inputs, self.max_rows)
+        decoded = None if request.blocks else single_json_row(request.listed, inputs)
+        if decoded is None:
+            decoded = decode_inputs(request.tensors(), inputs, self.max_rows)
         if request.explain:
             pipeline.reasons.require()  # 409 before any scoring
         # Explained rows are answered by the model that explains them: no canary split.

@@ -72,17 +72,24 @@ class DecodedInputs:
     rows: FloatMatrix
 
 
-def _single_json_row(tensors: Sequence[InputTensor], inputs: ModelInputs) -> DecodedInputs | None:
+# A one-row tensor's shape, as a tuple (InputTensor) or as the list the document holds.
+_ONE_ROW = ((1,), (1, 1), [1], [1, 1])
+
+
+def single_json_row(tensors: Sequence[Any], inputs: ModelInputs) -> DecodedInputs | None:
     """One row sent as JSON values, the usual single prediction, decoded value by value (numpy
-    costs more than it saves on one value per column); None for anything not plainly valid,
-    which the general path then decodes or refuses with its exact message."""
+    costs more than it saves on one value per column), straight from the request document's
+    inputs (or from InputTensors); None for anything not plainly valid, which the general path
+    then decodes or refuses with its exact message."""
     specs = inputs.by_name
     row: list[float | None] = [None] * len(inputs.names)
     customer_id = None
     for tensor in tensors:
         data = tensor.data
-        if data is None or len(data) != 1 or tensor.shape not in ((1,), (1, 1)):
+        if data is None or len(data) != 1 or tensor.shape not in _ONE_ROW:
             return None
+        if getattr(tensor, "parameters", None):
+            return None  # binary sizes, shared memory: the general path says what is wrong
         value = data[0]
         name = tensor.name
         if name == CUSTOMER_ID_INPUT:
@@ -183,7 +190,7 @@ def decode_inputs(
     """The float32 rows (the model's column order) and customer ids of a request's input
     tensors; TensorError (400, or 413 past `max_rows`) naming the tensor, and the row for a bad
     value."""
-    single = _single_json_row(tensors, inputs)
+    single = single_json_row(tensors, inputs)
     if single is not None:
         return single
     _check_names(tensors, inputs)

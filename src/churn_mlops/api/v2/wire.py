@@ -29,11 +29,20 @@ class InferRequest:
     """An inference request's document, its tensors split out of the body."""
 
     id: str | None
-    inputs: list[InputTensor]
+    listed: list[_Input]
+    """The document's inputs as sent: a one-row JSON request is decoded from them directly
+    (`tensors.single_json_row`), without building its InputTensors."""
+    blocks: memoryview
+    """The binary tensors' bytes after the JSON header; empty for an all-JSON request."""
     outputs: list[RequestedOutput] | None
     binary_outputs: bool
     explain: bool = False
     """`parameters.explain`, or `reasons` among the outputs (api/v2/explain.py)."""
+
+    def tensors(self) -> list[InputTensor]:
+        """The inputs as tensors, binary ones split out of the body; TensorError for inputs
+        that do not add up."""
+        return _inputs(self.listed, self.blocks)
 
 
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
@@ -189,7 +198,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     outputs = _outputs(document.outputs)
     return InferRequest(
         document.id,
-        _inputs(document.inputs, blocks),
+        document.inputs,
+        blocks,
         outputs,
         binary_outputs,
         explain_asked(parameters, outputs),
