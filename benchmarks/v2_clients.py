@@ -106,9 +106,14 @@ async def post_bodies(
     duration_s: float,
     warmup_s: float,
 ) -> ClientResult:
-    """POST the bodies in turn from `concurrency` kept-alive connections (httpx)."""
+    """POST the bodies in turn, `concurrency` at a time (httpx), each on a new connection.
+
+    A 10,000-row request costs milliseconds of a worker's CPU and a connection about 0.1 ms:
+    kept-alive connections would stay with the worker that accepted them, and the shared
+    listening socket of `serve --workers 2` hands most of a burst of connections to one worker
+    (7 of 8 in a check with `x-request-id`), which then measured one worker, not the service."""
     state = _Loop(warmup_s, duration_s)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
     async with httpx.AsyncClient(
         base_url=f"http://{HOST}:{port}", limits=limits, timeout=30
     ) as client:
