@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 from fastapi.openapi.docs import get_swagger_ui_html
 
 from benchmarks.servers import free_port
-from tests.fixtures.serve import CLI, wait_ready
+from tests.fixtures.serve import CLI, stop, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -92,12 +91,7 @@ def server(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             wait_ready(base_url, process, exit_details=log_path.read_text)
             yield base_url
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import resource
 import select
-import signal
 import socket
 import subprocess
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from benchmarks.servers import free_port
 from churn_mlops.data.telco_example import EXAMPLE_FEATURES
-from tests.fixtures.serve import CLI, wait_ready
+from tests.fixtures.serve import CLI, stop, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -55,12 +54,7 @@ def server(artifact_dir: Path, tmp_path: Path) -> Iterator[tuple[int, Path]]:
             wait_ready(f"http://127.0.0.1:{port}", process)
             yield port, log_path
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop(process)
 
 
 def closed_by_server(sockets: list[socket.socket], within: float) -> int:

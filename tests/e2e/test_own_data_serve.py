@@ -5,7 +5,6 @@ refused per field, and its OpenAPI document and `GET /model/schema` describe its
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from churn_mlops.model.compiled import PARITY_TOLERANCE
 from tests.fixtures.own_data import OWN_FEATURES, REGIONS
 from tests.fixtures.requests import prediction_bodies
 from tests.fixtures.security import SECURITY_ENV
-from tests.fixtures.serve import CLI, wait_ready
+from tests.fixtures.serve import CLI, stop, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -65,12 +64,7 @@ def server(
         wait_ready(base_url, process)
         yield base_url, headers
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

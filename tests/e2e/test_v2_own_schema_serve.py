@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from churn_mlops.data import Dataset
 from churn_mlops.db import schema as db_schema
 from tests.fixtures.own_data import OWN_FEATURES
 from tests.fixtures.security import SECURITY_ENV, provision_key
-from tests.fixtures.serve import CLI, wait_ready
+from tests.fixtures.serve import CLI, stop, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -78,12 +77,7 @@ def server(own_artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         wait_ready(f"http://127.0.0.1:{port}", process)
         yield Server(f"127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", {"x-api-key": key})
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

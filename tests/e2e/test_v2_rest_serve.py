@@ -5,7 +5,6 @@ and 10,000, answers equal to `/predict/batch`'s, and its health and metadata met
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from churn_mlops.data import TelcoDataset
 from churn_mlops.db import schema as db_schema
 from tests.api.v2.conftest import DATATYPES, feature_arrays
 from tests.fixtures.security import SECURITY_ENV, provision_key
-from tests.fixtures.serve import CLI, wait_ready
+from tests.fixtures.serve import CLI, stop, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -55,12 +54,7 @@ def served(
         wait_ready(f"http://127.0.0.1:{port}", process)
         yield f"127.0.0.1:{port}", headers
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

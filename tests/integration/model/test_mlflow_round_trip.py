@@ -5,7 +5,6 @@ champion, and `serve` (in a directory with nothing cached) downloads and serves 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.requests import prediction_bodies
-from tests.fixtures.serve import CLI, wait_ready
+from tests.fixtures.serve import CLI, stop, wait_ready
 from tests.integration.model.conftest import unique_model_name
 
 if TYPE_CHECKING:
@@ -152,12 +151,7 @@ def server(
         wait_ready(base_url, process, timeout=90, exit_details=lambda: log.read_text()[-3000:])
         yield base_url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
 
 
 def test_serve_serves_the_promoted_version(server: str, promoted: tuple[str, str]) -> None:
