@@ -256,3 +256,21 @@ class FeatureSchema:
             for s in self.features
             if s.name not in stored and s.default is None and not s.nullable
         ]
+
+
+def example_features(schema: FeatureSchema) -> dict[str, Any]:
+    """The schema's example customer (the first row of its training data); for a schema without
+    one, a valid customer made from its specs."""
+    if schema.example:
+        return dict(schema.example)
+    made: dict[str, Any] = {}
+    for spec in schema.features:
+        if spec.kind == "categorical":
+            made[spec.name] = spec.values[0]
+        elif spec.kind == "boolean":
+            made[spec.name] = False
+        elif spec.minimum is not None:
+            made[spec.name] = spec.minimum
+        else:
+            made[spec.name] = 0 if spec.maximum is None or spec.maximum >= 0 else spec.maximum
+    return made

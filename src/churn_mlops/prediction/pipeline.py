@@ -14,7 +14,7 @@ import orjson
 
 from churn_mlops.cache import PredictionCache
 from churn_mlops.core.protocols import PredictionRecorder
-from churn_mlops.core.schema import FeatureSchema
+from churn_mlops.core.schema import FeatureSchema, example_features
 from churn_mlops.db.prediction_log.features import encode_row, encode_rows
 from churn_mlops.model.features import FloatMatrix
 from churn_mlops.model.inference import ChurnPredictor
@@ -31,24 +31,6 @@ def _decided(
 ) -> tuple[Probabilities, npt.NDArray[np.bool_]]:
     scored = np.asarray(probabilities, dtype=np.float64)
     return scored, scored >= threshold
-
-
-def example_features(schema: FeatureSchema) -> dict[str, Any]:
-    """The schema's example customer (the first row of its training data); for a schema without
-    one, a valid customer made from its specs."""
-    if schema.example:
-        return dict(schema.example)
-    made: dict[str, Any] = {}
-    for spec in schema.features:
-        if spec.kind == "categorical":
-            made[spec.name] = spec.values[0]
-        elif spec.kind == "boolean":
-            made[spec.name] = False
-        elif spec.minimum is not None:
-            made[spec.name] = spec.minimum
-        else:
-            made[spec.name] = 0 if spec.maximum is None or spec.maximum >= 0 else spec.maximum
-    return made
 
 
 def example_request(schema: FeatureSchema) -> bytes:

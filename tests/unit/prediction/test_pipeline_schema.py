@@ -8,10 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from churn_mlops.core.schema import FeatureSchema, FeatureSpec, TargetSpec
+from churn_mlops.core.schema import FeatureSchema, FeatureSpec, TargetSpec, example_features
 from churn_mlops.lifecycle.served import build_pipeline
 from churn_mlops.model.artifact import ModelArtifact
-from churn_mlops.prediction.pipeline import example_features
 from churn_mlops.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -55,39 +55,6 @@ def _split_bytes(block: Any, count: int) -> Any:  # pragma: no cover - compiled
 
 
 @_jit
-def _lookup(
-    block: Any,
-    starts: Any,
-    lengths: Any,
-    vocabulary: Any,
-    vocabulary_starts: Any,
-    vocabulary_lengths: Any,
-    codes: Any,
-    out: Any,
-) -> int:  # pragma: no cover - compiled
-    for i in range(starts.shape[0]):
-        start = starts[i]
-        length = lengths[i]
-        found = False
-        for j in range(vocabulary_starts.shape[0]):
-            if vocabulary_lengths[j] != length:
-                continue
-            at = vocabulary_starts[j]
-            same = True
-            for k in range(length):
-                if block[start + k] != vocabulary[at + k]:
-                    same = False
-                    break
-            if same:
-                out[i] = codes[j]
-                found = True
-                break
-        if not found:
-            return i
-    return -1
-
-
-@_jit
 def _lookup_each(
     block: Any,
     starts: Any,
@@ -144,11 +111,9 @@ class CategoryTable:
         self, block: Block, starts: Offsets, lengths: Offsets
     ) -> tuple[npt.NDArray[np.float32], int]:
         """The code of every element, and -1; or the index of the first unknown element."""
-        out = np.empty(len(starts), dtype=np.float32)
-        bad = _lookup(
-            block, starts, lengths, self.vocabulary, self.starts, self.lengths, self.codes, out
-        )
-        return out, int(bad)
+        out, found = self.lookup_each(block, starts, lengths)
+        unknown = np.flatnonzero(~found)
+        return out, int(unknown[0]) if len(unknown) else -1
 
     def lookup_each(
         self, block: Block, starts: Offsets, lengths: Offsets
@@ -169,4 +134,3 @@ def warm_up() -> None:
     block = np.frombuffer(b"\x03\x00\x00\x00Yes", dtype=np.uint8)
     starts, lengths, _ = split_bytes(block, 1)
     table.lookup(block, starts, lengths)
-    table.lookup_each(block, starts, lengths)
