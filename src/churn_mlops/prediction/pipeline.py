@@ -221,13 +221,10 @@ class PredictionPipeline:
         and decision, through the same cache, batcher, canary/shadow challenger and prediction
         log as `/predict` (one row) and `/predict/batch` (more). `exact`: this pipeline's model
         answers every row (a caller that named its version), no canary share."""
-        start = time.perf_counter()
         if len(customer_ids) == 1:
-            answering = self if exact else self._answering(customer_ids[0])
-            probability, hit = await answering._probability_of_row(rows)
-            probabilities, cached = [probability], [hit]
-            answering._record_rows(customer_ids, rows, probabilities, cached, start)
-            return _decided(probabilities, answering._threshold)
+            probability, will_churn = await self.predict_row(customer_ids[0], rows, exact=exact)
+            return np.array([probability]), np.array([will_churn])
+        start = time.perf_counter()
         challenger = self.challenger
         if not exact and challenger is not None and challenger.canary is not None:
             takes = challenger.canary.takes
@@ -247,6 +244,18 @@ class PredictionPipeline:
                         )
                 return out, decisions
         return await self._predict_part(customer_ids, rows, start)
+
+    async def predict_row(
+        self, customer_id: str | None, row: FloatMatrix, *, exact: bool = False
+    ) -> tuple[float, bool]:
+        """One decoded row (a `[1, n]` matrix): its probability and decision, as `predict_rows`
+        gives them for one row, without numpy arrays around two scalars."""
+        start = time.perf_counter()
+        answering = self if exact else self._answering(customer_id)
+        probability, hit = await answering._probability_of_row(row)
+        will_churn = probability >= answering._threshold
+        answering._record_rows([customer_id], row, [probability], [hit], start, [will_churn])
+        return probability, will_churn
 
     async def _predict_part(
         self, customer_ids: list[str | None], rows: FloatMatrix, start: float

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from churn_mlops.api.v2.inputs import ModelInputs
 from churn_mlops.api.v2.tensors import TensorError
@@ -83,3 +84,27 @@ def encode_outputs(
             entry["data"] = values.tolist()
         outputs.append(entry)
     return {"outputs": outputs}, blocks
+
+
+_ONE_PROBABILITY = b',"outputs":[{"name":"churn_probability","datatype":"FP64","shape":[1],"data":['
+_ONE_DECISION = b']},{"name":"will_churn","datatype":"BOOL","shape":[1],"data":['
+
+
+def one_row_answer(
+    model_name: str, version: str, request_id: str | None, probability: float, will_churn: bool
+) -> bytes:
+    """The JSON answer of one row with both outputs as JSON data, the usual single prediction,
+    put together from fixed parts instead of an output document encoded whole; the same bytes
+    (tests/api/v2/test_single_row.py)."""
+    head: dict[str, Any] = {"model_name": model_name, "model_version": version}
+    if request_id is not None:
+        head["id"] = request_id
+    return b"".join(
+        (
+            orjson.dumps(head)[:-1],
+            _ONE_PROBABILITY,
+            orjson.dumps(probability),
+            _ONE_DECISION,
+            b"true]}]}" if will_churn else b"false]}]}",
+        )
+    )

@@ -26,10 +26,12 @@ from churn_mlops.api.fastpath import read_body, send_response
 from churn_mlops.api.v2 import kernels
 from churn_mlops.api.v2.explain import reasons_output, values_read, without_reasons
 from churn_mlops.api.v2.inputs import ModelInputs, served_inputs
-from churn_mlops.api.v2.outputs import encode_outputs, model_metadata
-from churn_mlops.api.v2.tensors import decode_inputs, single_json_row
+from churn_mlops.api.v2.outputs import encode_outputs, model_metadata, one_row_answer
+from churn_mlops.api.v2.single_row import single_row_decoder
+from churn_mlops.api.v2.tensors import DecodedInputs, decode_inputs, single_json_row
 from churn_mlops.api.v2.wire import (
     HEADER_LENGTH,
+    InferRequest,
     compress,
     decompress,
     infer_response_body,
@@ -174,10 +176,12 @@ class OpenInferenceService:
         """Score the request's rows; ServiceError for anything refused, before any scoring."""
         pipeline, answering, exact, inputs = self.served(name, version)
         body = decompress(body, headers.content_encoding, self.max_bytes)
-        request = parse_infer_request(body, headers.header_length)
-        decoded = None if request.blocks else single_json_row(request.listed, inputs)
-        if decoded is None:
-            decoded = decode_inputs(request.tensors(), inputs, self.max_rows)
+        single = None
+        if headers.header_length is None:
+            single = single_row_decoder(inputs).decode(body)
+        if single is not None and _plain_answer(single[0]):
+            return await self._infer_one(pipeline, answering, exact, single[0].id, single[1])
+        request, decoded = single or self._decoded(body, headers.header_length, inputs)
         if request.explain:
             pipeline.reasons.require()  # 409 before any scoring
         # Explained rows are answered by the model that explains them: no canary split.
@@ -211,6 +215,36 @@ class OpenInferenceService:
         if encoding is not None:
             response_headers.append((b"content-encoding", encoding.encode()))
         return Answer(200, content, response_headers)
+
+    def _decoded(
+        self, body: bytes, header_length: str | None, inputs: ModelInputs
+    ) -> tuple[InferRequest, DecodedInputs]:
+        """The request and its rows by the general path: any number of rows, JSON or binary."""
+        request = parse_infer_request(body, header_length)
+        decoded = None if request.blocks else single_json_row(request.listed, inputs)
+        if decoded is None:
+            decoded = decode_inputs(request.tensors(), inputs, self.max_rows)
+        return request, decoded
+
+    async def _infer_one(
+        self,
+        pipeline: PredictionPipeline,
+        answering: str,
+        exact: bool,
+        request_id: str | None,
+        decoded: DecodedInputs,
+    ) -> Answer:
+        """One row answered with both outputs as JSON: the usual single prediction."""
+        customer_id = decoded.customer_ids[0]
+        probability, will_churn = await pipeline.predict_row(customer_id, decoded.rows, exact=exact)
+        body = one_row_answer(MODEL_NAME, answering, request_id, probability, will_churn)
+        return Answer(200, body)
+
+
+def _plain_answer(request: InferRequest) -> bool:
+    """Whether the request asks for the default answer: both outputs as JSON, no reasons (the
+    answer that `outputs.one_row_answer` builds), so that it can be built from fixed parts."""
+    return request.outputs is None and not request.binary_outputs and not request.explain
 
 
 def route_of(method: str, path: str) -> tuple[str, tuple[str, str | None]] | None:

@@ -93,7 +93,11 @@ def single_json_row(tensors: Sequence[Any], inputs: ModelInputs) -> DecodedInput
         value = data[0]
         name = tensor.name
         if name == CUSTOMER_ID_INPUT:
-            if customer_id is not None or tensor.datatype != "BYTES" or not _valid_id(value):
+            if (
+                customer_id is not None
+                or tensor.datatype != "BYTES"
+                or not valid_customer_id(value)
+            ):
                 return None
             customer_id = value
             continue
@@ -106,12 +110,12 @@ def single_json_row(tensors: Sequence[Any], inputs: ModelInputs) -> DecodedInput
             if code is None:
                 if spec.plain_lookup:
                     return None
-                code = _missing_category(spec, value)
+                code = missing_category(spec, value)
                 if code is None:
                     return None
             row[spec.column] = code
             continue
-        number = _plain_number(spec, tensor.datatype, value)
+        number = plain_number(spec, tensor.datatype, value)
         if number is None:
             return None
         row[spec.column] = number
@@ -120,7 +124,7 @@ def single_json_row(tensors: Sequence[Any], inputs: ModelInputs) -> DecodedInput
     return DecodedInputs([customer_id], np.array([row], dtype=np.float32))
 
 
-def _missing_category(spec: InputSpec, value: Any) -> float | None:
+def missing_category(spec: InputSpec, value: Any) -> float | None:
     """NaN for a categorical value the feature reads as missing (empty or null when nullable,
     any short text when unseen values are missing); None when it is refused."""
     if spec.nullable and (value is None or value == ""):
@@ -130,7 +134,7 @@ def _missing_category(spec: InputSpec, value: Any) -> float | None:
     return None
 
 
-def _plain_number(spec: InputSpec, datatype: str, value: Any) -> float | None:
+def plain_number(spec: InputSpec, datatype: str, value: Any) -> float | None:
     """`value` as the float its column holds when it is plainly valid, else None."""
     kind = type(value)
     if (kind is bool) != (datatype == "BOOL"):
@@ -145,7 +149,7 @@ def _plain_number(spec: InputSpec, datatype: str, value: Any) -> float | None:
     return float(value) if spec.low <= value <= spec.high else None
 
 
-def _valid_id(customer: Any) -> bool:
+def valid_customer_id(customer: Any) -> bool:
     return (
         isinstance(customer, str)
         and 1 <= len(customer) <= MAX_CUSTOMER_ID_LENGTH
@@ -267,7 +271,7 @@ def _categorical(
     for row, value in enumerate(data):
         code = lookup(value) if isinstance(value, str) else None
         if code is None and not spec.plain_lookup:
-            code = _missing_category(spec, value)
+            code = missing_category(spec, value)
         if code is None:
             _refuse_value(tensor, row, value, spec)
         codes_list.append(code)
@@ -294,7 +298,7 @@ def _check_missing_elements(
                 text = element.decode()
             except UnicodeDecodeError:
                 text = None
-            accepted = text is not None and _missing_category(spec, text) is not None
+            accepted = text is not None and missing_category(spec, text) is not None
             checked[element] = accepted
         if not accepted:
             _refuse_value(tensor, row, element.decode("utf-8", "replace"), spec)
@@ -385,7 +389,7 @@ def _customer_ids(tensor: InputTensor, count: int) -> list[str | None]:
     else:
         ids = list(_flat(tensor, count))
     for row, customer in enumerate(ids):
-        if not _valid_id(customer):
+        if not valid_customer_id(customer):
             raise TensorError(
                 f"input '{tensor.name}' row {row}: not a text of 1 to "
                 f"{MAX_CUSTOMER_ID_LENGTH} characters without control characters"

@@ -87,7 +87,7 @@ class _Input(msgspec.Struct):
     data: list[Any] | None = None
 
 
-class _Output(msgspec.Struct):
+class OutputItem(msgspec.Struct):
     name: str
     parameters: dict[str, Any] | None = None
 
@@ -96,7 +96,7 @@ class _Request(msgspec.Struct):
     inputs: list[_Input]
     id: str | None = None
     parameters: dict[str, Any] | None = None
-    outputs: list[_Output] | None = None
+    outputs: list[OutputItem] | None = None
 
 
 _REQUEST = msgspec.json.Decoder(_Request)
@@ -158,7 +158,7 @@ def _inputs(listed: list[_Input], blocks: memoryview) -> list[InputTensor]:
     return tensors
 
 
-def _outputs(listed: list[_Output] | None) -> list[RequestedOutput] | None:
+def _outputs(listed: list[OutputItem] | None) -> list[RequestedOutput] | None:
     if listed is None:
         return None
     requested = []
@@ -190,7 +190,14 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                 f"Inference-Header-Content-Length {length} is past the body's {len(body)} bytes"
             )
         header, blocks = view[:length], view[length:]
-    document = _document(header)
+    return infer_request(_document(header), blocks)
+
+
+def infer_request(
+    document: Any, blocks: memoryview, listed: list[Any] | None = None
+) -> InferRequest:
+    """The request of a decoded document (`_Request`, or a model's own one-row document:
+    api/v2/single_row.py, which passes its decoded inputs' `listed` as [])."""
     parameters = document.parameters or {}
     binary_outputs = parameters.get("binary_data_output", False)
     if type(binary_outputs) is not bool:
@@ -198,7 +205,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     outputs = _outputs(document.outputs)
     return InferRequest(
         document.id,
-        document.inputs,
+        document.inputs if listed is None else listed,
         blocks,
         outputs,
         binary_outputs,
