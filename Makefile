@@ -27,7 +27,19 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(BIN)/uv pip install --quiet --no-deps --python $(BIN)/python -e .
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The serving kernels compiled ahead of time into src/churn_mlops/_kernels*.so and its manifest
+# (core/native.py): a worker then imports neither numba nor llvmlite (about 100 MiB of RSS).
+# Rebuilt, in about 10 s, when the environment or a kernel module changes; a stale build only
+# falls back to numba's JIT, with a warning.
+KERNELS := src/churn_mlops/_kernels.json
+KERNEL_SOURCES := src/churn_mlops/core/native.py src/churn_mlops/core/native_build.py \
+	src/churn_mlops/model/compiled.py src/churn_mlops/model/treeshap_plan.py \
+	src/churn_mlops/model/treeshap.py src/churn_mlops/model/drift_profile.py \
+	src/churn_mlops/api/v2/kernels.py src/churn_mlops/security/limits.py
+$(KERNELS): $(STAMP) $(KERNEL_SOURCES)
+	$(BIN)/python -m churn_mlops.core.native_build
+
+install: $(STAMP) $(KERNELS)
 
 serve: install
 	$(BIN)/churn-mlops serve
@@ -91,4 +103,5 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --extra bench --python-version 3.11 -o requirements/dev.lock
 
 clean:
+	rm -f src/churn_mlops/_kernels*.so $(KERNELS)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

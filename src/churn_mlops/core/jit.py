@@ -1,4 +1,4 @@
-"""numba's `njit`, imported without SciPy.
+"""numba's `njit`, imported without SciPy: the JIT that core/native.py falls back to.
 
 numba imports SciPy whenever it is installed (training pulls it in with scikit-learn): once for
 a version check at `import numba`, once for a BLAS probe when its CPU target loads its

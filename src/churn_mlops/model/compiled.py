@@ -36,7 +36,7 @@ its arrays are bounds-checked on load because the kernels do not check indices.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from churn_mlops.core.jit import njit
+from churn_mlops.core.native import kernel
 from churn_mlops.model.npz_file import npz_bytes, read_npz
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -91,31 +91,17 @@ class ParityError(RuntimeError):
 # --------------------------------------------------------------------------- numba kernels
 
 
-# No parallel=True and no prange anywhere: numba never starts its thread pool, so a worker
-# process keeps the threads it had (test_compiled checks it).
-_JIT_OPTIONS: dict[str, Any] = {
-    "nogil": True,
-    "fastmath": False,
-    "parallel": False,
-    "error_model": "numpy",
-}
+# The forest's arrays as every entry point takes them (CompiledForest fixes their dtypes and
+# layouts when it is built): columns .. category_values, layout, depth, base, trees ..
+# node_value. No parallel=True and no prange anywhere (core/native.py): numba never starts its
+# thread pool, so a worker process keeps the threads it had (test_compiled checks it).
+_FOREST = (
+    "i4[:, ::1], f4[::1], f4[::1], i4[:, ::1], f8[::1], i8, i8, f8, "
+    "i4[:, ::1], i4[::1], f4[::1], i4[:, ::1], f8[::1]"
+)
 
 
-def _jit(function: Callable[..., Any]) -> Any:
-    """njit with numba's on-disk cache where it can write one, plain njit where it cannot.
-
-    Compiling these kernels takes several seconds, paid at each process's forest load. numba
-    caches next to this file, in NUMBA_CACHE_DIR or in the user's cache directory, and raises
-    at decoration when none is writable (a read-only container with no home): then we compile
-    at load instead of failing at import.
-    """
-    try:
-        return njit(cache=True, **_JIT_OPTIONS)(function)
-    except RuntimeError:
-        return njit(cache=False, **_JIT_OPTIONS)(function)
-
-
-@_jit
+@kernel()
 def _category_index(value: float, values: Any, start: int, size: int) -> int:
     """Position of `value` among the sorted known categories, or `size` when unknown or NaN."""
     if value >= 0.0 and value < size and values[start + int(value)] == value:
@@ -133,7 +119,7 @@ def _category_index(value: float, values: Any, start: int, size: int) -> int:
     return size
 
 
-@_jit
+@kernel()
 def _decision_rows(
     x: Any,
     start: int,
@@ -193,12 +179,12 @@ def _decision_rows(
                 out[r] = 1.0 if math.isnan(values[r]) else 0.0
 
 
-@_jit
+@kernel()
 def _sigmoid(raw: float) -> float:
     return 1.0 / (1.0 + math.exp(-raw))
 
 
-@_jit
+@kernel()
 def _walk_complete(
     row: Any, node_column: Any, node_threshold: Any, node_value: Any, depth: int, base: float
 ) -> float:
@@ -215,7 +201,7 @@ def _walk_complete(
     return raw
 
 
-@_jit
+@kernel()
 def _walk_general(
     row: Any,
     trees: Any,
@@ -235,7 +221,7 @@ def _walk_general(
     return raw
 
 
-@_jit
+@kernel()
 def _add_complete(
     block: Any,
     size: int,
@@ -315,7 +301,7 @@ def _add_complete(
                         out[r] = value
 
 
-@_jit
+@kernel()
 def _add_general(
     block: Any,
     size: int,
@@ -345,7 +331,7 @@ def _add_general(
             raw[r] += node_value[position[r]]
 
 
-@_jit
+@kernel(f"f8(f4[::1], {_FOREST})")
 def _predict_one(
     x: Any,
     columns: Any,
@@ -388,7 +374,7 @@ def _predict_one(
     return probability
 
 
-@_jit
+@kernel(f"void(f4[:, ::1], {_FOREST}, i8, f8[::1])")
 def _predict_many(
     x: Any,
     columns: Any,

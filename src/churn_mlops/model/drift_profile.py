@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from churn_mlops.core.jit import njit
+from churn_mlops.core.native import kernel
 from churn_mlops.model.features import FeatureEncoder, FloatMatrix
 
 DRIFT_PROFILE_FILE = "drift_profile.json"
@@ -266,11 +266,13 @@ class ReferenceProfile:
         """Add the bins of `rows` and their probabilities to `counts[slot]` (a 2-d array of
         flat counts vectors), in one compiled pass."""
         layout = self._layout
+        if counts.dtype != np.int64 or counts.ndim != 2 or not counts.flags.c_contiguous:
+            raise ValueError("counts must be a C-contiguous 2-d int64 array")  # the kernel's type
         _add_bin_counts(
             counts,
-            slot,
-            np.asarray(rows, dtype=np.float32),
-            np.asarray(probabilities, dtype=np.float64),
+            int(slot),
+            np.ascontiguousarray(rows, dtype=np.float32),
+            np.ascontiguousarray(probabilities, dtype=np.float64),
             layout.columns,
             layout.edges,
         )
@@ -317,15 +319,7 @@ class ReferenceProfile:
         return cls(features, prediction, rows)
 
 
-def _jit(function: Any) -> Any:
-    # numba's on-disk cache where it can write one (see model/compiled.py), else compile at load.
-    try:
-        return njit(cache=True, nogil=True)(function)
-    except RuntimeError:
-        return njit(cache=False, nogil=True)(function)
-
-
-@_jit
+@kernel()
 def _bin_of(value: float, kind: int, size: int, edges: Any, start: int) -> int:
     if kind == _CATEGORICAL:
         if value >= 0.0 and value < size and math.floor(value) == value:
@@ -339,7 +333,7 @@ def _bin_of(value: float, kind: int, size: int, edges: Any, start: int) -> int:
     return index
 
 
-@_jit
+@kernel("void(i8[:, ::1], i8, f4[:, ::1], f8[::1], i8[:, ::1], f8[::1])")
 def _add_bin_counts(
     counts: Any, slot: int, rows: Any, probabilities: Any, columns: Any, edges: Any
 ) -> None:

@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from churn_mlops.core.native import kernel
 from churn_mlops.model.compiled import (
     BLOCK_ROWS,
     WALK_BELOW_ROWS,
     _check_supported,
     _Columns,
     _decision_rows,
-    _jit,
     _kernel_input,
     _split,
     _tree_feature_sources,
@@ -81,7 +81,11 @@ _ARRAY_DTYPES: dict[str, type[np.generic]] = {
 # --------------------------------------------------------------------------- numba kernels
 
 
-@_jit
+@kernel(
+    "void(f4[:, ::1], i4[:, ::1], f4[::1], f4[::1], i4[:, ::1], f8[::1], i4[::1], f4[::1], "
+    "i4[::1], i4[::1], i4[::1], i4[::1], i8[::1], f8[::1], i4[::1], i4[::1], i4[::1], b1[::1], "
+    "i4[::1], i4[::1], i4[::1], i8[::1], f8[::1], f8[:, ::1])"
+)
 def _explain_many(
     x: Any,
     columns: Any,

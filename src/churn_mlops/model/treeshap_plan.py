@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from churn_mlops.model.compiled import _jit
+from churn_mlops.core.native import kernel
 
 if TYPE_CHECKING:
     from churn_mlops.model.treeshap import TreeExplainer
@@ -35,7 +35,7 @@ class ExplainerFileError(ValueError):
     """An explainer file is malformed, of another format version, or inconsistent."""
 
 
-@_jit
+@kernel("void(f8[::1], f8[::1], i4[::1], i8[::1], f8[:, ::1], f8[::1])")
 def _leaf_tables(
     value: Any, zero: Any, player_start: Any, table_start: Any, weights: Any, out: Any
 ) -> None:
@@ -70,7 +70,10 @@ def _leaf_tables(
                 )
 
 
-@_jit
+@kernel(
+    "void(i4[::1], i4[::1], i4[::1], i4[::1], b1[::1], i4[::1], i4[::1], i4[::1], i8[::1], "
+    "f8[::1], i4[::1], i4[::1], i8[::1], f8[::1])"
+)
 def _tree_tables(
     tree_leaf_start: Any,
     node_bit: Any,

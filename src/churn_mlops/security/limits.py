@@ -29,7 +29,7 @@ from churn_mlops.core.errors import (
     field_path,
     invalid_request_detail,
 )
-from churn_mlops.core.jit import njit
+from churn_mlops.core.native import kernel
 
 SMALL_BODY_BYTES = 16 * 1024
 """The largest body of a route that takes one small document: every route but the batch
@@ -42,16 +42,7 @@ _OPENERS = (91, 123)  # [ {
 _CLOSERS = (93, 125)  # ] }
 
 
-def _jit(function: Callable[..., Any]) -> Any:
-    """njit with numba's on-disk cache where one is writable, as `model/compiled.py` does
-    (numba raises at decoration when none is: then compile in each process)."""
-    try:
-        return njit(cache=True, nogil=True)(function)
-    except RuntimeError:
-        return njit(cache=False, nogil=True)(function)
-
-
-@_jit
+@kernel("UniTuple(i8, 4)(u1[::1], i8)")
 def _measure(data: Any, max_depth: int) -> tuple[int, int, int, int]:
     """One pass over the bytes of a JSON body: the deepest nesting, the structural bytes and the
     most members of one object, counted outside strings, and the longest string in bytes.

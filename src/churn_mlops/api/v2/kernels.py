@@ -5,30 +5,19 @@ per element. Everything else in tensor decoding is whole-array numpy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from churn_mlops.core.jit import njit
-
-_JIT_OPTIONS: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
+from churn_mlops.core.native import kernel
 
 Offsets = npt.NDArray[np.int64]
 Block = npt.NDArray[np.uint8]
 
 
-def _jit(function: Callable[..., Any]) -> Any:
-    """njit with numba's on-disk cache, or without it where no cache directory is writable
-    (as model/compiled.py does)."""
-    try:
-        return njit(cache=True, **_JIT_OPTIONS)(function)
-    except RuntimeError:
-        return njit(cache=False, **_JIT_OPTIONS)(function)
-
-
-@_jit
+@kernel("Tuple((i8[::1], i8[::1], i8))(u1[::1], i8)")
 def _split_bytes(block: Any, count: int) -> Any:  # pragma: no cover - compiled
     starts = np.empty(count, np.int64)
     lengths = np.empty(count, np.int64)
@@ -54,7 +43,7 @@ def _split_bytes(block: Any, count: int) -> Any:  # pragma: no cover - compiled
     return starts, lengths, -1
 
 
-@_jit
+@kernel("void(u1[::1], i8[::1], i8[::1], u1[::1], i8[::1], i8[::1], f4[::1], f4[::1], b1[::1])")
 def _lookup_each(
     block: Any,
     starts: Any,
@@ -90,7 +79,7 @@ def split_bytes(block: Block, count: int) -> tuple[Offsets, Offsets, int]:
     """(start, length) of each of `count` BYTES elements (a 4-byte little-endian length, then
     the bytes) and -1; or, as the third value, the index of the first element that runs past
     the block, or `count` when bytes are left over after the last element."""
-    starts, lengths, bad = _split_bytes(block, count)
+    starts, lengths, bad = _split_bytes(np.ascontiguousarray(block, dtype=np.uint8), int(count))
     return starts, lengths, int(bad)
 
 
@@ -122,14 +111,17 @@ class CategoryTable:
         out = np.empty(len(starts), dtype=np.float32)
         found = np.empty(len(starts), dtype=np.bool_)
         _lookup_each(
-            block, starts, lengths, self.vocabulary, self.starts, self.lengths, self.codes, out,
-            found,
+            np.ascontiguousarray(block, dtype=np.uint8),
+            np.ascontiguousarray(starts, dtype=np.int64),
+            np.ascontiguousarray(lengths, dtype=np.int64),
+            self.vocabulary, self.starts, self.lengths, self.codes, out, found,
         )  # fmt: skip
         return out, found
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernels before the first request."""
+    """Load the kernels before the first request (numba's JIT compiles them, or loads them
+    from its cache, when the compiled extension is not built)."""
     table = CategoryTable(["No", "Yes"], [0.0, 1.0])
     block = np.frombuffer(b"\x03\x00\x00\x00Yes", dtype=np.uint8)
     starts, lengths, _ = split_bytes(block, 1)
