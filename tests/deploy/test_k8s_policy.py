@@ -197,7 +197,7 @@ def test_api_is_burstable_with_the_planned_resources(rendered: list[Manifest]) -
     resources = api_container(rendered)["resources"]
     assert qos_class(deployment) == "Burstable"
     assert quantity(resources["requests"]["cpu"]) == quantity("500m")
-    assert quantity(resources["requests"]["memory"]) == quantity("448Mi")
+    assert quantity(resources["requests"]["memory"]) == quantity("320Mi")
     assert quantity(resources["limits"]["cpu"]) == quantity("2")
     assert quantity(resources["limits"]["memory"]) == quantity("2Gi")
 
