@@ -14,13 +14,18 @@ import pytest
 
 from churn_mlops.api.v2.inputs import ModelInputs, inputs_of
 from churn_mlops.api.v2.outputs import encode_outputs, one_row_answer
-from churn_mlops.api.v2.single_row import SingleRowDecoder, single_row_decoder
+from churn_mlops.api.v2.single_row import (
+    SingleRowDecoder,
+    decode_rows,
+    single_raw_row,
+    single_row_decoder,
+)
 from churn_mlops.api.v2.tensors import InputTensor, TensorError, decode_inputs
 from churn_mlops.api.v2.wire import infer_response_body, parse_infer_request
 from churn_mlops.data import Dataset, TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from tests.api.v2.test_own_schema import own_tensors
-from tests.api.v2.test_tensors import tensors_for
+from tests.api.v2.test_tensors import bytes_block, tensors_for
 
 MAX_ROWS = 100
 
@@ -214,3 +219,88 @@ def test_the_one_row_answer_is_the_general_document(request_id: str | None) -> N
         document.update(outputs)
         expected, _ = infer_response_body(document, blocks)
         assert one_row_answer("churn", "v1", request_id, probability, will_churn) == expected
+
+
+def assert_raw_same_as_general(tensors: list[InputTensor], inputs: ModelInputs) -> None:
+    single = single_raw_row(tensors, inputs)
+    assert single is not None
+    expected = decode_inputs(tensors, inputs, MAX_ROWS)
+    np.testing.assert_array_equal(single.rows, expected.rows)
+    assert single.rows.dtype == np.float32
+    assert single.customer_ids == expected.customer_ids
+    assert decode_rows(tensors, inputs, MAX_ROWS).customer_ids == expected.customer_ids
+
+
+def test_binary_telco_rows_equal_the_general_path(
+    telco_rows: list[dict[str, Any]], telco_inputs: ModelInputs
+) -> None:
+    nulls = [row for row in telco_rows if row["total_charges"] is None][:3]
+    for index, row in enumerate([*telco_rows[:200], *nulls]):
+        tensors = tensors_for([row], binary=True, ids=[f"c-{index}"])
+        assert_raw_same_as_general(tensors, telco_inputs)
+
+
+def test_binary_rows_of_another_schema_equal_the_general_path(
+    own_artifact: ModelArtifact, own_dataset: Dataset
+) -> None:
+    inputs = inputs_of(own_artifact)
+    columns = {name: list(values[:100]) for name, values in own_dataset.columns.items()}
+    columns["plan"][3] = "platinum"
+    columns["plan"][4] = None
+    columns["logins_last30d"][5] = None
+    for index in range(100):
+        one = {name: [values[index]] for name, values in columns.items()}
+        assert_raw_same_as_general(own_tensors(one, binary=True), inputs)
+
+
+def replaced(tensors: list[InputTensor], name: str, **fields: Any) -> list[InputTensor]:
+    return [InputTensor(**{**vars_of(t), **fields}) if t.name == name else t for t in tensors]
+
+
+def vars_of(tensor: InputTensor) -> dict[str, Any]:
+    return {field: getattr(tensor, field) for field in ("name", "datatype", "shape", "data", "raw")}
+
+
+@pytest.mark.parametrize(
+    ("name", "fields"),
+    [
+        ("contract", {"raw": bytes_block(["Weekly"])}),
+        ("contract", {"raw": bytes_block(["Month-to-month"])[:-1]}),  # length past the block
+        ("contract", {"raw": bytes_block(["Month-to-month"]) + b"x"}),
+        ("contract", {"raw": b"\x02\x00\x00\x00\xff\xfe"}),  # not UTF-8
+        ("tenure", {"raw": np.array([1, 2], "<i8").tobytes()}),  # two elements for one row
+        ("tenure", {"raw": np.array([-1], "<i8").tobytes()}),
+        ("tenure", {"datatype": "FP64", "raw": np.array([1.0], "<f8").tobytes()}),
+        ("monthly_charges", {"raw": np.array([np.inf], "<f8").tobytes()}),
+        ("monthly_charges", {"raw": np.array([np.nan], "<f8").tobytes()}),
+        ("gender", {"shape": (2,)}),
+        ("customer_id", {"raw": bytes_block(["bad\nid"])}),
+    ],
+)
+def test_binary_values_not_plainly_valid_are_declined_and_refused(
+    telco_rows: list[dict[str, Any]], telco_inputs: ModelInputs, name: str, fields: dict[str, Any]
+) -> None:
+    tensors = replaced(tensors_for([telco_rows[0]], binary=True, ids=["c-1"]), name, **fields)
+    assert single_raw_row(tensors, telco_inputs) is None
+    with pytest.raises(TensorError, match=name):
+        decode_rows(tensors, telco_inputs, MAX_ROWS)
+
+
+def test_a_bool_byte_other_than_0_or_1_is_left_to_the_general_path(
+    telco_rows: list[dict[str, Any]], telco_inputs: ModelInputs
+) -> None:
+    tensors = tensors_for([telco_rows[0]], binary=True)
+    tensors = replaced(tensors, "senior_citizen", datatype="BOOL", raw=b"\x02")
+    assert single_raw_row(tensors, telco_inputs) is None
+
+
+def test_a_bool_flag_and_narrow_datatypes_are_read_as_the_general_path_reads_them(
+    telco_rows: list[dict[str, Any]], telco_inputs: ModelInputs
+) -> None:
+    tensors = tensors_for([telco_rows[0]], binary=True)
+    tensors = replaced(tensors, "senior_citizen", datatype="BOOL", raw=b"\x01")
+    tensors = replaced(tensors, "tenure", datatype="INT32", raw=np.array([7], "<i4").tobytes())
+    tensors = replaced(
+        tensors, "monthly_charges", datatype="FP32", raw=np.array([70.35], "<f4").tobytes()
+    )
+    assert_raw_same_as_general(tensors, telco_inputs)

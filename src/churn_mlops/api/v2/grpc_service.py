@@ -31,7 +31,8 @@ from churn_mlops.api.v2.inputs import served_inputs
 from churn_mlops.api.v2.outputs import OUTPUT_DATATYPES, OUTPUT_PROBABILITY, model_metadata
 from churn_mlops.api.v2.proto import grpc_predict_v2_pb2 as pb
 from churn_mlops.api.v2.proto import grpc_predict_v2_pb2_grpc as predict_grpc
-from churn_mlops.api.v2.tensors import FIXED_DTYPES, InputTensor, TensorError, decode_inputs
+from churn_mlops.api.v2.single_row import decode_rows
+from churn_mlops.api.v2.tensors import FIXED_DTYPES, InputTensor, TensorError
 from churn_mlops.core.errors import ModelNotReady, NotFound, ServiceError
 from churn_mlops.lifecycle.served import ServedModel
 from churn_mlops.observability.metrics import RequestRecorder
@@ -131,7 +132,7 @@ class InferenceServicer(predict_grpc.GRPCInferenceServiceServicer):
             served = self._served()
             pipeline = _pipeline(served, request.model_name, request.model_version)
             tensors = input_tensors(request)
-            decoded = decode_inputs(tensors, served_inputs(pipeline), self.max_rows)
+            decoded = decode_rows(tensors, served_inputs(pipeline), self.max_rows)
             # A named version answers every row itself (no canary share).
             probabilities, will_churn = await pipeline.predict_rows(
                 decoded.customer_ids, decoded.rows, exact=bool(request.model_version)

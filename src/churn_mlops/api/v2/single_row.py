@@ -18,6 +18,8 @@ the same rows (tests/api/v2/test_single_row.py).
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -25,10 +27,10 @@ import numpy as np
 from msgspec import Meta
 
 from churn_mlops.api.v2.inputs import InputSpec, ModelInputs
-from churn_mlops.api.v2.tensors import (
+from churn_mlops.api.v2.tensors import DecodedInputs, InputTensor, decode_inputs
+from churn_mlops.api.v2.values import (
     CUSTOMER_ID_INPUT,
     MAX_CUSTOMER_ID_LENGTH,
-    DecodedInputs,
     missing_category,
     plain_number,
     valid_customer_id,
@@ -164,3 +166,127 @@ def single_row_decoder(inputs: ModelInputs) -> SingleRowDecoder:
         del _DECODERS[next(iter(_DECODERS))]
     _DECODERS[id(inputs)] = (inputs, decoder)
     return decoder
+
+
+def decode_rows(
+    tensors: Sequence[InputTensor], inputs: ModelInputs, max_rows: int
+) -> DecodedInputs:
+    """The rows of a request's tensors: one row, as JSON values or binary blocks, read value by
+    value (numpy and the kernels cost more than they save on one value per column); any other
+    request, or one row that is not plainly valid, by the general decoder."""
+    single = single_json_row(tensors, inputs) or single_raw_row(tensors, inputs)
+    return single or decode_inputs(tensors, inputs, max_rows)
+
+
+# A one-row tensor's shape, as a tuple (InputTensor) or as the list the document holds.
+_ONE_ROW = ((1,), (1, 1), [1], [1, 1])
+
+
+def single_json_row(tensors: Sequence[Any], inputs: ModelInputs) -> DecodedInputs | None:
+    """One row sent as JSON values, the usual single prediction, decoded value by value (numpy
+    costs more than it saves on one value per column), straight from the request document's
+    inputs (or from InputTensors); None for anything not plainly valid, which the general path
+    then decodes or refuses with its exact message."""
+    specs = inputs.by_name
+    row: list[float | None] = [None] * len(inputs.names)
+    customer_id = None
+    for tensor in tensors:
+        data = tensor.data
+        if data is None or len(data) != 1 or tensor.shape not in _ONE_ROW:
+            return None
+        if getattr(tensor, "parameters", None):
+            return None  # binary sizes, shared memory: the general path says what is wrong
+        value = data[0]
+        name = tensor.name
+        if name == CUSTOMER_ID_INPUT:
+            if (
+                customer_id is not None
+                or tensor.datatype != "BYTES"
+                or not valid_customer_id(value)
+            ):
+                return None
+            customer_id = value
+            continue
+        spec = specs.get(name)
+        if spec is None or row[spec.column] is not None or tensor.datatype not in spec.datatypes:
+            return None
+        lookup = spec.lookup
+        if lookup is not None:
+            code = lookup.get(value) if type(value) is str else None
+            if code is None:
+                if spec.plain_lookup:
+                    return None
+                code = missing_category(spec, value)
+                if code is None:
+                    return None
+            row[spec.column] = code
+            continue
+        number = plain_number(spec, tensor.datatype, value)
+        if number is None:
+            return None
+        row[spec.column] = number
+    if None in row:
+        return None
+    return DecodedInputs([customer_id], np.array([row], dtype=np.float32))
+
+
+# Little-endian readers of one element of each fixed-size datatype but BOOL.
+_ELEMENT = {
+    "INT64": struct.Struct("<q"),
+    "INT32": struct.Struct("<i"),
+    "FP64": struct.Struct("<d"),
+    "FP32": struct.Struct("<f"),
+}
+
+
+def _raw_value(datatype: str, raw: bytes | memoryview) -> Any:
+    """The one element of a binary block, or None when it is not exactly one plain element."""
+    if datatype == "BYTES":
+        if len(raw) < 4 or int.from_bytes(raw[:4], "little") != len(raw) - 4:
+            return None
+        try:
+            return bytes(raw[4:]).decode()
+        except UnicodeDecodeError:
+            return None
+    if datatype == "BOOL":
+        return None if len(raw) != 1 or raw[0] > 1 else raw[0] == 1
+    element = _ELEMENT.get(datatype)
+    if element is None or len(raw) != element.size:
+        return None
+    return element.unpack(raw)[0]
+
+
+def single_raw_row(tensors: Sequence[InputTensor], inputs: ModelInputs) -> DecodedInputs | None:
+    """One row sent as binary blocks (gRPC's `raw_input_contents`, Triton's binary extension),
+    each block read as its one element; None for anything not plainly valid."""
+    specs = inputs.by_name
+    row: list[float | None] = [None] * len(inputs.names)
+    customer_id = None
+    for tensor in tensors:
+        raw, datatype = tensor.raw, tensor.datatype
+        if raw is None or tensor.shape not in _ONE_ROW:
+            return None
+        value = _raw_value(datatype, raw)
+        if value is None:
+            return None
+        if tensor.name == CUSTOMER_ID_INPUT:
+            if customer_id is not None or datatype != "BYTES" or not valid_customer_id(value):
+                return None
+            customer_id = value
+            continue
+        spec = specs.get(tensor.name)
+        if spec is None or row[spec.column] is not None or datatype not in spec.datatypes:
+            return None
+        if spec.lookup is not None:
+            code = spec.lookup.get(value)
+            number = (
+                code if code is not None or spec.plain_lookup else missing_category(spec, value)
+            )
+        else:
+            number = plain_number(spec, datatype, value)
+        if number is None:
+            return None
+        row[spec.column] = number
+    if None in row:
+        return None
+    return DecodedInputs([customer_id], np.array([row], dtype=np.float32))

@@ -16,7 +16,6 @@ category lookups run in numba kernels (api/v2/kernels.py).
 from __future__ import annotations
 
 import math
-import re
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,12 +27,14 @@ import numpy.typing as npt
 
 from churn_mlops.api.v2 import kernels
 from churn_mlops.api.v2.inputs import InputSpec, ModelInputs
+from churn_mlops.api.v2.values import (
+    CUSTOMER_ID_INPUT,
+    MAX_CUSTOMER_ID_LENGTH,
+    missing_category,
+    valid_customer_id,
+)
 from churn_mlops.core.errors import ServiceError
-from churn_mlops.core.schema import MAX_CATEGORY_LENGTH
 from churn_mlops.model.features import FloatMatrix
-
-CUSTOMER_ID_INPUT = "customer_id"
-MAX_CUSTOMER_ID_LENGTH = 64
 
 # Little-endian element types of the fixed-size datatypes (BYTES is length-prefixed).
 FIXED_DTYPES: dict[str, np.dtype[Any]] = {
@@ -43,7 +44,6 @@ FIXED_DTYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class TensorError(ServiceError):
@@ -70,91 +70,6 @@ class InputTensor:
 class DecodedInputs:
     customer_ids: list[str | None]
     rows: FloatMatrix
-
-
-# A one-row tensor's shape, as a tuple (InputTensor) or as the list the document holds.
-_ONE_ROW = ((1,), (1, 1), [1], [1, 1])
-
-
-def single_json_row(tensors: Sequence[Any], inputs: ModelInputs) -> DecodedInputs | None:
-    """One row sent as JSON values, the usual single prediction, decoded value by value (numpy
-    costs more than it saves on one value per column), straight from the request document's
-    inputs (or from InputTensors); None for anything not plainly valid, which the general path
-    then decodes or refuses with its exact message."""
-    specs = inputs.by_name
-    row: list[float | None] = [None] * len(inputs.names)
-    customer_id = None
-    for tensor in tensors:
-        data = tensor.data
-        if data is None or len(data) != 1 or tensor.shape not in _ONE_ROW:
-            return None
-        if getattr(tensor, "parameters", None):
-            return None  # binary sizes, shared memory: the general path says what is wrong
-        value = data[0]
-        name = tensor.name
-        if name == CUSTOMER_ID_INPUT:
-            if (
-                customer_id is not None
-                or tensor.datatype != "BYTES"
-                or not valid_customer_id(value)
-            ):
-                return None
-            customer_id = value
-            continue
-        spec = specs.get(name)
-        if spec is None or row[spec.column] is not None or tensor.datatype not in spec.datatypes:
-            return None
-        lookup = spec.lookup
-        if lookup is not None:
-            code = lookup.get(value) if type(value) is str else None
-            if code is None:
-                if spec.plain_lookup:
-                    return None
-                code = missing_category(spec, value)
-                if code is None:
-                    return None
-            row[spec.column] = code
-            continue
-        number = plain_number(spec, tensor.datatype, value)
-        if number is None:
-            return None
-        row[spec.column] = number
-    if None in row:
-        return None
-    return DecodedInputs([customer_id], np.array([row], dtype=np.float32))
-
-
-def missing_category(spec: InputSpec, value: Any) -> float | None:
-    """NaN for a categorical value the feature reads as missing (empty or null when nullable,
-    any short text when unseen values are missing); None when it is refused."""
-    if spec.nullable and (value is None or value == ""):
-        return math.nan
-    if spec.unknown_missing and type(value) is str and 1 <= len(value) <= MAX_CATEGORY_LENGTH:
-        return math.nan
-    return None
-
-
-def plain_number(spec: InputSpec, datatype: str, value: Any) -> float | None:
-    """`value` as the float its column holds when it is plainly valid, else None."""
-    kind = type(value)
-    if (kind is bool) != (datatype == "BOOL"):
-        return None
-    if spec.nullable and (value is None or value != value):
-        return math.nan
-    if kind is float:
-        if spec.integral and not value.is_integer():
-            return None
-    elif kind is not int and kind is not bool:
-        return None
-    return float(value) if spec.low <= value <= spec.high else None
-
-
-def valid_customer_id(customer: Any) -> bool:
-    return (
-        isinstance(customer, str)
-        and 1 <= len(customer) <= MAX_CUSTOMER_ID_LENGTH
-        and _CONTROL_CHARACTER.search(customer) is None
-    )
 
 
 def _rows_of(tensor: InputTensor, max_rows: int) -> int:
@@ -194,9 +109,6 @@ def decode_inputs(
     """The float32 rows (the model's column order) and customer ids of a request's input
     tensors; TensorError (400, or 413 past `max_rows`) naming the tensor, and the row for a bad
     value."""
-    single = single_json_row(tensors, inputs)
-    if single is not None:
-        return single
     _check_names(tensors, inputs)
     count = -1
     for tensor in tensors:
