@@ -55,6 +55,8 @@ tools:
 	@command -v promtool >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 	@# haproxy balances the three instances of the cluster rehearsal (tests/e2e/cluster) and make cluster.
 	@command -v haproxy >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends haproxy; }
+	@# h2load (nghttp2-client) loads gRPC in the v2 bench as wrk loads REST (benchmarks/grpc_h2load.py).
+	@command -v h2load >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nghttp2-client; }
 	@# chromium renders /docs offline in tests/e2e/test_docs_in_chromium.py (with its fonts: recommends).
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 

@@ -12,7 +12,7 @@ from benchmarks.constants import COMMAND
 TARGETS: dict[str, tuple[str, str, float]] = {
     # workload: (what it is compared with, figure, at least)
     "v2-json": ("predict", "rps", 0.80),
-    "grpc": ("predict", "rps", 0.50),
+    "grpc-h2load": ("predict", "rps", 0.50),
     "v2-binary": ("batch-json", "rows", 1_000_000.0),
 }
 """What the issue asks of each V2 workload: a share of a baseline's RPS, or rows/s."""
@@ -20,7 +20,8 @@ TARGETS: dict[str, tuple[str, str, float]] = {
 LABELS = {
     "predict": "`POST /predict`, JSON, 1 row",
     "v2-json": "V2 JSON infer, 1 row",
-    "grpc": "gRPC `ModelInfer`, 1 row (raw contents)",
+    "grpc-h2load": "gRPC `ModelInfer`, 1 row (raw contents), h2load",
+    "grpc": "gRPC `ModelInfer`, 1 row (raw contents), grpcio client",
     "batch-json": "`POST /predict/batch`, JSON",
     "v2-binary": "V2 binary infer (binary outputs)",
 }
@@ -38,7 +39,7 @@ class Measurement:
     failures: int
     concurrency: int
     client: str
-    """What sent the load: wrk, httpx or grpc.aio (with its processes)."""
+    """What sent the load: wrk, h2load, httpx or grpc.aio (with their processes)."""
     client_cpu_percent: float | None = None
     """The client's CPU over the run, in % of one core; None for wrk (not measured)."""
 

@@ -2,12 +2,15 @@
 
 One `churn-mlops serve --workers 2 --grpc-port N` answers everything, so every comparison is of
 protocols, not of servers: single rows at 32 connections as `POST /predict` (wrk), as V2 JSON
-infer (wrk) and as gRPC `ModelInfer` (grpc.aio clients in processes of their own, 32 concurrent
-calls); 10,000-row requests as JSON `/predict/batch` and as V2 binary infer with binary outputs
-(both from the same httpx client, since wrk's bodies file cannot carry binary bodies). In each
+infer (wrk) and as gRPC `ModelInfer` (32 concurrent calls from h2load, a C client as wrk is,
+which the target is read from, and from grpc.aio clients in processes of their own, which show
+what a Python caller gets); 10,000-row requests as JSON `/predict/batch` and as V2 binary
+infer with binary outputs (both from the same httpx client, since wrk's bodies file cannot carry
+binary bodies). In each
 round the single-row workloads take turns going first, and so do the two batch ones; every run
 gets its warm-up and the server is left to go idle before the next. Bodies are built before the
-server starts (`benchmarks.v2_bodies`), from real customers, different in every request.
+server starts (`benchmarks.v2_bodies`), from real customers, different in every request (h2load:
+one customer per h2load process, benchmarks/grpc_h2load.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.constants import COMMAND, DISTINCT_CUSTOMERS, REQUEST_TIMEOUT_S, WORK_DIR_PREFIX
+from benchmarks.grpc_h2load import run_h2load
 from benchmarks.inprocess import turns
 from benchmarks.load import Wrk, batch_bodies, prediction_bodies, write_bodies
 from benchmarks.servers import (
@@ -42,11 +46,17 @@ from benchmarks.v2_bodies import (
     json_body,
     single_rows,
 )
-from benchmarks.v2_clients import ClientResult, post_bodies, run_grpc_processes, write_messages
+from benchmarks.v2_clients import (
+    ClientResult,
+    post_bodies,
+    read_messages,
+    run_grpc_processes,
+    write_messages,
+)
 from benchmarks.v2_report import Measurement, render
 from churn_mlops.data import load_telco_csv
 
-SINGLE_WORKLOADS = ("predict", "v2-json", "grpc")
+SINGLE_WORKLOADS = ("predict", "v2-json", "grpc-h2load", "grpc")
 BATCH_WORKLOADS = ("batch-json", "v2-binary")
 SERVER_ENV = {"CHURN_CACHE_ENABLED": "false", "CHURN_PREDICTION_LOG_ENABLED": "false"}
 """The model path only: no prediction cache, nothing written per prediction."""
@@ -177,6 +187,18 @@ def _runner(
                 workload, round_, loaded.rps, 1, loaded.latency_ms["p99"], loaded.failed,
                 options.connections, "wrk",
             )  # fmt: skip
+        if workload == "grpc-h2load":
+            result = run_h2load(
+                grpc_port,
+                server.port,
+                read_messages(files.grpc),
+                processes=options.grpc_processes,
+                streams=options.connections,
+                duration_s=seconds,
+                api_key=key,
+            )
+            client = f"h2load x{options.grpc_processes}"
+            return _from_client(workload, round_, result, 1, options.connections, client)
         if workload == "grpc":
             result = run_grpc_processes(
                 grpc_port,

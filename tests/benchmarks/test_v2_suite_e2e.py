@@ -63,6 +63,7 @@ def test_v2_suite_measures_every_workload_without_a_failure(
         assert run["failures"] == 0, workload
     assert runs["v2-binary"]["rows_per_request"] == 1000
     assert runs["grpc"]["client_cpu_percent"] > 0
+    assert runs["grpc-h2load"]["client"] == "h2load x1"
     report = completed.stdout
     assert "| V2 JSON infer, 1 row | wrk, 4 conc., 1 rows |" in report
     assert "of predict (>= 80%)" in report
