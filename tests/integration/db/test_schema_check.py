@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,45 @@ def test_app_starts_on_a_current_schema_and_reports_the_database(
     assert ready["database"] == "ok"
     assert database is not None
     assert app.runtime is None  # stopped (and the database disposed) on shutdown
+
+
+def test_the_code_revisions_are_the_head_of_the_migration_scripts() -> None:
+    # A new migration must update schema.CODE_REVISIONS, which the start-up check compares.
+    assert schema.head_revisions() == schema.CODE_REVISIONS
+
+
+START_AND_LIST_MODULES = """
+import asyncio, json, sys
+from pathlib import Path
+from churn_mlops.api.app import create_app
+from churn_mlops.settings import Settings
+from tests.fixtures.lifespan import in_process_client
+
+async def main():
+    settings = Settings(model_dir=Path(sys.argv[1]), database_url=sys.argv[2],
+                        environment="test", auth_enabled=False)
+    async with in_process_client(create_app(settings)) as client:
+        assert (await client.get("/health/ready")).status_code == 200
+asyncio.run(main())
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_a_worker_on_a_current_database_does_not_import_alembic(
+    artifact_dir: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'current.db'}"
+    schema.upgrade(url)
+    result = subprocess.run(
+        [sys.executable, "-c", START_AND_LIST_MODULES, str(artifact_dir), url],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    modules = set(json.loads(result.stdout.splitlines()[-1]))
+    assert "churn_mlops" in modules
+    assert "sqlalchemy" in modules  # it did open the database
+    assert "alembic" not in modules
