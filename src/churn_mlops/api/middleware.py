@@ -120,9 +120,9 @@ class NegotiatedGZip:
     """Starlette's GZipMiddleware for clients that accept gzip; nobody else pays for it (its
     identity path wraps `send` on every request)."""
 
-    def __init__(self, app: ASGIApp, minimum_size: int) -> None:
+    def __init__(self, app: ASGIApp, minimum_size: int, level: int = 1) -> None:
         self.app = app
-        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=level)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -148,7 +148,7 @@ def build_middleware_chain(endpoint: ASGIApp, runtime: Runtime) -> ASGIApp:
         form_paths=(LOGIN_PATH,),
         own_body_prefix=OWN_BODY_PREFIX,
     )
-    chain = NegotiatedGZip(chain, minimum_size=settings.gzip_min_bytes)
+    chain = NegotiatedGZip(chain, minimum_size=settings.gzip_min_bytes, level=settings.gzip_level)
     chain = RequestTelemetryMiddleware(
         chain,
         slow_request_ms=settings.slow_request_ms,

@@ -106,6 +106,7 @@ class OpenInferenceService:
         self.max_rows = runtime.settings.max_batch_rows
         self.max_bytes = runtime.settings.max_request_bytes
         self.compress_min_bytes = runtime.settings.gzip_min_bytes
+        self.compress_level = runtime.settings.gzip_level
 
     def server_metadata(self) -> Answer:
         document = {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
@@ -211,7 +212,9 @@ class OpenInferenceService:
             document["id"] = request.id
         document.update(outputs)
         content, response_headers = infer_response_body(document, blocks)
-        content, encoding = compress(content, headers.accept_encoding, self.compress_min_bytes)
+        content, encoding = compress(
+            content, headers.accept_encoding, self.compress_min_bytes, self.compress_level
+        )
         if encoding is not None:
             response_headers.append((b"content-encoding", encoding.encode()))
         return Answer(200, content, response_headers)

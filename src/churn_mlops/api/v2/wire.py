@@ -66,7 +66,9 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     return inflated
 
 
-def compress(body: bytes, accept_encoding: str | None, min_bytes: int) -> tuple[bytes, str | None]:
+def compress(
+    body: bytes, accept_encoding: str | None, min_bytes: int, level: int = 1
+) -> tuple[bytes, str | None]:
     """`body` compressed as the caller accepts (gzip first, then deflate), with the encoding's
     name; unchanged, with None, when it accepts neither or `body` is under `min_bytes`."""
     if accept_encoding is None or len(body) < min_bytes:
@@ -74,7 +76,7 @@ def compress(body: bytes, accept_encoding: str | None, min_bytes: int) -> tuple[
     accepted = accept_encoding.lower()
     for encoding in ("gzip", "deflate"):
         if encoding in accepted:
-            deflater = zlib.compressobj(6, zlib.DEFLATED, _WINDOW_BITS[encoding])
+            deflater = zlib.compressobj(level, zlib.DEFLATED, _WINDOW_BITS[encoding])
             return deflater.compress(body) + deflater.flush(), encoding
     return body, None
 
