@@ -26,7 +26,7 @@ from churn_mlops.data import TelcoDataset
 from churn_mlops.model.artifact import ModelArtifact
 from tests.conftest import QUICK_TRAINING
 from tests.fixtures.requests import prediction_bodies
-from tests.fixtures.serve import CLI, wait_ready
+from tests.fixtures.serve import CLI, wait_ready, wait_workers_started
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -67,6 +67,7 @@ def server(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base_url, process, timeout=120, exit_details=lambda: log.read_text()[-3000:])
+        wait_workers_started(log, 2)
         yield Server(base_url, log)
     finally:
         process.send_signal(signal.SIGINT)

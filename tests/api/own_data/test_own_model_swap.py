@@ -36,6 +36,27 @@ async def _eventually_serves(client: httpx.AsyncClient, version: str, body: Any)
         await asyncio.sleep(0.02)
 
 
+def _both_registered(
+    tmp_path: Path, artifact_dir: Path, own_artifact_dir: Path, champion: ModelArtifact
+) -> LocalRegistry:
+    """A registry holding the Telco model and the other-columns one, `champion` promoted."""
+    registry = LocalRegistry(tmp_path / "models")
+    registry.register(artifact_dir)
+    registry.register(own_artifact_dir)
+    registry.promote(champion.version)
+    return registry
+
+
+def _settings(registry: LocalRegistry, **extra: Any) -> Settings:
+    return Settings(
+        model_registry_dir=registry.root,
+        model_poll_seconds=0.05,
+        environment="test",
+        **extra,
+        **security_settings(),
+    )
+
+
 async def test_a_promotion_to_other_columns_swaps_decoder_openapi_and_schema(
     tmp_path: Path,
     artifact_dir: Path,
@@ -43,16 +64,8 @@ async def test_a_promotion_to_other_columns_swaps_decoder_openapi_and_schema(
     own_artifact_dir: Path,
     own_artifact: ModelArtifact,
 ) -> None:
-    registry = LocalRegistry(tmp_path / "models")
-    registry.register(artifact_dir)
-    registry.register(own_artifact_dir)
-    registry.promote(artifact.version)
-    settings = Settings(
-        model_registry_dir=registry.root,
-        model_poll_seconds=0.05,
-        environment="test",
-        **security_settings(),
-    )
+    registry = _both_registered(tmp_path, artifact_dir, own_artifact_dir, artifact)
+    settings = _settings(registry)
     telco_body = {"features": EXAMPLE_FEATURES}
     own_body = {"features": dict(own_artifact.schema.example)}
     app = create_app(settings)
@@ -96,19 +109,9 @@ async def test_a_challenger_reading_other_columns_is_refused_beside_the_champion
 ) -> None:
     # A challenger scores the rows decoded for the champion: rows of other columns would be
     # scored wrong, so such a challenger is refused, and the champion answers every request.
-    registry = LocalRegistry(tmp_path / "models")
-    registry.register(artifact_dir)
-    registry.register(own_artifact_dir)
-    registry.promote(artifact.version)
+    registry = _both_registered(tmp_path, artifact_dir, own_artifact_dir, artifact)
     registry.promote(own_artifact.version, "challenger")
-    settings = Settings(
-        model_registry_dir=registry.root,
-        model_poll_seconds=0.05,
-        environment="test",
-        challenger_mode=mode,
-        canary_percent=50,
-        **security_settings(),
-    )
+    settings = _settings(registry, challenger_mode=mode, canary_percent=50)
     app = create_app(settings)
     async with in_process_client(app, api_key_headers(app)) as client:
         (refused,) = await _refused(client)

@@ -17,8 +17,8 @@ from churn_mlops.api.v2.outputs import encode_outputs, one_row_answer
 from churn_mlops.api.v2.single_row import (
     SingleRowDecoder,
     decode_rows,
-    single_raw_row,
     single_row_decoder,
+    single_tensor_row,
 )
 from churn_mlops.api.v2.tensors import InputTensor, TensorError, decode_inputs
 from churn_mlops.api.v2.wire import infer_response_body, parse_infer_request
@@ -222,7 +222,7 @@ def test_the_one_row_answer_is_the_general_document(request_id: str | None) -> N
 
 
 def assert_raw_same_as_general(tensors: list[InputTensor], inputs: ModelInputs) -> None:
-    single = single_raw_row(tensors, inputs)
+    single = single_tensor_row(tensors, inputs)
     assert single is not None
     expected = decode_inputs(tensors, inputs, MAX_ROWS)
     np.testing.assert_array_equal(single.rows, expected.rows)
@@ -281,7 +281,7 @@ def test_binary_values_not_plainly_valid_are_declined_and_refused(
     telco_rows: list[dict[str, Any]], telco_inputs: ModelInputs, name: str, fields: dict[str, Any]
 ) -> None:
     tensors = replaced(tensors_for([telco_rows[0]], binary=True, ids=["c-1"]), name, **fields)
-    assert single_raw_row(tensors, telco_inputs) is None
+    assert single_tensor_row(tensors, telco_inputs) is None
     with pytest.raises(TensorError, match=name):
         decode_rows(tensors, telco_inputs, MAX_ROWS)
 
@@ -291,7 +291,7 @@ def test_a_bool_byte_other_than_0_or_1_is_left_to_the_general_path(
 ) -> None:
     tensors = tensors_for([telco_rows[0]], binary=True)
     tensors = replaced(tensors, "senior_citizen", datatype="BOOL", raw=b"\x02")
-    assert single_raw_row(tensors, telco_inputs) is None
+    assert single_tensor_row(tensors, telco_inputs) is None
 
 
 def test_a_bool_flag_and_narrow_datatypes_are_read_as_the_general_path_reads_them(

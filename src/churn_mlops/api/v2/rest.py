@@ -27,7 +27,7 @@ from churn_mlops.api.v2 import kernels
 from churn_mlops.api.v2.explain import reasons_output, values_read, without_reasons
 from churn_mlops.api.v2.inputs import ModelInputs, served_inputs
 from churn_mlops.api.v2.outputs import encode_outputs, model_metadata, one_row_answer
-from churn_mlops.api.v2.single_row import decode_rows, single_json_row, single_row_decoder
+from churn_mlops.api.v2.single_row import decode_rows, single_row_decoder
 from churn_mlops.api.v2.tensors import DecodedInputs
 from churn_mlops.api.v2.wire import (
     HEADER_LENGTH,
@@ -224,8 +224,7 @@ class OpenInferenceService:
     ) -> tuple[InferRequest, DecodedInputs]:
         """The request and its rows by the general path: any number of rows, JSON or binary."""
         request = parse_infer_request(body, header_length)
-        decoded = None if request.blocks else single_json_row(request.listed, inputs)
-        return request, decoded or decode_rows(request.tensors(), inputs, self.max_rows)
+        return request, decode_rows(request.tensors(), inputs, self.max_rows)
 
     async def _infer_one(
         self,

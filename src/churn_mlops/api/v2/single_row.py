@@ -2,8 +2,8 @@
 served model's inputs.
 
 A generic decode of the request document builds a struct, a shape list and a data list per
-input, which `tensors.single_json_row` then checks value by value in Python: most of what a V2
-JSON request costs beyond `/predict`. Here, once per model, each input becomes a msgspec struct
+input, which are then checked value by value in Python: most of what a V2 JSON request costs
+beyond `/predict`. Here, once per model, each input becomes a msgspec struct
 tagged by its name, with its datatypes, a one-row shape and its value's type (and bounds) as
 msgspec types, so msgspec checks them in C while it parses; Python is left one step per input:
 put the value, or its category's code, in its column.
@@ -13,6 +13,9 @@ or out of bounds, an unseen category, more than one row, binary data, a bare NaN
 general path (`wire.parse_infer_request`, `tensors.decode_inputs`) then decodes or refuses it
 with its exact message. So this path answers a subset of what the general one accepts, with
 the same rows (tests/api/v2/test_single_row.py).
+
+`decode_rows` reads any other one-row request, JSON or binary, element by element
+(`single_tensor_row`) before it hands it to the general decoder.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ _VALUE = 0  # a number or boolean the column holds as it is
 _WHOLE = 5  # an integer, held as the float the general path makes of it
 _CODE = 1  # a category, looked up in the feature's codes (unseen: decline)
 _CODE_OR_MISSING = 2  # a category that may be missing (nullable, or unseen read as missing)
-_CHECKED = 3  # a value `tensors.plain_number` checks (nullable or mixed datatypes)
+_CHECKED = 3  # a value `values.plain_number` checks (nullable or mixed datatypes)
 _CUSTOMER = 4
 
 _ONE_ROW_SHAPE = Annotated[list[Literal[1]], Meta(min_length=1, max_length=2)]
@@ -171,64 +174,16 @@ def single_row_decoder(inputs: ModelInputs) -> SingleRowDecoder:
 def decode_rows(
     tensors: Sequence[InputTensor], inputs: ModelInputs, max_rows: int
 ) -> DecodedInputs:
-    """The rows of a request's tensors: one row, as JSON values or binary blocks, read value by
-    value (numpy and the kernels cost more than they save on one value per column); any other
-    request, or one row that is not plainly valid, by the general decoder."""
-    single = single_json_row(tensors, inputs) or single_raw_row(tensors, inputs)
-    return single or decode_inputs(tensors, inputs, max_rows)
+    """The rows of a request's tensors: one row read value by value (numpy and the kernels cost
+    more than they save on one value per column); any other request, or one row that is not
+    plainly valid, by the general decoder."""
+    return single_tensor_row(tensors, inputs) or decode_inputs(tensors, inputs, max_rows)
 
 
-# A one-row tensor's shape, as a tuple (InputTensor) or as the list the document holds.
-_ONE_ROW = ((1,), (1, 1), [1], [1, 1])
-
-
-def single_json_row(tensors: Sequence[Any], inputs: ModelInputs) -> DecodedInputs | None:
-    """One row sent as JSON values, the usual single prediction, decoded value by value (numpy
-    costs more than it saves on one value per column), straight from the request document's
-    inputs (or from InputTensors); None for anything not plainly valid, which the general path
-    then decodes or refuses with its exact message."""
-    specs = inputs.by_name
-    row: list[float | None] = [None] * len(inputs.names)
-    customer_id = None
-    for tensor in tensors:
-        data = tensor.data
-        if data is None or len(data) != 1 or tensor.shape not in _ONE_ROW:
-            return None
-        if getattr(tensor, "parameters", None):
-            return None  # binary sizes, shared memory: the general path says what is wrong
-        value = data[0]
-        name = tensor.name
-        if name == CUSTOMER_ID_INPUT:
-            if (
-                customer_id is not None
-                or tensor.datatype != "BYTES"
-                or not valid_customer_id(value)
-            ):
-                return None
-            customer_id = value
-            continue
-        spec = specs.get(name)
-        if spec is None or row[spec.column] is not None or tensor.datatype not in spec.datatypes:
-            return None
-        lookup = spec.lookup
-        if lookup is not None:
-            code = lookup.get(value) if type(value) is str else None
-            if code is None:
-                if spec.plain_lookup:
-                    return None
-                code = missing_category(spec, value)
-                if code is None:
-                    return None
-            row[spec.column] = code
-            continue
-        number = plain_number(spec, tensor.datatype, value)
-        if number is None:
-            return None
-        row[spec.column] = number
-    if None in row:
-        return None
-    return DecodedInputs([customer_id], np.array([row], dtype=np.float32))
-
+# A one-row tensor's shape.
+_ONE_ROW = ((1,), (1, 1))
+_DECLINED = object()
+"""An element that is not plainly one valid value (None is one: a JSON null)."""
 
 # Little-endian readers of one element of each fixed-size datatype but BOOL.
 _ELEMENT = {
@@ -240,34 +195,43 @@ _ELEMENT = {
 
 
 def _raw_value(datatype: str, raw: bytes | memoryview) -> Any:
-    """The one element of a binary block, or None when it is not exactly one plain element."""
+    """The one element of a binary block, or _DECLINED when it is not exactly one plain one."""
     if datatype == "BYTES":
         if len(raw) < 4 or int.from_bytes(raw[:4], "little") != len(raw) - 4:
-            return None
+            return _DECLINED
         try:
             return bytes(raw[4:]).decode()
         except UnicodeDecodeError:
-            return None
+            return _DECLINED
     if datatype == "BOOL":
-        return None if len(raw) != 1 or raw[0] > 1 else raw[0] == 1
+        return _DECLINED if len(raw) != 1 or raw[0] > 1 else raw[0] == 1
     element = _ELEMENT.get(datatype)
     if element is None or len(raw) != element.size:
-        return None
+        return _DECLINED
     return element.unpack(raw)[0]
 
 
-def single_raw_row(tensors: Sequence[InputTensor], inputs: ModelInputs) -> DecodedInputs | None:
-    """One row sent as binary blocks (gRPC's `raw_input_contents`, Triton's binary extension),
-    each block read as its one element; None for anything not plainly valid."""
+def _element(tensor: InputTensor) -> Any:
+    """A one-row tensor's value: its one JSON value, or its binary block's one element."""
+    if tensor.shape not in _ONE_ROW:
+        return _DECLINED
+    data = tensor.data
+    if data is not None:
+        return data[0] if len(data) == 1 else _DECLINED
+    return _DECLINED if tensor.raw is None else _raw_value(tensor.datatype, tensor.raw)
+
+
+def single_tensor_row(tensors: Sequence[InputTensor], inputs: ModelInputs) -> DecodedInputs | None:
+    """One row of tensors, each sent as JSON values or as a binary block (gRPC's
+    `raw_input_contents`, Triton's binary extension), read element by element; None for
+    anything not plainly valid, which the general decoder then decodes or refuses with its
+    exact message."""
     specs = inputs.by_name
     row: list[float | None] = [None] * len(inputs.names)
     customer_id = None
     for tensor in tensors:
-        raw, datatype = tensor.raw, tensor.datatype
-        if raw is None or tensor.shape not in _ONE_ROW:
-            return None
-        value = _raw_value(datatype, raw)
-        if value is None:
+        value, datatype = _element(tensor), tensor.datatype
+        if value is _DECLINED:
             return None
         if tensor.name == CUSTOMER_ID_INPUT:
             if customer_id is not None or datatype != "BYTES" or not valid_customer_id(value):
@@ -278,10 +242,9 @@ def single_raw_row(tensors: Sequence[InputTensor], inputs: ModelInputs) -> Decod
         if spec is None or row[spec.column] is not None or datatype not in spec.datatypes:
             return None
         if spec.lookup is not None:
-            code = spec.lookup.get(value)
-            number = (
-                code if code is not None or spec.plain_lookup else missing_category(spec, value)
-            )
+            number = spec.lookup.get(value) if type(value) is str else None
+            if number is None and not spec.plain_lookup:
+                number = missing_category(spec, value)
         else:
             number = plain_number(spec, datatype, value)
         if number is None:

@@ -30,8 +30,8 @@ class InferRequest:
 
     id: str | None
     listed: list[_Input]
-    """The document's inputs as sent: a one-row JSON request is decoded from them directly
-    (`tensors.single_json_row`), without building its InputTensors."""
+    """The document's inputs as sent, which `tensors()` turns into InputTensors; empty when the
+    model's one-row decoder (api/v2/single_row.py) has decoded them already."""
     blocks: memoryview
     """The binary tensors' bytes after the JSON header; empty for an all-JSON request."""
     outputs: list[RequestedOutput] | None
@@ -199,7 +199,7 @@ def infer_request(
     document: Any, blocks: memoryview, listed: list[Any] | None = None
 ) -> InferRequest:
     """The request of a decoded document (`_Request`, or a model's own one-row document:
-    api/v2/single_row.py, which passes its decoded inputs' `listed` as [])."""
+    api/v2/single_row.py, which has read its inputs already and passes `listed` as [])."""
     parameters = document.parameters or {}
     binary_outputs = parameters.get("binary_data_output", False)
     if type(binary_outputs) is not bool:
