@@ -5,7 +5,8 @@ In each round every server is measured back to back at each connection level, th
 first rotating (A B, B A, ...); each run gets its warm-up, and every server is left to drain what
 wrk left queued before the next run starts. Besides wrk's figures, each run records the
 server's own CPU time per answered request (its process group's, from /proc): far steadier
-than RPS on a shared machine, and blind to what a database elsewhere spends.
+than RPS on a shared machine. The local PostgreSQL's CPU per request is read beside it, from
+the load's start until the server is idle again (a log flushed after the load included).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from benchmarks.servers import (
     RunningServer,
     ServerSpec,
     group_members,
+    postgres_cpu_seconds,
     start_server,
     wait_until_idle,
 )
@@ -42,6 +44,8 @@ class ABRun:
     cpu_us: float
     """The server's CPU microseconds per answered request (0 without /proc)."""
     warmup_requests: int = 0
+    database_cpu_us: float = 0.0
+    """The local PostgreSQL's CPU microseconds per answered request (0 without /proc)."""
 
     @property
     def answered(self) -> int:
@@ -100,17 +104,22 @@ def run_ab(
         if warmup_s:
             warmup_requests = load(warmup_s).requests
             wait_until_idle(server)
-        before = cpu_seconds(server)
+        before, database_before = cpu_seconds(server), postgres_cpu_seconds()
         result = load(duration_s)
+        answered = max(result.requests, 1)
         # Read before the server drains what wrk left queued, which no answer counted.
-        cpu_us = (cpu_seconds(server) - before) / max(result.requests, 1) * 1e6
+        cpu_us = (cpu_seconds(server) - before) / answered * 1e6
         wait_until_idle(server)
-        runs.append(ABRun(name, count, round_, result, cpu_us, warmup_requests))
+        database_us = (postgres_cpu_seconds() - database_before) / answered * 1e6
+        runs.append(
+            ABRun(name, count, round_, result, cpu_us, warmup_requests, database_cpu_us=database_us)
+        )
         latency = result.latency_ms
         log(
             f"round {round_ + 1} {name:<12} c={count:<4} {result.rps:>9,.1f} req/s  "
             f"p50 {latency['p50']:.2f} ms  p99 {latency['p99']:.2f} ms  "
-            f"failed {result.failed:,}  server CPU {cpu_us:.1f} us/req"
+            f"failed {result.failed:,}  server CPU {cpu_us:.1f} us/req  "
+            f"PostgreSQL CPU {database_us:.1f} us/req"
         )
     return runs
 
@@ -151,8 +160,8 @@ def ab_table(runs: Sequence[ABRun], first: str, second: str) -> list[str]:
     """Medians per server, and the ratio of `first`'s RPS and CPU to `second`'s."""
     lines = [
         "| server | median RPS | median p50 ms | median p99 ms | median server CPU us/request "
-        "| runs |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| median local PostgreSQL CPU us/request | runs |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for server in dict.fromkeys(run.server for run in runs):
         lines.append(
@@ -160,6 +169,7 @@ def ab_table(runs: Sequence[ABRun], first: str, second: str) -> list[str]:
             f"| {median_of(runs, server, lambda r: r.result.latency_ms['p50']):.2f} "
             f"| {median_of(runs, server, lambda r: r.result.latency_ms['p99']):.2f} "
             f"| {median_of(runs, server, lambda r: r.cpu_us):.1f} "
+            f"| {median_of(runs, server, lambda r: r.database_cpu_us):.1f} "
             f"| {sum(run.server == server for run in runs)} |"
         )
     rps = [median_of(runs, name, lambda r: r.result.rps) for name in (first, second)]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from benchmarks.asgi_client import InProcessApp
 from benchmarks.constants import DISTINCT_CUSTOMERS
@@ -41,6 +42,7 @@ from benchmarks.inprocess import (
     serving_all,
 )
 from benchmarks.load import prediction_bodies
+from benchmarks.production import prepare_database
 from benchmarks.servers import churn_service
 from churn_mlops.api.app import create_app
 from churn_mlops.data import load_telco_csv
@@ -249,7 +251,10 @@ def run_prediction_log_ab(
             f"record(features=76 bytes): {statistics.median(with_features):.0f} ns per call "
             f"(median of {with_features})"
         )
-    schema.upgrade(options.database_url)
+    if make_url(options.database_url).get_backend_name() == "postgresql":
+        prepare_database(options.database_url)  # created if missing, as the production server's
+    else:
+        schema.upgrade(options.database_url)
     if in_process:
         cpu = in_process_cpu(options, blocks, block_requests)
         baseline, measured = options.configurations()

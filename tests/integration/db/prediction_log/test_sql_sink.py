@@ -1,5 +1,6 @@
 """SqlPredictionSink on SQLite and PostgreSQL: one idempotent write per batch (a multi-row
-insert on SQLite, COPY through a staging table on PostgreSQL), customer ids resolved in it,
+insert on SQLite; on PostgreSQL a COPY straight into the table, or through a staging table for
+a batch that needs skipping rows or a customer that went away), customer ids resolved in it,
 values stored as given."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event, func, select
 
@@ -19,6 +21,7 @@ from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Prediction
+from churn_mlops.db.prediction_log import sql_sink
 from churn_mlops.db.prediction_log.ids import identify
 from churn_mlops.db.prediction_log.sql_sink import COPY_CHUNK_ROWS, SqlPredictionSink
 from churn_mlops.db.prediction_log.sqlite_sink import SqliteThreadSink
@@ -168,3 +171,61 @@ async def test_a_sqlite_file_is_written_by_a_worker_thread_not_the_event_loop(
     assert stored == 50
     assert writers
     assert threading.get_ident() not in writers
+
+
+async def test_a_new_batch_is_copied_straight_into_the_table_and_a_replay_goes_through_staging(
+    postgres: Database, migrated_postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"d{uuid.uuid4().hex[:8]}-"
+    known = await add_customers(migrated_postgres, [f"{prefix}known"], dict(EXAMPLE_FEATURES))
+    rows = identify(
+        [
+            (f"{prefix}known" if n % 2 else None, "v5", 0.5, False, False, 0.5, 1.79e9)
+            for n in range(40)
+        ]
+    )
+    copied_into: list[str] = []
+    copy = asyncpg.Connection.copy_records_to_table
+
+    async def spy(self: asyncpg.Connection, table: str, **options: Any) -> Any:
+        copied_into.append(table)
+        return await copy(self, table, **options)
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", spy)
+    sink = SqlPredictionSink.for_engine(postgres.engine)
+
+    assert await sink.write(rows[:30]) == 30
+    assert copied_into == ["predictions"]
+    assert await sink.write(rows) == 10  # 30 of them are stored: COPY refuses, staging skips
+    assert copied_into == ["predictions", "predictions", "churn_predictions_staging"]
+
+    customers = await _stored_customers(postgres, rows)
+    assert customers == {
+        row.id: known[f"{prefix}known"] if row.external_customer_id else None for row in rows
+    }
+
+
+async def test_a_customer_deleted_between_lookup_and_copy_leaves_its_rows_anonymous(
+    postgres: Database, migrated_postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"g{uuid.uuid4().hex[:8]}-"
+    await add_customers(migrated_postgres, [f"{prefix}kept"], dict(EXAMPLE_FEATURES))
+    rows = identify([(f"{prefix}gone", "v6", 0.5, False, False, 0.5, 1.79e9)])
+
+    async def stale_lookup(self: Any, driver: Any, batch: Any) -> dict[str, int]:
+        return {f"{prefix}gone": 2**62}  # a key no customer has (any more)
+
+    monkeypatch.setattr(sql_sink._DirectCopy, "_customers", stale_lookup)
+
+    assert await SqlPredictionSink.for_engine(postgres.engine).write(rows) == 1
+    assert await _stored_customers(postgres, rows) == {rows[0].id: None}
+
+
+async def _stored_customers(database: Database, rows: list[Any]) -> dict[str, int | None]:
+    async with database.engine.connect() as connection:
+        stored = await connection.execute(
+            select(Prediction.id, Prediction.customer_id).where(
+                Prediction.id.in_([uuid.UUID(row.id) for row in rows])
+            )
+        )
+        return {row.id.hex: row.customer_id for row in stored}
