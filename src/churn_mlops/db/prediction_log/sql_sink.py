@@ -173,11 +173,18 @@ class _DirectCopy:
 def _with_customers(
     rows: Sequence[LoggedPrediction], customer_ids: dict[str, int]
 ) -> list[tuple[Any, ...]]:
-    """The rows as `predictions` takes them: the customer's key first, `created_at` a datetime."""
+    """The rows as `predictions` takes them: the customer's key first, `created_at` a datetime
+    (made once per distinct time: the rows of a batch request share theirs)."""
     lookup = customer_ids.get
-    stamp = datetime.fromtimestamp
+    stamps: dict[float, datetime] = {}
+
+    def stamp(created: float) -> datetime:
+        if (known := stamps.get(created)) is None:
+            known = stamps[created] = datetime.fromtimestamp(created, UTC)
+        return known
+
     return [
-        (lookup(row[1]) if row[1] is not None else None, *row[:7], stamp(row[7], UTC), *row[8:])
+        (lookup(row[1]) if row[1] is not None else None, *row[:7], stamp(row[7]), *row[8:])
         for row in rows
     ]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from churn_mlops.db.prediction_log.ids import LoggedPrediction, RecordedRow, identify
 
 
@@ -11,20 +13,28 @@ def _rows(created: list[float]) -> list[RecordedRow]:
     return [(f"c{n}", "v1", 0.5, False, True, 1.0, when) for n, when in enumerate(created)]
 
 
-def test_ids_are_version_7_uuids_in_hex() -> None:
-    for row in identify(_rows([1.7e9 + n for n in range(50)])):
+# One row is made with an f-string, a batch of 32 or more as an array: both ways are checked.
+SIZES = pytest.mark.parametrize("count", [1, 31, 32, 500])
+
+
+@SIZES
+def test_ids_are_version_7_uuids_in_hex(count: int) -> None:
+    for row in identify(_rows([1.7e9 + n for n in range(count)])):
         parsed = uuid.UUID(hex=row.id)
         assert row.id == parsed.hex
         assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
 
 
-def test_an_id_starts_with_the_rows_millisecond_timestamp() -> None:
-    (row,) = identify(_rows([1_790_000_000.123456]))
-    assert int(row.id[:12], 16) == 1_790_000_000_123
+@SIZES
+def test_an_id_starts_with_the_rows_millisecond_timestamp(count: int) -> None:
+    created = [1_790_000_000.123456 + n for n in range(count)]
+    for row, when in zip(identify(_rows(created)), created, strict=True):
+        assert int(row.id[:12], 16) == int(when * 1000)
 
 
-def test_ids_sort_as_their_rows_were_recorded() -> None:
-    rows = identify(_rows([1.7e9 + n / 100 for n in range(100)]))
+@SIZES
+def test_ids_sort_as_their_rows_were_recorded(count: int) -> None:
+    rows = identify(_rows([1.7e9 + n / 100 for n in range(count)]))
     assert sorted(rows, key=lambda row: row.id) == rows
 
 
@@ -33,7 +43,10 @@ def test_ids_within_one_millisecond_are_distinct() -> None:
     assert len({row.id for row in rows}) == 1000
 
 
-def test_an_identified_row_keeps_the_recorded_values() -> None:
-    recorded: RecordedRow = ("c7", "v3", 0.25, True, False, 2.5, 1.7e9)
-    (row,) = identify([recorded])
-    assert row == LoggedPrediction(row.id, *recorded)
+@SIZES
+def test_an_identified_row_keeps_the_recorded_values(count: int) -> None:
+    recorded: list[RecordedRow] = [
+        ("c7", "v3", n / count, True, False, 2.5, 1.7e9) for n in range(count)
+    ]
+    for row, values in zip(identify(recorded), recorded, strict=True):
+        assert row == LoggedPrediction(row.id, *values)
