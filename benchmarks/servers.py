@@ -92,7 +92,9 @@ def provision_credentials(
             "keys",
             "create",
             "--name",
-            "bench",
+            # A name of this run's own: a database kept between runs (the production
+            # server's) holds the earlier runs' keys, made with other peppers.
+            f"bench-{secrets.token_hex(4)}",
             "--scope",
             scopes,
         ],

@@ -79,6 +79,9 @@ def test_production_server_runs_everything_a_deployment_turns_on(
         prepare_database(url)
         credentials = production_credentials(tmp_path, url)
         spec = production_service(artifact_dir, credentials)
+        # The database outlives a run: the next run gets a key of its own.
+        again = production_credentials(tmp_path / "again", url)
+    assert again.api_key != credentials.api_key
     assert spec.name == "production"
     assert spec.api_key == credentials.api_key
     assert spec.env["CHURN_DATABASE_URL"] == url
