@@ -349,9 +349,11 @@ async def test_stats_add_up_after_an_outage_with_spill(
     sink.fail("ok", times=0)
     # The writer counts a write once the sink has it: wait for the counts, not the rows.
     await wait_until(
-        lambda: len(sink.rows) == 40
-        and writer.stats().queue_depth == 0
-        and writer.stats().rows_flushed + writer.stats().rows_replayed == 40
+        lambda: (
+            len(sink.rows) == 40
+            and writer.stats().queue_depth == 0
+            and writer.stats().rows_flushed + writer.stats().rows_replayed == 40
+        )
     )
     stats = writer.stats()
     assert isinstance(stats, PredictionLogStats)
