@@ -300,7 +300,7 @@ def test_hpa_scales_on_cpu_memory_and_requests_per_second(
     }
     pods = [m["pods"] for m in metrics if m["type"] == "Pods"]
     # The course's 100 per pod, except where the capacity plan put its measured target.
-    per_pod = "3600" if kustomization == "overlays/production" else "100"
+    per_pod = "4600" if kustomization == "overlays/production" else "100"
     assert pods == [
         {
             "metric": {"name": "churn_http_requests_per_second"},

@@ -6,11 +6,11 @@ appends a plain tuple to an in-memory deque and returns. No id, no datetime, no 
 the timestamp is `time.time()`. Everything else runs in two background tasks of the writer:
 
 - the flusher takes what is waiting every `flush_interval` seconds (at once when `batch_rows`
-  are waiting), up to `max_write_rows` (10,000) per write, gives them ids, and writes them with
-  ONE multi-row
-  `INSERT ... ON CONFLICT (id) DO NOTHING` through the sink. A batch keeps its ids across
-  retries, so a batch whose commit outcome was unknown (a timeout, a reset during COMMIT) is
-  written again without duplicates. A failed write is an outage: the batch is retried with a
+  are waiting), up to `max_write_rows` (10,000) per write, gives them ids, and writes them in
+  one transaction through the sink (`sql_sink`: a COPY on PostgreSQL, an `executemany` on
+  SQLite), which skips the ids already stored. A batch keeps its ids across retries, so a batch
+  whose commit outcome was unknown (a timeout, a reset during COMMIT) is written again without
+  duplicates. A failed write is an outage: the batch is retried with a
   capped exponential backoff while new rows keep buffering; the first success ends the outage
   and replays the spill files.
 - the spiller keeps memory bounded: past `max_buffer` waiting rows it moves the oldest ones,
