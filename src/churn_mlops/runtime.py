@@ -176,9 +176,7 @@ def watch_components(metrics: ServiceMetrics, runtime: Runtime) -> None:
 
     def pool_in_use() -> int | None:
         database = runtime.database
-        # SQLite's pools (StaticPool, NullPool) count nothing.
-        checkedout = None if database is None else getattr(database.engine.pool, "checkedout", None)
-        return None if checkedout is None else int(checkedout())
+        return None if database is None else database.connections_in_use()
 
     def prediction_log_stats() -> PredictionLogStats | None:
         writer = runtime.prediction_log

@@ -221,6 +221,14 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    def connections_in_use(self) -> int | None:
+        """Connections checked out of the engine's pool and held by customer reads; None on
+        SQLite, whose pools (StaticPool, NullPool) count nothing."""
+        checkedout = getattr(self.engine.pool, "checkedout", None)
+        if checkedout is None:
+            return None
+        return int(checkedout()) + (self.reads.in_use() if self.reads is not None else 0)
+
     async def session_within(self, seconds: float) -> AsyncSession:
         """A new session holding a live connection (pooled, after its pre-ping, or newly
         connected) within `seconds`; TimeoutError past it. The caller closes the session.

@@ -75,6 +75,11 @@ class ReadPool:
         await pool.release(connection)
         return rows
 
+    def in_use(self) -> int:
+        """Connections a read holds now (0 before the first read opens the pool)."""
+        pool = self._pool
+        return 0 if pool is None else pool.get_size() - pool.get_idle_size()
+
     async def _open(self) -> asyncpg.Pool:
         if self._closed:  # a read that arrives while the worker stops must not reopen it
             raise ReadsUnavailable("the read pool is closed")

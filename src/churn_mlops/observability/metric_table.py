@@ -135,7 +135,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "gauge",
         "churn_db_pool_connections_in_use",
-        "Database connections checked out of the pool.",
+        "Database connections in use: checked out of the pool or held by a customer read.",
         multiprocess_mode="livesum",
     ),
     MetricSpec(

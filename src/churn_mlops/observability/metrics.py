@@ -206,7 +206,7 @@ class ServiceMetrics:
         self._registry.register(drift.collector())
 
     def watch_db_pool(self, in_use: Callable[[], int | None]) -> None:
-        """Connections checked out, e.g. `lambda: database.engine.pool.checkedout()`."""
+        """Connections in use, e.g. `database.connections_in_use` (both of a worker's pools)."""
         self.watch_gauge(self.families.gauge("churn_db_pool_connections_in_use"), in_use)
 
     def watch_prediction_log(self, stats: Callable[[], PredictionLogCounters | None]) -> None:

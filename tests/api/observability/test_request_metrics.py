@@ -115,11 +115,6 @@ def test_metrics_disabled_removes_the_endpoint(
         assert app.runtime.metrics is None
 
 
-class _Pool:
-    def checkedout(self) -> int:
-        return 3
-
-
 class _LogWriter:
     def stats(self) -> SimpleNamespace:
         return SimpleNamespace(
@@ -130,7 +125,7 @@ class _LogWriter:
 def test_metrics_read_the_db_pool_and_prediction_log_the_app_holds(client: TestClient) -> None:
     state = client.app.runtime  # type: ignore[attr-defined]
     saved = state.database, state.prediction_log
-    state.database = SimpleNamespace(engine=SimpleNamespace(pool=_Pool()))
+    state.database = SimpleNamespace(connections_in_use=lambda: 3)
     state.prediction_log = _LogWriter()
     try:
         samples = scrape(client)

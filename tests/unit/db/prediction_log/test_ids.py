@@ -50,3 +50,15 @@ def test_an_identified_row_keeps_the_recorded_values(count: int) -> None:
     ]
     for row, values in zip(identify(recorded), recorded, strict=True):
         assert row == LoggedPrediction(row.id, *values)
+
+
+@SIZES
+def test_whole_recorded_rows_become_logged_predictions_with_every_field(count: int) -> None:
+    recorded: list[RecordedRow] = [
+        (f"c{n}", "v3", n / count, True, False, 2.5, 1.7e9, "v4", 0.5, bytes([n % 256]))
+        for n in range(count)
+    ]
+    for row, values in zip(identify(recorded), recorded, strict=True):
+        assert type(row) is LoggedPrediction
+        assert row == LoggedPrediction(row.id, *values)
+        assert (row.challenger_version, row.features) == ("v4", values[-1])
