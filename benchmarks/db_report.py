@@ -17,6 +17,10 @@ class DbRun:
     label: str
     round: int
     result: LoadResult
+    service_cpu_us: float = 0.0
+    """The service's CPU microseconds per answered request (0 without /proc)."""
+    database_cpu_us: float = 0.0
+    """The local PostgreSQL's CPU microseconds per answered request (0 without /proc)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class Summary:
     p99: float
     failed: int
     rounds: int
+    service_cpu_us: float = 0.0
+    database_cpu_us: float = 0.0
 
 
 def summarise(runs: Sequence[DbRun]) -> dict[str, Summary]:
@@ -42,6 +48,8 @@ def summarise(runs: Sequence[DbRun]) -> dict[str, Summary]:
             p99=statistics.median(r.result.latency_ms["p99"] for r in group),
             failed=sum(r.result.failed for r in group),
             rounds=len(group),
+            service_cpu_us=statistics.median(r.service_cpu_us for r in group),
+            database_cpu_us=statistics.median(r.database_cpu_us for r in group),
         )
         for name, group in by_name.items()
     }
@@ -72,13 +80,15 @@ def markdown(
         "",
         f"Command: `{meta.command}`",
         "",
-        "| workload | req/s | p50 ms | p99 ms | failed |",
-        "|---|---:|---:|---:|---:|",
+        "| workload | req/s | p50 ms | p99 ms | failed | service CPU us/request "
+        "| PostgreSQL CPU us/request |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for summary in summaries.values():
         lines.append(
             f"| {summary.label} | {summary.rps:,.1f} | {summary.p50:.2f} | {summary.p99:.2f} "
-            f"| {summary.failed:,} |"
+            f"| {summary.failed:,} | {summary.service_cpu_us:,.1f} "
+            f"| {summary.database_cpu_us:,.1f} |"
         )
     ours, seed_listing = summaries.get("listing"), summaries.get("n-plus-one")
     if ours and seed_listing and seed_listing.rps > 0 and ours.p99 > 0:

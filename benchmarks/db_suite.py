@@ -31,10 +31,12 @@ from benchmarks.constants import (
 from benchmarks.db_app import N_PLUS_ONE_PATH
 from benchmarks.db_report import DbReportMeta, DbRun, listing_ratios, markdown, summarise
 from benchmarks.db_seed import database_size, prepare_database
+from benchmarks.http_ab import cpu_seconds
 from benchmarks.load import WRK_SCRIPT, LoadResult, Wrk
 from benchmarks.servers import (
     RunningServer,
     ServerSpec,
+    postgres_cpu_seconds,
     start_server,
     uvicorn_server,
     wait_until_idle,
@@ -175,7 +177,9 @@ def server_spec(options: DbBenchOptions) -> ServerSpec:
 
 def _measure(
     wrk: GetWrk, server: RunningServer, workload: Workload, options: DbBenchOptions
-) -> LoadResult:
+) -> tuple[LoadResult, float, float]:
+    """The measured run, and the service's and the local PostgreSQL's CPU microseconds per
+    answered request over it (PostgreSQL's until the server is idle again)."""
     if options.warmup_s:
         wrk.run(
             server.port,
@@ -187,6 +191,7 @@ def _measure(
             timeout_s=REQUEST_TIMEOUT_S,
         )
         wait_until_idle(server)
+    service_before, database_before = cpu_seconds(server), postgres_cpu_seconds()
     result = wrk.run(
         server.port,
         "/",
@@ -196,8 +201,11 @@ def _measure(
         threads=WRK_THREADS,
         timeout_s=REQUEST_TIMEOUT_S,
     )
+    answered = max(result.requests, 1)
+    service_us = (cpu_seconds(server) - service_before) / answered * 1e6
     wait_until_idle(server)
-    return result
+    database_us = (postgres_cpu_seconds() - database_before) / answered * 1e6
+    return result, service_us, database_us
 
 
 def run_rounds(
@@ -212,12 +220,15 @@ def run_rounds(
     for number in range(options.rounds):
         pair = (ours, seed_listing) if number % 2 == 0 else (seed_listing, ours)
         for workload in (detail, *pair):
-            result = _measure(wrk, server, workload, options)
-            runs.append(DbRun(workload.name, workload.label, number, result))
+            result, service_us, database_us = _measure(wrk, server, workload, options)
+            runs.append(
+                DbRun(workload.name, workload.label, number, result, service_us, database_us)
+            )
             log(
                 f"[round {number + 1}/{options.rounds}] {workload.label:<55} "
                 f"{result.rps:>8,.1f} req/s  p50 {result.latency_ms['p50']:.2f} ms  "
-                f"p99 {result.latency_ms['p99']:.2f} ms  failed {result.failed:,}"
+                f"p99 {result.latency_ms['p99']:.2f} ms  failed {result.failed:,}  "
+                f"CPU us/request: service {service_us:.1f}, PostgreSQL {database_us:.1f}"
             )
     return runs
 
@@ -259,7 +270,14 @@ def run_db_suite(options: DbBenchOptions, log: Log) -> str:
             "wrk_version": wrk.version(),
         },
         "runs": [
-            {"workload": r.name, "label": r.label, "round": r.round, **r.result.to_dict()}
+            {
+                "workload": r.name,
+                "label": r.label,
+                "round": r.round,
+                **r.result.to_dict(),
+                "service_cpu_us": r.service_cpu_us,
+                "database_cpu_us": r.database_cpu_us,
+            }
             for r in runs
         ],
     }

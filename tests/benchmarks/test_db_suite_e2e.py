@@ -65,7 +65,11 @@ def test_bench_db_suite_compares_the_listings(artifact_dir: Path, tmp_path: Path
     for run in runs.values():
         assert run["requests"] > 0
         assert run["non_2xx"] == 0
+        # Every read costs the service and the database some CPU, read from /proc.
+        assert run["service_cpu_us"] > 0
+        assert run["database_cpu_us"] > 0
     report = (out / "report.md").read_text()
     assert "| GET /customers?limit=50 (1 statement) |" in report
+    assert "| service CPU us/request | PostgreSQL CPU us/request |" in report
     assert "Listing, ours vs the seed's N+1:" in report
     assert report in completed.stdout
