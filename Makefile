@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 # falls back to numba's JIT, with a warning.
 KERNELS := src/churn_mlops/_kernels.json
 KERNEL_SOURCES := src/churn_mlops/core/native.py src/churn_mlops/core/native_build.py \
-	src/churn_mlops/model/compiled.py src/churn_mlops/model/treeshap_plan.py \
+	src/churn_mlops/model/forest_kernels.py src/churn_mlops/model/treeshap_plan.py \
 	src/churn_mlops/model/treeshap.py src/churn_mlops/model/drift_profile.py \
 	src/churn_mlops/api/v2/kernels.py src/churn_mlops/security/limits.py
 $(KERNELS): $(STAMP) $(KERNEL_SOURCES)

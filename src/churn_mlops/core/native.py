@@ -45,7 +45,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 KERNEL_MODULES: tuple[str, ...] = (
-    "churn_mlops.model.compiled",
+    "churn_mlops.model.forest_kernels",
     "churn_mlops.model.treeshap_plan",
     "churn_mlops.model.treeshap",
     "churn_mlops.model.drift_profile",

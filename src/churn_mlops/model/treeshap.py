@@ -33,15 +33,17 @@ import numpy as np
 import numpy.typing as npt
 
 from churn_mlops.core.native import kernel
-from churn_mlops.model.compiled import (
+from churn_mlops.model.forest_kernels import (
     BLOCK_ROWS,
     WALK_BELOW_ROWS,
-    _check_supported,
-    _Columns,
     _decision_rows,
-    _kernel_input,
-    _split,
-    _tree_feature_sources,
+    kernel_input,
+)
+from churn_mlops.model.forest_layout import (
+    DecisionColumns,
+    check_supported,
+    split_of,
+    tree_feature_sources,
 )
 from churn_mlops.model.npz_file import npz_bytes, read_npz
 from churn_mlops.model.treeshap_plan import (
@@ -234,9 +236,9 @@ class TreeExplainer:
     @classmethod
     def from_estimator(cls, estimator: Any) -> TreeExplainer:
         """Export a fitted binary HistGradientBoostingClassifier (build time: needs sklearn)."""
-        _check_supported(estimator)
-        registry = _Columns({}, [], [], [], {}, [], [])
-        sources = _tree_feature_sources(estimator)
+        check_supported(estimator)
+        registry = DecisionColumns({}, [], [], [], {}, [], [])
+        sources = tree_feature_sources(estimator)
         known, known_index = estimator._bin_mapper.make_known_categories_bitsets()
         starts, children, players, node_columns = [0], [], [], []
         thresholds, covers, values = [], [], []
@@ -248,7 +250,7 @@ class TreeExplainer:
                     node_columns.append(0)
                     thresholds.append(np.float32(np.inf))
                 else:
-                    split = _split(node, predictor, sources, known, known_index, registry)
+                    split = split_of(node, predictor, sources, known, known_index, registry)
                     children.append((int(node["left"]), int(node["right"])))
                     players.append(sources[int(node["feature_idx"])].column)
                     node_columns.append(split.column)
@@ -283,7 +285,7 @@ class TreeExplainer:
         out = np.zeros(rows.shape, dtype=np.float64)
         plan = self._plan
         _explain_many(
-            _kernel_input(rows),
+            kernel_input(rows),
             self.columns,
             self.fills,
             self.tables,

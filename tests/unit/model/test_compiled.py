@@ -30,10 +30,10 @@ from churn_mlops.model.compiled import (
     CompileError,
     ForestFileError,
     ParityError,
-    _float32_at_most,
     check_parity,
 )
 from churn_mlops.model.features import FloatMatrix
+from churn_mlops.model.forest_layout import _float32_at_most
 
 TOTAL_CHARGES = FEATURE_NAMES.index("total_charges")
 CATEGORICAL = [i for i, name in enumerate(FEATURE_NAMES) if name in CATEGORICAL_FEATURES]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from churn_mlops.core import native
-from churn_mlops.model import compiled
+from churn_mlops.model import forest_kernels
 from churn_mlops.security import limits
 from tests.fixtures.kernels import require_compiled_kernels
 
@@ -24,9 +24,9 @@ SRC = Path(__file__).resolve().parents[3] / "src"
 SHOW_KERNEL_TYPES = """
 import logging, sys
 logging.basicConfig(level=logging.WARNING)
-from churn_mlops.model import compiled, drift_profile, treeshap
-print(compiled.__file__)
-for kernel in (compiled._predict_one, treeshap._explain_many, drift_profile._add_bin_counts):
+from churn_mlops.model import drift_profile, forest_kernels, treeshap
+print(forest_kernels.__file__)
+for kernel in (forest_kernels._predict_one, treeshap._explain_many, drift_profile._add_bin_counts):
     print(type(kernel).__name__)
 print("numba" in sys.modules)
 """
@@ -57,7 +57,7 @@ def test_a_call_with_other_types_than_declared_is_refused() -> None:
     with pytest.raises(TypeError, match="argument 1: expected int64, got float"):
         limits._measure(body, 32.5)
     with pytest.raises(TypeError, match="of 2 dimensions, got float32 of 1"):
-        compiled._predict_many(np.zeros(3, np.float32), *([None] * 15))
+        forest_kernels._predict_many(np.zeros(3, np.float32), *([None] * 15))
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def _run(package_root: Path, code: str, **environment: str) -> subprocess.Comple
 @pytest.mark.timeout(120)
 def test_a_changed_kernel_module_uses_the_jit_and_says_how_to_rebuild(package_copy: Path) -> None:
     require_compiled_kernels()
-    source = package_copy / "churn_mlops" / "model" / "compiled.py"
+    source = package_copy / "churn_mlops" / "model" / "forest_kernels.py"
     source.write_text(source.read_text() + "\n# changed after the build\n")
 
     result = _run(package_copy, SHOW_KERNEL_TYPES)
@@ -97,7 +97,7 @@ def test_a_changed_kernel_module_uses_the_jit_and_says_how_to_rebuild(package_co
     assert result.returncode == 0, result.stderr
     path, forest, explainer, drift, numba_imported = result.stdout.split()
     assert path.startswith(str(package_copy))
-    # treeshap's kernels call compiled's: stale with it. drift_profile's stay compiled.
+    # treeshap's kernels call forest_kernels': stale with it. drift_profile's stay compiled.
     assert (forest, explainer, drift, numba_imported) == (
         "CPUDispatcher",
         "CPUDispatcher",
@@ -105,7 +105,7 @@ def test_a_changed_kernel_module_uses_the_jit_and_says_how_to_rebuild(package_co
         "True",
     )
     [warning] = [line for line in result.stderr.splitlines() if "out of date" in line]
-    assert "churn_mlops.model.compiled, churn_mlops.model.treeshap:" in warning
+    assert "churn_mlops.model.forest_kernels, churn_mlops.model.treeshap:" in warning
     assert native.REBUILD_COMMAND in warning
 
 
@@ -124,7 +124,7 @@ def test_an_unchanged_copy_serves_from_the_extension_without_numba(package_copy:
 def test_aot_mode_refuses_to_import_without_the_extension(package_copy: Path) -> None:
     (package_copy / "churn_mlops" / native.MANIFEST_FILE).unlink(missing_ok=True)
 
-    result = _run(package_copy, "import churn_mlops.model.compiled", CHURN_KERNELS="aot")
+    result = _run(package_copy, "import churn_mlops.model.forest_kernels", CHURN_KERNELS="aot")
 
     assert result.returncode != 0
     assert "CHURN_KERNELS=aot" in result.stderr
