@@ -31,12 +31,11 @@ from benchmarks.constants import (
 from benchmarks.db_app import N_PLUS_ONE_PATH
 from benchmarks.db_report import DbReportMeta, DbRun, listing_ratios, markdown, summarise
 from benchmarks.db_seed import database_size, prepare_database
-from benchmarks.http_ab import cpu_seconds
+from benchmarks.http_ab import load_with_cpu
 from benchmarks.load import WRK_SCRIPT, LoadResult, Wrk
 from benchmarks.servers import (
     RunningServer,
     ServerSpec,
-    postgres_cpu_seconds,
     start_server,
     uvicorn_server,
     wait_until_idle,
@@ -179,33 +178,23 @@ def _measure(
     wrk: GetWrk, server: RunningServer, workload: Workload, options: DbBenchOptions
 ) -> tuple[LoadResult, float, float]:
     """The measured run, and the service's and the local PostgreSQL's CPU microseconds per
-    answered request over it (PostgreSQL's until the server is idle again)."""
-    if options.warmup_s:
-        wrk.run(
+    answered request over it (`load_with_cpu`)."""
+
+    def load(seconds: int) -> LoadResult:
+        return wrk.run(
             server.port,
             "/",
             workload.paths,
             connections=options.connections,
-            duration_s=options.warmup_s,
+            duration_s=seconds,
             threads=WRK_THREADS,
             timeout_s=REQUEST_TIMEOUT_S,
         )
+
+    if options.warmup_s:
+        load(options.warmup_s)
         wait_until_idle(server)
-    service_before, database_before = cpu_seconds(server), postgres_cpu_seconds()
-    result = wrk.run(
-        server.port,
-        "/",
-        workload.paths,
-        connections=options.connections,
-        duration_s=options.duration_s,
-        threads=WRK_THREADS,
-        timeout_s=REQUEST_TIMEOUT_S,
-    )
-    answered = max(result.requests, 1)
-    service_us = (cpu_seconds(server) - service_before) / answered * 1e6
-    wait_until_idle(server)
-    database_us = (postgres_cpu_seconds() - database_before) / answered * 1e6
-    return result, service_us, database_us
+    return load_with_cpu(server, lambda: load(options.duration_s))
 
 
 def run_rounds(

@@ -72,6 +72,20 @@ def cpu_seconds(server: RunningServer) -> float:
     return sum(ticks for _, _, ticks in members) / os.sysconf("SC_CLK_TCK")
 
 
+def load_with_cpu(
+    server: RunningServer, load: Callable[[], LoadResult]
+) -> tuple[LoadResult, float, float]:
+    """`load`'s result, the server's and the local PostgreSQL's CPU microseconds per answered
+    request. The server's is read before it drains what wrk left queued, which no answer
+    counted; PostgreSQL's once the server is idle again (a log flushed after the load)."""
+    before, database_before = cpu_seconds(server), postgres_cpu_seconds()
+    result = load()
+    answered = max(result.requests, 1)
+    cpu_us = (cpu_seconds(server) - before) / answered * 1e6
+    wait_until_idle(server)
+    return result, cpu_us, (postgres_cpu_seconds() - database_before) / answered * 1e6
+
+
 def run_ab(
     wrk: Wrk,
     servers: Mapping[str, RunningServer],
@@ -104,13 +118,7 @@ def run_ab(
         if warmup_s:
             warmup_requests = load(warmup_s).requests
             wait_until_idle(server)
-        before, database_before = cpu_seconds(server), postgres_cpu_seconds()
-        result = load(duration_s)
-        answered = max(result.requests, 1)
-        # Read before the server drains what wrk left queued, which no answer counted.
-        cpu_us = (cpu_seconds(server) - before) / answered * 1e6
-        wait_until_idle(server)
-        database_us = (postgres_cpu_seconds() - database_before) / answered * 1e6
+        result, cpu_us, database_us = load_with_cpu(server, lambda: load(duration_s))
         runs.append(
             ABRun(name, count, round_, result, cpu_us, warmup_requests, database_cpu_us=database_us)
         )

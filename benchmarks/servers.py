@@ -270,36 +270,38 @@ def _wait_ready(server: RunningServer, timeout: float) -> None:
     )
 
 
-def group_members(process_group: int) -> list[tuple[int, str, int]] | None:
-    """(pid, state, CPU clock ticks) of each process in a group; None without Linux's /proc."""
-    if not Path("/proc/self/stat").exists():
-        return None
-    members = []
+def _process_stats() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command, the fields after the parenthesised command) of every process in /proc."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process has gone
             continue
-        # Fields after the parenthesised command: state, ppid, pgrp, ... utime (14), stime (15).
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == process_group:
-            members.append((int(stat.parent.name), fields[0], int(fields[11]) + int(fields[12])))
-    return members
+        command = text[text.index("(") + 1 : text.rindex(")")]
+        yield int(stat.parent.name), command, text[text.rindex(")") + 2 :].split()
+
+
+def group_members(process_group: int) -> list[tuple[int, str, int]] | None:
+    """(pid, state, CPU clock ticks) of each process in a group; None without Linux's /proc."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    # Fields after the command: state, ppid, pgrp, ... utime (14), stime (15).
+    return [
+        (pid, fields[0], int(fields[11]) + int(fields[12]))
+        for pid, _, fields in _process_stats()
+        if int(fields[2]) == process_group
+    ]
 
 
 def postgres_cpu_seconds() -> float:
     """CPU time every local PostgreSQL process used so far, the backends that have exited
     included (the postmaster's children's time); 0 without /proc or PostgreSQL."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # the process has gone
-            continue
-        if text[text.index("(") + 1 : text.rindex(")")] == "postgres":
-            fields = text[text.rindex(")") + 2 :].split()
-            # utime, stime, then cutime, cstime: the reaped children, the backends gone
-            ticks += sum(int(field) for field in fields[11:15])
+    # utime, stime, then cutime, cstime: the reaped children, the backends gone.
+    ticks = sum(
+        sum(int(field) for field in fields[11:15])
+        for _, command, fields in _process_stats()
+        if command == "postgres"
+    )
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
