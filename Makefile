@@ -69,8 +69,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The suite on two processes (pytest-xdist, a file's tests on one process: they share its
+# module fixtures), then the timed tests alone (tests/conftest.py TIMED): about half the time of
+# one process on this 2-core machine, whose single test process left a core idle.
 test: install services tools lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile -m "not timed"
+	$(BIN)/pytest -m timed
 
 # The fast loop: the unit tests (no network, no server process, no training run), in parallel
 # with nothing else; under a minute here.

@@ -87,3 +87,30 @@ def challenger_artifact_dir(
     config = TrainingConfig(search_iterations=2, cv_folds=2, seed=7)
     train_model(dataset, config).artifact.save(directory)
     return directory
+
+
+# Tests that bound elapsed time (a fault answered within its budget, a cache entry expiring, an
+# idle connection closed, a server draining under load) or load the machine on purpose. `make
+# test` runs them alone after the rest, which runs on two processes: beside another test, a 50 ms
+# bound would measure the neighbour. Tests that only wait until something holds, with a deadline
+# of seconds, are not in it. A directory ends with "/".
+TIMED = (
+    "tests/faults/",
+    "tests/load/",
+    "tests/e2e/cluster/test_rehearsal.py",
+    "tests/e2e/test_idle_connections.py",
+    "tests/e2e/test_model_swap_under_load.py",
+    "tests/e2e/test_sigterm_under_load.py",
+    "tests/integration/db/test_read_pool.py",
+    "tests/integration/security/test_shared_ratelimit.py",
+    "tests/integration/security/test_token_revocation.py",
+    "tests/unit/cache/test_redis_store.py",
+    "tests/unit/security/test_authenticator.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        if item.path.relative_to(root).as_posix().startswith(TIMED):
+            item.add_marker(pytest.mark.timed)

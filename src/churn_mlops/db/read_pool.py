@@ -27,8 +27,22 @@ class ReadsUnavailable(Exception):
 def _unavailable(error: BaseException) -> bool:
     if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
+    if isinstance(error, asyncpg.InternalClientError):  # see _connection_lost
+        return True
     state = getattr(error, "sqlstate", None)
     return isinstance(state, str) and state.startswith(UNAVAILABLE_SQLSTATES)
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """The connection is gone, not the database: closed under the read, or an unsolicited
+    FATAL (57P01, "terminating connection due to administrator command") that asyncpg meets in
+    a state it does not expect (InternalClientError)."""
+    if isinstance(error, asyncpg.ConnectionDoesNotExistError | ConnectionError):
+        return True
+    if isinstance(error, asyncpg.InternalClientError):
+        return True
+    state = getattr(error, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(("08", "57P"))
 
 
 async def _keep_as_is(connection: Any) -> None:
@@ -54,23 +68,36 @@ class ReadPool:
 
     async def fetch(self, sql: str, *arguments: Any, budget: float) -> Sequence[Any]:
         """The rows of one statement, within `budget` seconds (waiting for a connection
-        included); ReadsUnavailable if the database does not answer or refuses."""
-        pool: asyncpg.Pool | None = None
-        connection: Any = None
+        included); ReadsUnavailable if the database does not answer or refuses.
+
+        A pooled connection the database dropped while it sat idle (a restart, an operator's
+        pg_terminate_backend, a proxy's reset) fails its read before any row: the read, which
+        changes nothing, runs once more on another connection within the same budget."""
         try:
             async with asyncio.timeout(budget):
-                pool = self._pool or await self._open()
-                connection = await pool.acquire()
-                rows: Sequence[Any] = await connection.fetch(sql, *arguments)
-        except BaseException as error:
-            if connection is not None and pool is not None:
-                if not isinstance(error, asyncpg.PostgresError):
-                    # A read cut short leaves the connection mid-reply or cancelling, which
-                    # releasing would wait for on a database that does not answer.
-                    connection.terminate()
-                await pool.release(connection)
-            if isinstance(error, Exception) and _unavailable(error):
+                try:
+                    return await self._fetch_once(sql, arguments)
+                except Exception as error:
+                    if not _connection_lost(error):
+                        raise
+                    return await self._fetch_once(sql, arguments)
+        except Exception as error:
+            if _unavailable(error):
                 raise ReadsUnavailable(str(error) or type(error).__name__) from error
+            raise
+
+    async def _fetch_once(self, sql: str, arguments: tuple[Any, ...]) -> Sequence[Any]:
+        pool = self._pool or await self._open()
+        connection = await pool.acquire()
+        try:
+            rows: Sequence[Any] = await connection.fetch(sql, *arguments)
+        except BaseException as error:
+            if not isinstance(error, asyncpg.PostgresError):
+                # A read cut short leaves the connection mid-reply or cancelling, which
+                # releasing would wait for on a database that does not answer. (A connection
+                # closed under the read, ConnectionDoesNotExistError, has left the pool.)
+                connection.terminate()
+            await pool.release(connection)
             raise
         await pool.release(connection)
         return rows

@@ -16,13 +16,13 @@ later. A version that fails to load is refused: the old one keeps serving, `GET 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from churn_mlops.core.errors import InvalidRequest, ServiceError
+from churn_mlops.core.tasks import cancel_and_wait
 from churn_mlops.lifecycle.served import ModelSlot, RefusedVersion, ServedModel
 from churn_mlops.model.artifact import ArtifactError, ModelArtifact
 from churn_mlops.model.inference import ChurnPredictor
@@ -123,10 +123,8 @@ class ModelWatcher:
 
     async def close(self) -> None:
         """Stop polling; close replaced pipelines now, and the challenger's."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        # A poll in progress may be loading a version from a registry that does not answer.
+        await cancel_and_wait(self._task)
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)

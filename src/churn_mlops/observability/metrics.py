@@ -30,7 +30,6 @@ the recorders are in `recorders`, the shared directory's life cycle in `metrics_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -49,6 +48,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from churn_mlops.core.tasks import cancel_and_wait
 from churn_mlops.observability.metric_table import SERVICE_METRICS, build_metrics
 from churn_mlops.observability.metrics_dir import (
     multiprocess_dir,
@@ -323,11 +323,8 @@ class ServiceMetrics:
 
     async def close(self) -> None:
         """Last refresh, then this worker's gauges leave the live sums."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self.refresh()
         if self.drift is not None:
             self.drift.close()

@@ -17,7 +17,6 @@ cannot be removed, and a stale value would keep an alert firing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from churn_mlops.core.tasks import cancel_and_wait
 from churn_mlops.db.engine import Database
 from churn_mlops.db.outcomes import VersionOutcomes, paired_outcomes
 from churn_mlops.model.quality_metrics import QualityFigures, quality_figures
@@ -152,8 +152,6 @@ class QualityMonitor:
             await asyncio.sleep(self.refresh_seconds)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        # A refresh in progress reads the database, which may not answer.
+        await cancel_and_wait(self._task)
+        self._task = None

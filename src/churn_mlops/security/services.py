@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from churn_mlops.security.authenticator import Authenticator, KeySource
+from churn_mlops.core.tasks import cancel_and_wait
+from churn_mlops.security.authenticator import LAST_USED_WRITE_SECONDS, Authenticator, KeySource
 from churn_mlops.security.passwords import PasswordVerifier
 from churn_mlops.security.ratelimit import RateLimiter
 from churn_mlops.security.store import CredentialStore
@@ -90,11 +90,10 @@ class SecurityServices:
             )
 
     async def stop(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        # The writer's last flush has LAST_USED_WRITE_SECONDS; its clean-up on a database that
+        # drops packets could outlast them, and would hold the shutdown.
+        await cancel_and_wait(self._writer, LAST_USED_WRITE_SECONDS + 1.0)
+        self._writer = None
         if self.authenticator is not None:
             await self.authenticator.close()
         if self.limiter is not None:

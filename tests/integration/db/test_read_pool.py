@@ -62,6 +62,33 @@ async def test_a_refusing_database_is_unavailable(proxy: TcpProxy) -> None:
         await reads.close()
 
 
+async def test_a_pooled_connection_the_database_dropped_costs_no_read(proxy: TcpProxy) -> None:
+    reads = _pool(proxy)
+    try:
+        await reads.fetch("SELECT 1", budget=5.0)  # a pooled, idle connection
+        # Reset it and read at once, before the event loop has seen the reset: the read meets
+        # the dead connection, then runs again on a new one.
+        await proxy.reset()
+        await proxy.pass_through()
+        rows = await reads.fetch("SELECT $1::int + 1", 1, budget=5.0)
+    finally:
+        await reads.close()
+    assert rows[0][0] == 2
+    assert proxy.accepted == 2
+
+
+async def test_a_read_is_retried_once_only(proxy: TcpProxy) -> None:
+    reads = _pool(proxy)
+    await reads.fetch("SELECT 1", budget=5.0)
+    await proxy.reset()  # and every new connection too: the retry fails as well
+    try:
+        with pytest.raises(ReadsUnavailable):
+            await reads.fetch("SELECT 1", budget=5.0)
+    finally:
+        await reads.close()
+    assert proxy.accepted == 2
+
+
 async def test_a_closed_pool_is_never_reopened(proxy: TcpProxy) -> None:
     reads = _pool(proxy)
     await reads.fetch("SELECT 1", budget=5.0)
