@@ -72,6 +72,10 @@ typecheck: install
 # The suite on two processes (pytest-xdist, a file's tests on one process: they share its
 # module fixtures), then the timed tests alone (tests/conftest.py TIMED): about half the time of
 # one process on this 2-core machine, whose single test process left a core idle.
+# Bytecode is written even where the environment says not to (PYTHONDONTWRITEBYTECODE, set on
+# this machine): else every test process and every server a test starts compiles the package
+# and rewrites the test modules' asserts again, seconds per process.
+test: export PYTHONDONTWRITEBYTECODE :=
 test: install services tools lint typecheck
 	$(BIN)/pytest -n 2 --dist loadfile -m "not timed"
 	$(BIN)/pytest -m timed
