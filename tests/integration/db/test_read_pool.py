@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -23,9 +24,9 @@ def proxy(postgres_proxy: TcpProxy) -> TcpProxy:
     return postgres_proxy
 
 
-def _pool(proxy: TcpProxy) -> ReadPool:
+def _pool(proxy: TcpProxy, max_size: int = 2) -> ReadPool:
     url = f"postgresql://{POSTGRES_USER}@{proxy.host}:{proxy.port}/test"
-    return ReadPool(url, max_size=2, statement_timeout_ms=1000, connect_seconds=5.0)
+    return ReadPool(url, max_size=max_size, statement_timeout_ms=1000, connect_seconds=5.0)
 
 
 async def test_a_read_opens_the_pool_and_answers(proxy: TcpProxy) -> None:
@@ -89,6 +90,83 @@ async def test_a_read_is_retried_once_only(proxy: TcpProxy) -> None:
     assert proxy.accepted == 2
 
 
+async def test_reads_past_the_pool_size_wait_in_line_for_a_connection(proxy: TcpProxy) -> None:
+    reads = _pool(proxy, max_size=1)
+    try:
+        answers = await asyncio.gather(
+            *(reads.fetch("SELECT $1::int FROM pg_sleep(0.1)", n, budget=5.0) for n in range(3))
+        )
+    finally:
+        await reads.close()
+    assert [rows[0][0] for rows in answers] == [0, 1, 2]
+    assert proxy.accepted == 1
+
+
+async def test_a_read_that_waits_past_its_budget_is_unavailable_and_takes_nothing(
+    proxy: TcpProxy,
+) -> None:
+    reads = _pool(proxy, max_size=1)
+    try:
+        slow = await _holding_the_connection(reads, 0.5, budget=5.0)
+        with pytest.raises(ReadsUnavailable):
+            await reads.fetch("SELECT 1", budget=0.1)
+        await slow
+        assert reads.in_use() == 0
+        rows = await reads.fetch("SELECT 2", budget=5.0)
+    finally:
+        await reads.close()
+    assert rows[0][0] == 2
+    assert proxy.accepted == 1  # the slow read's connection went back and served the last
+
+
+async def test_a_waiting_read_cancelled_leaves_the_line_without_a_connection(
+    proxy: TcpProxy,
+) -> None:
+    reads = _pool(proxy, max_size=1)
+    try:
+        slow = await _holding_the_connection(reads, 0.3, budget=5.0)
+        waiting = asyncio.create_task(reads.fetch("SELECT 1", budget=5.0))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await slow
+        rows = await reads.fetch("SELECT 3", budget=5.0)
+    finally:
+        await reads.close()
+    assert rows[0][0] == 3
+    assert proxy.accepted == 1
+
+
+async def test_a_read_cut_short_frees_its_place_for_the_next_in_line(proxy: TcpProxy) -> None:
+    reads = _pool(proxy, max_size=1)
+    try:
+        cut = await _holding_the_connection(reads, 3, budget=0.3)
+        waiting = asyncio.create_task(reads.fetch("SELECT 4", budget=5.0))
+        with pytest.raises(ReadsUnavailable):
+            await cut
+        rows = await waiting
+    finally:
+        await reads.close()
+    assert rows[0][0] == 4
+    # The cut connection was closed (asyncpg sent its cancel request on a connection of its own)
+    # and the read in line opened another rather than waiting for its budget to run out.
+    assert proxy.accepted >= 2
+    assert reads.in_use() == 0
+
+
+async def test_closing_the_pool_turns_away_the_reads_in_line(proxy: TcpProxy) -> None:
+    reads = _pool(proxy, max_size=1)
+    slow = await _holding_the_connection(reads, 0.3, budget=5.0)
+    waiting = asyncio.create_task(reads.fetch("SELECT 1", budget=5.0))
+    await asyncio.sleep(0.05)
+    await reads.close()
+    with pytest.raises(ReadsUnavailable, match="closed"):
+        await waiting
+    assert len(await slow) == 1  # the running read still answers
+    assert reads.in_use() == 0  # and its connection was closed, not kept
+
+
 async def test_a_closed_pool_is_never_reopened(proxy: TcpProxy) -> None:
     reads = _pool(proxy)
     await reads.fetch("SELECT 1", budget=5.0)
@@ -132,13 +210,21 @@ async def test_connections_in_use_count_the_reads_pool_beside_the_engines(
         await reads.fetch("SELECT 1", budget=5.0)
         assert database.connections_in_use() == 0  # the read gave its connection back
         async with database.engine.connect():
-            slow = asyncio.create_task(reads.fetch("SELECT pg_sleep(0.5)", budget=5.0))
-            await _until(lambda: reads.in_use() == 1)
+            slow = await _holding_the_connection(reads, 0.5, budget=5.0)
             assert database.connections_in_use() == 2
             await slow
         assert database.connections_in_use() == 0
     finally:
         await database.dispose()
+
+
+async def _holding_the_connection(
+    reads: ReadPool, seconds: float, budget: float
+) -> asyncio.Task[Sequence[Any]]:
+    """A read of `seconds` started, once it holds its connection."""
+    read = asyncio.create_task(reads.fetch(f"SELECT pg_sleep({seconds})", budget=budget))
+    await _until(lambda: reads.in_use() == 1)
+    return read
 
 
 async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
