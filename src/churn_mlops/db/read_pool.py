@@ -102,7 +102,8 @@ class ReadPool:
             _hand(self._waiters.popleft(), None)
         if not idle:
             return
-        closing = asyncio.gather(*(connection.close() for connection in idle))
+        # One connection the database already dropped must not stop the others' goodbye.
+        closing = asyncio.gather(*(c.close() for c in idle), return_exceptions=True)
         try:
             async with asyncio.timeout(limit_seconds):
                 await closing

@@ -167,6 +167,18 @@ async def test_closing_the_pool_turns_away_the_reads_in_line(proxy: TcpProxy) ->
     assert reads.in_use() == 0  # and its connection was closed, not kept
 
 
+async def test_closing_with_an_idle_connection_the_database_dropped_closes_the_rest(
+    proxy: TcpProxy,
+) -> None:
+    reads = _pool(proxy)
+    await asyncio.gather(*(reads.fetch("SELECT pg_sleep(0.1)", budget=5.0) for _ in range(2)))
+    await proxy.reset()
+    await reads.close()  # one connection's failed goodbye raises nothing
+    assert reads.in_use() == 0
+    with pytest.raises(ReadsUnavailable, match="closed"):
+        await reads.fetch("SELECT 1", budget=5.0)
+
+
 async def test_a_closed_pool_is_never_reopened(proxy: TcpProxy) -> None:
     reads = _pool(proxy)
     await reads.fetch("SELECT 1", budget=5.0)
