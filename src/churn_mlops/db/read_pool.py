@@ -31,7 +31,7 @@ class ReadsUnavailable(Exception):
 def _unavailable(error: BaseException) -> bool:
     if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
-    if isinstance(error, asyncpg.InternalClientError):  # see _connection_lost
+    if _connection_lost(error):
         return True
     state = getattr(error, "sqlstate", None)
     return isinstance(state, str) and state.startswith(UNAVAILABLE_SQLSTATES)
@@ -169,15 +169,14 @@ class ReadPool:
         try:
             remaining = deadline - asyncio.get_running_loop().time()
             seconds = max(min(self.connect_seconds, remaining), 0.001)
-            async with asyncio.timeout(seconds):
-                return await asyncpg.connect(
-                    self.url,
-                    timeout=seconds,
-                    server_settings={
-                        "statement_timeout": str(self.statement_timeout_ms),
-                        "application_name": "churn-mlops-reads",
-                    },
-                )
+            return await asyncpg.connect(
+                self.url,
+                timeout=seconds,
+                server_settings={
+                    "statement_timeout": str(self.statement_timeout_ms),
+                    "application_name": "churn-mlops-reads",
+                },
+            )
         except BaseException:
             self._slot_freed()
             raise
