@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from churn_mlops.db.models import Prediction
+from churn_mlops.db.models import CUSTOMER_READ_COLUMNS, Prediction
 from churn_mlops.db.repository import CustomerRepository
 
 _FEATURES = "c.features"
@@ -33,8 +33,10 @@ _PREDICTION_FIELDS = (
     *("id", "customer_id", "model_version", "churn_probability", "will_churn", "cached"),
     *("latency_ms", "created_at"),
 )
+# Only columns ix_predictions_customer_id_created_at holds: an index-only scan, no heap page.
 _LATEST = (
-    "LEFT JOIN LATERAL (SELECT * FROM predictions WHERE customer_id = c.id "
+    f"LEFT JOIN LATERAL (SELECT {', '.join(CUSTOMER_READ_COLUMNS)}, created_at "  # noqa: S608
+    "FROM predictions WHERE customer_id = c.id "
     "ORDER BY created_at DESC LIMIT {limit}) AS p ON true"
 )
 # A customer and its newest predictions; one row per prediction (one with nulls if none).

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 logger = logging.getLogger("churn_mlops.db")
 VERSION_TABLE = "alembic_version"
-CODE_REVISIONS = ("0007_customer_features_json",)
+CODE_REVISIONS = ("0008_covering_customer_index",)
 """The head revision(s) of the migrations: a new migration updates it (its test says so)."""
 
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 import anyio
 import pytest
 from anyio import to_thread
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from churn_mlops.db import schema
 from churn_mlops.db.engine import create_engine
+from churn_mlops.db.models import CUSTOMER_READ_COLUMNS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,3 +86,35 @@ def test_concurrent_upgrades_of_a_new_postgres_database_all_succeed() -> None:
         outputs = [process.communicate(timeout=90)[0].decode() for process in processes]
         assert [process.returncode for process in processes] == [0, 0, 0], outputs
         assert anyio.run(_tables, url) >= {"customers", "predictions"}
+
+
+async def _customer_index_definition(url: str) -> str:
+    engine = create_engine(url)
+    query = (
+        "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+        if url.startswith("postgresql")
+        else "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
+    )
+    try:
+        async with engine.connect() as connection:
+            found = await connection.scalar(
+                text(query), {"name": "ix_predictions_customer_id_created_at"}
+            )
+    finally:
+        await engine.dispose()
+    return str(found)
+
+
+def test_the_customer_index_covers_the_reads_from_0008_and_not_before(database_url: str) -> None:
+    schema.upgrade(database_url)
+    covering = anyio.run(_customer_index_definition, database_url)
+    schema.downgrade(database_url, "0007_customer_features_json")
+    try:
+        plain = anyio.run(_customer_index_definition, database_url)
+    finally:
+        schema.upgrade(database_url)
+    assert "customer_id IS NOT NULL" in covering  # anonymous predictions stay out
+    assert "customer_id IS NOT NULL" not in plain
+    if database_url.startswith("postgresql"):  # SQLite has no INCLUDE
+        assert f"INCLUDE ({', '.join(CUSTOMER_READ_COLUMNS)})" in covering
+        assert "INCLUDE" not in plain
