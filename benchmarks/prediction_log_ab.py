@@ -91,6 +91,9 @@ class _NoSink:
     async def write(self, rows: Sequence[object]) -> int:
         return len(rows)
 
+    async def close(self) -> None:
+        return None
+
 
 async def _record_cost_ns(
     calls: int, batches: int, repeats: int, features: bytes | None

@@ -11,6 +11,8 @@ from typing import Protocol
 from churn_mlops.db.prediction_log.ids import LoggedPrediction
 
 logger = logging.getLogger("churn_mlops.db.prediction_log")
+# How long closing waits for the sink to let go of its connection once the rows are written.
+SINK_CLOSE_SECONDS = 1.0
 
 
 class PredictionSink(Protocol):
@@ -18,6 +20,10 @@ class PredictionSink(Protocol):
 
     async def write(self, rows: Sequence[LoggedPrediction]) -> int:
         """Insert `rows` in one transaction, skipping ids already stored; the number inserted."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of what the sink holds (connections, threads); a later write may reopen."""
         ...
 
 
@@ -87,6 +93,17 @@ class GuardedSink:
             self._failures_in_outage = 0
             self._spilled_in_outage = 0
         return True
+
+    async def close(self, budget: float = SINK_CLOSE_SECONDS) -> None:
+        """Close the sink, waiting at most `budget` seconds: a write stuck in it is left."""
+        closing = asyncio.ensure_future(self._sink.close())
+        done, _ = await asyncio.wait({closing}, timeout=budget)
+        if not done:
+            logger.warning("prediction log: the sink did not close within %.3g s", budget)
+        elif (error := closing.exception()) is not None:
+            logger.warning(
+                "prediction log: closing the sink failed (%s: %s)", type(error).__name__, error
+            )
 
     async def forget_abandoned(self) -> None:
         """Give abandoned writes a last moment to settle (at shutdown)."""

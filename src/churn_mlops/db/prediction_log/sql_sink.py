@@ -32,7 +32,7 @@ class SqlPredictionSink:
       row of 500-row batches on the local PostgreSQL, server CPU: 6.5 us direct against 13.5
       us staged (docs/performance.md, "Prediction log"). A batch goes in COPYs of
       `COPY_CHUNK_ROWS`, so the event loop serves requests while the server works on each.
-    - SQLite file: the batch in a worker thread (`SqliteThreadSink`), off the event loop.
+    - SQLite file: the batch in a thread of its own (`SqliteThreadSink`), off the event loop.
     - SQLite in memory (tests): SQLAlchemy's "insertmanyvalues" renders the executemany of an
       INSERT ... RETURNING as one multi-row VALUES statement, with a scalar subquery per row.
     """
@@ -54,6 +54,11 @@ class SqlPredictionSink:
 
         tables = Base.metadata.tables
         return cls(engine, tables["predictions"], tables["customers"])
+
+    async def close(self) -> None:
+        """Close what the sink holds of its own (the SQLite thread's connection)."""
+        if self._thread is not None:
+            await self._thread.close()
 
     async def write(self, rows: Sequence[LoggedPrediction]) -> int:
         """Insert `rows` in one transaction, skipping ids already stored; the number inserted."""

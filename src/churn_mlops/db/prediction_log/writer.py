@@ -246,6 +246,7 @@ class PredictionLogWriter:
                     self.spill_path,
                 )
             await self._sink.forget_abandoned()
+            await self._sink.close()
 
     def stats(self) -> PredictionLogStats:
         return PredictionLogStats(

@@ -26,9 +26,13 @@ class MemorySink:
         self.attempts: list[list[str]] = []
         self.mode = "ok"
         self.failures = -1  # -1: the mode holds until changed
+        self.closed = False
 
     def fail(self, mode: str, times: int = -1) -> None:
         self.mode, self.failures = mode, times
+
+    async def close(self) -> None:
+        self.closed = True
 
     async def write(self, rows: Sequence[LoggedPrediction]) -> int:
         self.attempts.append([row.id for row in rows])
