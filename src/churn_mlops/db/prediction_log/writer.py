@@ -7,23 +7,22 @@ the timestamp is `time.time()`. Everything else runs in two background tasks of 
 
 - the flusher takes what is waiting every `flush_interval` seconds (at once when `batch_rows`
   are waiting), up to `max_write_rows` (10,000) per write, gives them ids, and writes them in
-  one transaction through the sink (`sql_sink`: a COPY on PostgreSQL, an `executemany` on
+  one transaction through the sink (`sql_sink`: a COPY on PostgreSQL, multi-row INSERTs on
   SQLite), which skips the ids already stored. A batch keeps its ids across retries, so a batch
   whose commit outcome was unknown (a timeout, a reset during COMMIT) is written again without
-  duplicates. A failed write is an outage: the batch is retried with a
-  capped exponential backoff while new rows keep buffering; the first success ends the outage
-  and replays the spill files.
+  duplicates. A failed write is an outage: the batch is retried with a capped exponential
+  backoff while new rows keep buffering; the first success ends the outage and replays the
+  spill files.
 - the spiller keeps memory bounded: past `max_buffer` waiting rows it moves the oldest ones,
   with their ids, to an append-only JSONL spill file (`spill_files`), one `write` + `fsync` per
   chunk in a worker thread (fsync policy: a chunk is durable once the spiller has moved on; rows
   still in memory are what a crash of the process loses).
 
-`close()` writes what is left to the database if it answers within `shutdown_timeout`, and
-spills the rest; the app closes the writer after the pipeline has stopped answering, since a
-row recorded after `close()` would stay in memory.
+`close()` writes what is left to the database if it answers within `shutdown_timeout`, spills
+the rest and closes the sink; the app closes the writer after the pipeline has stopped
+answering, since a row recorded after `close()` would stay in memory.
 
-Cost on the request path (docs/performance.md, "Prediction log"): `record()` about 0.2 us;
-all the writer's work in the service process about 6 us of CPU per prediction.
+Cost (docs/performance.md, "Prediction log"): `record()` 0.2 us, the writer's work 6 us a row.
 """
 
 from __future__ import annotations
