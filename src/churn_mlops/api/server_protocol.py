@@ -19,7 +19,6 @@ import asyncio
 from functools import cache
 from typing import Any
 
-from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from churn_mlops.settings import Settings
@@ -109,7 +108,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         super().connection_made(OneWritePerResponse(transport))  # type: ignore[arg-type]
         self._arm_head_deadline()
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         self.transport.holding = True
         super()._start_asgi_task(cycle, app)
 

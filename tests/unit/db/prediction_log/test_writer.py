@@ -365,3 +365,34 @@ async def test_stats_add_up_after_an_outage_with_spill(
     # The failed batch, written once the database is back, and at least one replay.
     assert stats.flushes >= 2
     assert stats.rows_duplicate == 0
+
+
+async def test_close_closes_the_sink_after_writing_what_is_left(
+    make_writer: WriterFactory, sink: MemorySink
+) -> None:
+    writer = make_writer(flush_interval=60)
+    await writer.start()
+    record_rows(writer, 3)
+
+    await writer.close()
+
+    assert len(sink.rows) == 3
+    assert sink.closed
+
+
+class StuckClosingSink(MemorySink):
+    """A sink whose close never returns (a write stuck in its thread, say)."""
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_sink_that_does_not_close_is_left_after_its_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from churn_mlops.db.prediction_log.guarded_sink import GuardedSink
+
+    guarded = GuardedSink(StuckClosingSink(), fallback="spilling")
+    with caplog.at_level(logging.WARNING, logger="churn_mlops.db.prediction_log"):
+        await asyncio.wait_for(guarded.close(budget=0.05), timeout=5)
+    assert "did not close within 0.05 s" in caplog.text
