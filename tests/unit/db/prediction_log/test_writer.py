@@ -60,9 +60,9 @@ async def test_flushes_full_batches_without_waiting_for_the_interval(
     writer = make_writer(flush_interval=60, batch_rows=10, max_write_rows=10)
     await writer.start()
     record_rows(writer, 25)
-    await wait_until(lambda: len(sink.rows) == 20)
+    # The writer counts a write once the sink has returned: wait for both.
+    await wait_until(lambda: len(sink.rows) == 20 and writer.stats().queue_depth == 5)
     assert [len(ids) for ids in sink.attempts] == [10, 10]
-    assert writer.stats().queue_depth == 5
 
 
 async def test_a_backlog_is_written_in_few_large_writes(
@@ -173,8 +173,9 @@ async def test_a_hanging_write_times_out_and_is_retried(
     writer = make_writer(write_timeout=0.05)
     await writer.start()
     record_rows(writer, 4)
-    await wait_until(lambda: len(sink.rows) == 4)
+    await wait_until(lambda: writer.stats().rows_flushed == 4)
     stats = writer.stats()
+    assert len(sink.rows) == 4
     assert (stats.flush_failures, stats.retries, stats.rows_flushed) == (1, 1, 4)
 
 
@@ -205,8 +206,14 @@ async def test_spills_past_the_bound_and_replays_when_the_database_returns(
     assert sink.rows == {}
 
     sink.fail("ok", times=0)
-    await wait_until(lambda: len(sink.rows) == 100 and writer.stats().queue_depth == 0)
+    await wait_until(
+        lambda: (
+            writer.stats().rows_flushed + writer.stats().rows_replayed == 100
+            and writer.stats().queue_depth == 0
+        )
+    )
     stats = writer.stats()
+    assert len(sink.rows) == 100
     assert _stored_customers(sink) == sorted(ids, key=str)
     assert stats.rows_replayed == spilled
     assert stats.rows_flushed + stats.rows_replayed == 100
@@ -222,9 +229,8 @@ async def test_replays_a_spill_file_left_by_an_earlier_run_on_start(
     append_spill(spill_path, earlier[7:])
     writer = make_writer()
     await writer.start()
-    await wait_until(lambda: len(sink.rows) == 12)
+    await wait_until(lambda: writer.stats().rows_replayed == 12)
     assert sink.rows == {row.id: row for row in earlier}
-    assert writer.stats().rows_replayed == 12
     await wait_until(lambda: _spill_files(spill_path) == [])
 
 
