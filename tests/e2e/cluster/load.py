@@ -121,11 +121,13 @@ async def run_load(
 
 
 def summary(answers: Iterable[Answer]) -> str:
-    """'N answered, M failed (statuses), by instance'."""
+    """'N answered, M failed (statuses), by instance', and what the first failure got."""
     answers = list(answers)
     failed = Counter(a.status for a in answers if not a.ok)
     served = Counter(a.served_by for a in answers if a.ok)
+    first = next((a for a in answers if not a.ok), None)
     return (
         f"{len(answers) - sum(failed.values()):,} answered, {sum(failed.values())} failed "
         f"{dict(failed) or ''}, by instance {dict(sorted(served.items()))}"
+        + ("" if first is None else f"; first failure {first.customer_id}: {first.error}")
     ).replace(" ,", ",")
