@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import anyio
 import pytest
 from anyio import to_thread
 from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from churn_mlops.db import schema
 from churn_mlops.db.engine import create_engine
@@ -11,24 +15,27 @@ from churn_mlops.db.models import CUSTOMER_READ_COLUMNS
 
 pytestmark = pytest.mark.timeout(120)
 
+T = TypeVar("T")
 
-async def _tables(url: str) -> set[str]:
+
+async def _read(url: str, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
-            names = await connection.run_sync(lambda c: inspect(c).get_table_names())
+            return await read(connection)
     finally:
         await engine.dispose()
+
+
+async def _tables(url: str) -> set[str]:
+    names = await _read(url, lambda c: c.run_sync(lambda s: inspect(s).get_table_names()))
     return set(names) - {"alembic_version"}
 
 
 async def _indexes(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        async with engine.connect() as connection:
-            indexes = await connection.run_sync(lambda c: inspect(c).get_indexes("predictions"))
-    finally:
-        await engine.dispose()
+    indexes = await _read(
+        url, lambda c: c.run_sync(lambda s: inspect(s).get_indexes("predictions"))
+    )
     return {index["name"] for index in indexes if index["name"]}
 
 
@@ -89,20 +96,13 @@ def test_concurrent_upgrades_of_a_new_postgres_database_all_succeed() -> None:
 
 
 async def _customer_index_definition(url: str) -> str:
-    engine = create_engine(url)
     query = (
         "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
         if url.startswith("postgresql")
         else "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
     )
-    try:
-        async with engine.connect() as connection:
-            found = await connection.scalar(
-                text(query), {"name": "ix_predictions_customer_id_created_at"}
-            )
-    finally:
-        await engine.dispose()
-    return str(found)
+    name = {"name": "ix_predictions_customer_id_created_at"}
+    return str(await _read(url, lambda c: c.scalar(text(query), name)))
 
 
 def test_the_customer_index_covers_the_reads_from_0008_and_not_before(database_url: str) -> None:

@@ -58,15 +58,24 @@ def _start(length: int | None = None) -> dict[str, Any]:
     return {"type": "http.response.start", "status": 200, "headers": headers}
 
 
-async def _serve(app: Any, request: bytes, *, settle: int = 20) -> RecordingTransport:
+def _connected(app: Any) -> tuple[HeadTimeoutProtocol, RecordingTransport]:
     config = Config(app=app, lifespan="off", log_config=None)
     config.load()
     protocol = HeadTimeoutProtocol(config=config, server_state=ServerState(), app_state={})
     transport = RecordingTransport()
     protocol.connection_made(transport)
-    protocol.data_received(request)
-    for _ in range(settle):
+    return protocol, transport
+
+
+async def _settle(rounds: int) -> None:
+    for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+async def _serve(app: Any, request: bytes, *, settle: int = 20) -> RecordingTransport:
+    protocol, transport = _connected(app)
+    protocol.data_received(request)
+    await _settle(settle)
     protocol.connection_lost(None)
     return transport
 
@@ -129,21 +138,15 @@ async def test_a_client_waiting_for_100_continue_gets_it_before_the_response() -
         await send(_start(len(message["body"])))
         await send(_body(message["body"]))
 
-    config = Config(app=app, lifespan="off", log_config=None)
-    config.load()
-    protocol = HeadTimeoutProtocol(config=config, server_state=ServerState(), app_state={})
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = _connected(app)
     protocol.data_received(
         b"POST / HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
     )
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await _settle(5)
     assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]  # not held back
 
     protocol.data_received(b"ping")
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await _settle(5)
     protocol.connection_lost(None)
 
     assert len(transport.writes) == 2  # the response itself still in one write
