@@ -53,6 +53,10 @@ class ClusterShape:
     min_replicas: int = 2
     db_pool_size: int = 20
     db_max_overflow: int = 10
+    db_read_pool_size: int = 8
+    """The customer reads' own asyncpg connections (`CHURN_DB_READ_POOL_SIZE`)."""
+    prediction_log_connections: int = 1
+    """The prediction log's own connection (`db/prediction_log/pg_copy.py`)."""
     pg_max_connections: int = 200
     pg_reserved_connections: int = 10
     """Kept free of the API's pools: superuser, migrations, monitoring, `psql`."""
@@ -63,7 +67,12 @@ class ClusterShape:
 
     @property
     def db_connections_per_pod(self) -> int:
-        return self.db_pool_size + self.db_max_overflow
+        return (
+            self.db_pool_size
+            + self.db_max_overflow
+            + self.db_read_pool_size
+            + self.prediction_log_connections
+        )
 
     @property
     def pg_connections_for_pods(self) -> int:
@@ -223,7 +232,8 @@ def markdown(
         f"RPS per pod, at least {shape.min_replicas}); cost at {shape.price_per_core_hour:g} USD "
         "per core-hour on the larger of the cores used and the cores requested; database "
         f"connections at {shape.db_connections_per_pod} per pod (pool {shape.db_pool_size} + "
-        f"overflow {shape.db_max_overflow}) against {shape.pg_connections_for_pods} of "
+        f"overflow {shape.db_max_overflow} + reads {shape.db_read_pool_size} + the log's "
+        f"{shape.prediction_log_connections}) against {shape.pg_connections_for_pods} of "
         f"max_connections {shape.pg_max_connections}.",
         "",
         "| configuration | HPA RPS target | target RPS | pods (CPU / RPS metric) | pods "

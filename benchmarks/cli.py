@@ -311,6 +311,9 @@ def capacity(
     db_max_overflow: Annotated[
         int, typer.Option(min=0, help="CHURN_DB_MAX_OVERFLOW of each pod.")
     ] = ClusterShape.db_max_overflow,
+    db_read_pool_size: Annotated[
+        int, typer.Option(min=0, help="CHURN_DB_READ_POOL_SIZE of each pod.")
+    ] = ClusterShape.db_read_pool_size,
     pg_max_connections: Annotated[
         int, typer.Option(min=1, help="PostgreSQL's max_connections.")
     ] = ClusterShape.pg_max_connections,
@@ -324,6 +327,7 @@ def capacity(
         price_per_core_hour=price_per_core_hour,
         db_pool_size=db_pool_size,
         db_max_overflow=db_max_overflow,
+        db_read_pool_size=db_read_pool_size,
         pg_max_connections=pg_max_connections,
     )
     try:

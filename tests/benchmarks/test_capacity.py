@@ -111,7 +111,7 @@ def test_plan_takes_the_metric_that_asks_for_most_pods() -> None:
     assert at_seed_targets.pods == 100
     assert at_seed_targets.cores_used == pytest.approx(2.0)
     assert at_seed_targets.cores_requested == pytest.approx(50.0)
-    assert at_seed_targets.db_connections == 3_000
+    assert at_seed_targets.db_connections == 100 * 39  # 20 + 10 pooled, 8 reads, the log's 1
     assert not at_seed_targets.fits_postgres
 
 
@@ -144,8 +144,11 @@ def test_recommended_rps_per_pod_leaves_headroom_and_never_drops_below_one_hundr
 
 
 def test_max_pods_for_postgres_reserves_connections_outside_the_pools() -> None:
-    assert max_pods_for_postgres(ClusterShape()) == 6
-    assert max_pods_for_postgres(ClusterShape(db_pool_size=5, db_max_overflow=5)) == 19
+    # 20 + 10 pooled, 8 for the customer reads and 1 for the prediction log per pod.
+    assert max_pods_for_postgres(ClusterShape()) == 4
+    small = ClusterShape(db_pool_size=2, db_max_overflow=2, db_read_pool_size=3)
+    assert small.db_connections_per_pod == 8
+    assert max_pods_for_postgres(small) == 23
 
 
 def test_load_results_names_a_missing_or_foreign_file(tmp_path: Path) -> None:
@@ -167,7 +170,7 @@ def test_capacity_command_prints_the_plan_for_each_target(tmp_path: Path) -> Non
     # One measured row, then seed and measured HPA targets for each of the two loads.
     assert len(plan_rows) == 1 + 2 * 2
     assert "| 3,500 (measured) | 10,000 |" in outcome.stdout
-    assert "holds the pools of 6 pods" in outcome.stdout
+    assert "holds the pools of 4 pods" in outcome.stdout
 
 
 def test_capacity_command_refuses_a_missing_results_file(tmp_path: Path) -> None:

@@ -395,9 +395,11 @@ def test_database_pools_of_the_most_pods_fit_in_max_connections(rendered: list[M
     hpa = find(rendered, "HorizontalPodAutoscaler", API)["spec"]
     surge = find(rendered, "Deployment", API)["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
     config = find(rendered, "ConfigMap", "churn-api-config")["data"]
-    per_pod = sum(
+    # SQLAlchemy's pool and its overflow, the customer reads' own connections, and the
+    # prediction log's one (db/prediction_log/pg_copy.py), for the pod's one worker.
+    per_pod = 1 + sum(
         setting_number(name, config.get(f"CHURN_{name.upper()}"))
-        for name in ("db_pool_size", "db_max_overflow")
+        for name in ("db_pool_size", "db_max_overflow", "db_read_pool_size")
     )
     conf = (K8S.parent / "postgres" / "postgresql.conf").read_text()
     (max_connections,) = re.findall(r"^max_connections\s*=\s*(\d+)", conf, flags=re.MULTILINE)

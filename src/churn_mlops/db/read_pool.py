@@ -31,13 +31,13 @@ class ReadsUnavailable(Exception):
 def _unavailable(error: BaseException) -> bool:
     if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
-    if _connection_lost(error):
+    if connection_lost(error):
         return True
     state = getattr(error, "sqlstate", None)
     return isinstance(state, str) and state.startswith(UNAVAILABLE_SQLSTATES)
 
 
-def _connection_lost(error: BaseException) -> bool:
+def connection_lost(error: BaseException) -> bool:
     """The connection is gone, not the database: closed under the read, or an unsolicited
     FATAL (57P01, "terminating connection due to administrator command") that asyncpg meets in
     a state it does not expect (InternalClientError)."""
@@ -80,7 +80,7 @@ class ReadPool:
             try:
                 return await self._fetch_once(sql, arguments, deadline)
             except Exception as error:
-                if not _connection_lost(error):
+                if not connection_lost(error):
                     raise
                 return await self._fetch_once(sql, arguments, deadline)
         except Exception as error:
@@ -122,7 +122,7 @@ class ReadPool:
         try:
             rows: Sequence[Any] = await connection.fetch(sql, *arguments, timeout=remaining)
         except BaseException as error:
-            if isinstance(error, asyncpg.PostgresError) and not _connection_lost(error):
+            if isinstance(error, asyncpg.PostgresError) and not connection_lost(error):
                 self._give_back(connection)  # the statement failed; the connection is fine
             else:
                 # A read cut short leaves the connection mid-reply or cancelling, which reusing

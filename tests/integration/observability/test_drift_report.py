@@ -88,9 +88,11 @@ async def log_rows(
         (f"{prefix}-{n}", version, float(p), p >= 0.5, False, 1.0, created_at, None, None, blob)
         for n, (p, blob) in enumerate(zip(probabilities.tolist(), blobs, strict=True))
     ]
-    assert await SqlPredictionSink.for_engine(database.engine).write(identify(recorded)) == len(
-        rows
-    )
+    sink = SqlPredictionSink.for_engine(database.engine)
+    try:
+        assert await sink.write(identify(recorded)) == len(rows)
+    finally:
+        await sink.close()
 
 
 @pytest.fixture
@@ -381,7 +383,9 @@ async def _log_malformed(url: str, version: str) -> None:
     try:
         await empty_tables(database)
         rows = identify([("c", version, 0.5, True, False, 1.0, time.time(), None, None, bytes(72))])
-        await SqlPredictionSink.for_engine(database.engine).write(rows)
+        sink = SqlPredictionSink.for_engine(database.engine)
+        await sink.write(rows)
+        await sink.close()
     finally:
         await database.dispose()
 

@@ -4,7 +4,8 @@
   (the flusher and the spiller), with its stats;
 - `guarded_sink`: the sink as the writer sees it, each write bounded in time, failures counted
   as one outage;
-- `sql_sink`: `SqlPredictionSink`, one idempotent write per batch (binary COPY on PostgreSQL);
+- `sql_sink`: `SqlPredictionSink`, one idempotent write per batch: on PostgreSQL a binary COPY
+  on a connection of the log's own (`pg_copy`), on a SQLite file from a thread (`sqlite_sink`);
 - `spill_files`: the append-only files that hold rows while the database is away, shared by the
   workers of one host and replayed after a crash;
 - `ids`: the rows, and their time-ordered UUIDv7-style ids.
@@ -48,7 +49,7 @@ def build_prediction_log(settings: Settings, engine: AsyncEngine) -> PredictionL
     """The service's writer on `engine`, configured by the `prediction_log_*` settings."""
     flush_interval = settings.prediction_log_flush_ms / 1000.0
     return PredictionLogWriter(
-        SqlPredictionSink.for_engine(engine),
+        SqlPredictionSink.for_engine(engine, settings.db_statement_timeout_ms),
         settings.prediction_log_spill_path,
         flush_interval=flush_interval,
         batch_rows=settings.prediction_log_batch_rows,

@@ -67,9 +67,11 @@ async def test_the_sink_stores_features_that_read_back_as_the_same_floats(
     ]
     recorded.append((f"{prefix}without", "v1", 0.5, True, False, 1.0, now, None, None, None))
     database = Database.from_url(migrated_database_url)
+    sink = SqlPredictionSink.for_engine(database.engine)
     try:
-        assert await SqlPredictionSink.for_engine(database.engine).write(identify(recorded)) == 41
+        assert await sink.write(identify(recorded)) == 41
     finally:
+        await sink.close()
         await database.dispose()
 
     stored = await _stored_features(migrated_database_url, prefix)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,31 @@ from churn_mlops.data.telco_example import EXAMPLE_FEATURES
 from churn_mlops.db import schema
 from churn_mlops.db.engine import Database
 from churn_mlops.db.models import Prediction
-from churn_mlops.db.prediction_log import sql_sink
+from churn_mlops.db.prediction_log import pg_copy
 from churn_mlops.db.prediction_log.ids import identify
-from churn_mlops.db.prediction_log.sql_sink import COPY_CHUNK_ROWS, SqlPredictionSink
+from churn_mlops.db.prediction_log.pg_copy import COPY_CHUNK_ROWS
+from churn_mlops.db.prediction_log.sql_sink import SqlPredictionSink
 from churn_mlops.db.prediction_log.sqlite_sink import SqliteThreadSink
 from tests.integration.db.prediction_log.conftest import add_customers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+SinkFactory = Callable[[Database], SqlPredictionSink]
+
+
+@pytest.fixture
+async def sink_for() -> AsyncIterator[SinkFactory]:
+    """`SqlPredictionSink.for_engine` of a database's engine, closed after the test."""
+    opened: list[SqlPredictionSink] = []
+
+    def open_sink(database: Database) -> SqlPredictionSink:
+        opened.append(SqlPredictionSink.for_engine(database.engine))
+        return opened[-1]
+
+    yield open_sink
+    for sink in opened:
+        await sink.close()
 
 
 @pytest.fixture
@@ -52,7 +70,9 @@ async def postgres(migrated_postgres: str) -> AsyncIterator[Database]:
 
 
 async def test_a_batch_is_stored_once_and_a_repeat_inserts_nothing(
-    database: Database, migrated_database_url: str
+    database: Database,
+    migrated_database_url: str,
+    sink_for: SinkFactory,
 ) -> None:
     prefix = f"k{uuid.uuid4().hex[:8]}-"
     known = await add_customers(migrated_database_url, [f"{prefix}known"], dict(EXAMPLE_FEATURES))
@@ -62,7 +82,7 @@ async def test_a_batch_is_stored_once_and_a_repeat_inserts_nothing(
         + [(f"{prefix}anon-{n}", "v1", 0.125, False, True, 0.5, created) for n in range(299)]
         + [(None, "v1", 0.5, True, True, 2.0, created)]
     )
-    sink = SqlPredictionSink.for_engine(database.engine)
+    sink = sink_for(database)
     inserts: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
@@ -107,21 +127,24 @@ async def test_a_batch_is_stored_once_and_a_repeat_inserts_nothing(
     assert {stored[row.id].customer_id for row in rows[1:]} == {None}
 
 
-async def test_an_empty_batch_inserts_nothing_and_does_not_fail(database: Database) -> None:
-    sink = SqlPredictionSink.for_engine(database.engine)
+async def test_an_empty_batch_inserts_nothing_and_does_not_fail(
+    database: Database, sink_for: SinkFactory
+) -> None:
+    sink = sink_for(database)
 
     assert await sink.write([]) == 0
 
 
 async def test_a_batch_larger_than_one_copy_is_stored_whole_and_retries_add_only_new_rows(
     postgres: Database,
+    sink_for: SinkFactory,
 ) -> None:
     created = 1_790_000_000.0
     rows = identify(
         [(f"chunk-{n}", "v2", n / 10_000, False, False, 0.5, created) for n in range(3_407)]
     )
     assert len(rows) > 2 * COPY_CHUNK_ROWS
-    sink = SqlPredictionSink.for_engine(postgres.engine)
+    sink = sink_for(postgres)
 
     assert await sink.write(rows[:2_000]) == 2_000
     assert await sink.write(rows) == len(rows) - 2_000  # a retry carrying rows already stored
@@ -136,11 +159,12 @@ async def test_a_batch_larger_than_one_copy_is_stored_whole_and_retries_add_only
 
 async def test_a_failed_batch_stores_none_of_its_rows_and_the_next_one_is_whole(
     postgres: Database,
+    sink_for: SinkFactory,
 ) -> None:
     created = 1_790_000_000.0
     good = identify([(f"ok-{n}", "v3", 0.5, False, False, 0.5, created) for n in range(2_000)])
     broken = [*good[:1_900], good[1_900]._replace(will_churn="yes"), *good[1_901:]]
-    sink = SqlPredictionSink.for_engine(postgres.engine)
+    sink = sink_for(postgres)
 
     with pytest.raises(Exception, match="boolean"):
         await sink.write(broken)
@@ -148,7 +172,9 @@ async def test_a_failed_batch_stores_none_of_its_rows_and_the_next_one_is_whole(
 
 
 async def test_a_sqlite_file_is_written_by_a_worker_thread_not_the_event_loop(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sink_for: SinkFactory,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
     await asyncio.to_thread(schema.upgrade, url)
@@ -163,7 +189,7 @@ async def test_a_sqlite_file_is_written_by_a_worker_thread_not_the_event_loop(
     monkeypatch.setattr(SqliteThreadSink, "_write", spy)
     rows = identify([(f"t-{n}", "v4", 0.5, False, False, 0.5, 1_790_000_000.0) for n in range(50)])
     try:
-        assert await SqlPredictionSink.for_engine(database.engine).write(rows) == 50
+        assert await sink_for(database).write(rows) == 50
         async with database.engine.connect() as connection:
             stored = await connection.scalar(select(func.count()).select_from(Prediction))
     finally:
@@ -174,7 +200,10 @@ async def test_a_sqlite_file_is_written_by_a_worker_thread_not_the_event_loop(
 
 
 async def test_a_new_batch_is_copied_straight_into_the_table_and_a_replay_goes_through_staging(
-    postgres: Database, migrated_postgres: str, monkeypatch: pytest.MonkeyPatch
+    postgres: Database,
+    migrated_postgres: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sink_for: SinkFactory,
 ) -> None:
     prefix = f"d{uuid.uuid4().hex[:8]}-"
     known = await add_customers(migrated_postgres, [f"{prefix}known"], dict(EXAMPLE_FEATURES))
@@ -192,7 +221,7 @@ async def test_a_new_batch_is_copied_straight_into_the_table_and_a_replay_goes_t
         return await copy(self, table, **options)
 
     monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", spy)
-    sink = SqlPredictionSink.for_engine(postgres.engine)
+    sink = sink_for(postgres)
 
     assert await sink.write(rows[:30]) == 30
     assert copied_into == ["predictions"]
@@ -206,7 +235,10 @@ async def test_a_new_batch_is_copied_straight_into_the_table_and_a_replay_goes_t
 
 
 async def test_a_customer_deleted_between_lookup_and_copy_leaves_its_rows_anonymous(
-    postgres: Database, migrated_postgres: str, monkeypatch: pytest.MonkeyPatch
+    postgres: Database,
+    migrated_postgres: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sink_for: SinkFactory,
 ) -> None:
     prefix = f"g{uuid.uuid4().hex[:8]}-"
     await add_customers(migrated_postgres, [f"{prefix}kept"], dict(EXAMPLE_FEATURES))
@@ -215,9 +247,9 @@ async def test_a_customer_deleted_between_lookup_and_copy_leaves_its_rows_anonym
     async def stale_lookup(self: Any, driver: Any, batch: Any) -> dict[str, int]:
         return {f"{prefix}gone": 2**62}  # a key no customer has (any more)
 
-    monkeypatch.setattr(sql_sink._DirectCopy, "_customers", stale_lookup)
+    monkeypatch.setattr(pg_copy.PostgresCopySink, "_customers", stale_lookup)
 
-    assert await SqlPredictionSink.for_engine(postgres.engine).write(rows) == 1
+    assert await sink_for(postgres).write(rows) == 1
     assert await _stored_customers(postgres, rows) == {rows[0].id: None}
 
 
