@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from operator import attrgetter
+from operator import call as _call
 from typing import Annotated, Any
 
 import annotated_types
@@ -209,6 +210,7 @@ class RequestDecoder:
             self._codes[name].__getitem__ if name in self._codes else _to_float
             for name in self.names
         ]
+        self._width = len(self.names)
 
     def single(self, raw: bytes) -> tuple[str | None, FloatMatrix]:
         customer_id, row, _ = self.single_explained(raw)
@@ -224,9 +226,11 @@ class RequestDecoder:
             explained = tuple(features[n] for n in self.names) if model.explain else None
             return model.customer_id, self.encoder.encode_row(features), explained
         values = self._values_of(request.features)
-        row = [convert(value) for convert, value in zip(self._converters, values, strict=True)]
+        # One pass from the values into the row, no list between: 0.8 us of 4.5 less than a
+        # list comprehension and np.array (docs/performance.md, "Decoding one row").
+        row = np.fromiter(map(_call, self._converters, values), np.float32, self._width)
         explained = values if request.explain else None
-        return request.customer_id, np.array([row], dtype=np.float32), explained
+        return request.customer_id, row.reshape(1, self._width), explained
 
     def batch(self, raw: bytes) -> tuple[list[str | None], FloatMatrix]:
         customer_ids, matrix, _ = self.batch_explained(raw)
