@@ -133,51 +133,108 @@ def _explain_many(
             x, start, size, columns, fills, tables, slots, category_values, inputs, codes, block
         )
         for t in range(tree_table_start.shape[0]):
-            first_player = tree_player_start[t]
-            players = tree_player_start[t + 1] - first_player
             if tree_table_start[t] >= 0:
-                # Split by split over the block's rows: contiguous, branch-free, vectorised.
-                # Plain indexing, no slices: a view costs as much as a one-row tree.
-                first_split = tree_split_start[t]
-                if size < WALK_BELOW_ROWS:
-                    # A row or two: the vectorised loops' set-up would cost more than they save.
-                    for r in range(size):
-                        walked = 0
-                        for b in range(tree_split_start[t + 1] - first_split):
-                            n = split_node[first_split + b]
-                            if block[node_column[n], r] > node_threshold[n]:
-                                walked |= 1 << b
-                        at = tree_table_start[t] + walked * players
-                        for s in range(players):
-                            out[start + r, tree_player[first_player + s]] += tree_table[at + s]
-                    continue
-                for r in range(size):
-                    directions[r] = 0
-                for b in range(tree_split_start[t + 1] - first_split):
-                    n = split_node[first_split + b]
-                    column = node_column[n]
-                    threshold = node_threshold[n]
-                    for r in range(size):
-                        directions[r] |= np.int64(block[column, r] > threshold) << b
-                for r in range(size):
-                    at = tree_table_start[t] + directions[r] * players
-                    for s in range(players):
-                        out[start + r, tree_player[first_player + s]] += tree_table[at + s]
-                continue
-            for r in range(size):
-                for b in range(tree_split_start[t], tree_split_start[t + 1]):
-                    n = split_node[b]
-                    goes_right[n] = block[node_column[n], r] > node_threshold[n]
-                for leaf in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
-                    first = leaf_player_start[leaf]
-                    u = leaf_player_start[leaf + 1] - first
-                    pattern = (1 << u) - 1
-                    for q in range(leaf_path_start[leaf], leaf_path_start[leaf + 1]):
-                        if goes_right[path_node[q]] != path_right[q]:
-                            pattern &= ~(1 << path_slot[q])
-                    at = leaf_table_start[leaf] + pattern * u
-                    for k in range(u):
-                        out[start + r, leaf_player[first + k]] += leaf_table[at + k]
+                _add_table_tree(
+                    t, start, size, block, node_column, node_threshold, tree_split_start,
+                    split_node, tree_player_start, tree_player, tree_table_start, tree_table,
+                    directions, out,
+                )  # fmt: skip
+            else:
+                _add_leaf_tree(
+                    t, start, size, block, node_column, node_threshold, tree_split_start,
+                    split_node, tree_leaf_start, leaf_path_start, path_node, path_right,
+                    path_slot, leaf_player_start, leaf_player, leaf_table_start, leaf_table,
+                    goes_right, out,
+                )  # fmt: skip
+
+
+@kernel()
+def _add_table_tree(
+    t: int,
+    start: int,
+    size: int,
+    block: Any,
+    node_column: Any,
+    node_threshold: Any,
+    tree_split_start: Any,
+    split_node: Any,
+    tree_player_start: Any,
+    tree_player: Any,
+    tree_table_start: Any,
+    tree_table: Any,
+    directions: Any,
+    out: Any,
+) -> None:
+    """Tree `t` of few splits, for the block's rows: one table row, indexed by the splits'
+    directions. Split by split over the rows: contiguous, branch-free, vectorised; plain
+    indexing, no slices (a view costs as much as a one-row tree)."""
+    first_player = tree_player_start[t]
+    players = tree_player_start[t + 1] - first_player
+    first_split = tree_split_start[t]
+    if size < WALK_BELOW_ROWS:
+        # A row or two: the vectorised loops' set-up would cost more than they save.
+        for r in range(size):
+            walked = 0
+            for b in range(tree_split_start[t + 1] - first_split):
+                n = split_node[first_split + b]
+                if block[node_column[n], r] > node_threshold[n]:
+                    walked |= 1 << b
+            at = tree_table_start[t] + walked * players
+            for s in range(players):
+                out[start + r, tree_player[first_player + s]] += tree_table[at + s]
+        return
+    for r in range(size):
+        directions[r] = 0
+    for b in range(tree_split_start[t + 1] - first_split):
+        n = split_node[first_split + b]
+        column = node_column[n]
+        threshold = node_threshold[n]
+        for r in range(size):
+            directions[r] |= np.int64(block[column, r] > threshold) << b
+    for r in range(size):
+        at = tree_table_start[t] + directions[r] * players
+        for s in range(players):
+            out[start + r, tree_player[first_player + s]] += tree_table[at + s]
+
+
+@kernel()
+def _add_leaf_tree(
+    t: int,
+    start: int,
+    size: int,
+    block: Any,
+    node_column: Any,
+    node_threshold: Any,
+    tree_split_start: Any,
+    split_node: Any,
+    tree_leaf_start: Any,
+    leaf_path_start: Any,
+    path_node: Any,
+    path_right: Any,
+    path_slot: Any,
+    leaf_player_start: Any,
+    leaf_player: Any,
+    leaf_table_start: Any,
+    leaf_table: Any,
+    goes_right: Any,
+    out: Any,
+) -> None:
+    """Tree `t` of many splits, row by row: a table row per leaf, indexed by the pattern of
+    the leaf's path that the row follows."""
+    for r in range(size):
+        for b in range(tree_split_start[t], tree_split_start[t + 1]):
+            n = split_node[b]
+            goes_right[n] = block[node_column[n], r] > node_threshold[n]
+        for leaf in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
+            first = leaf_player_start[leaf]
+            u = leaf_player_start[leaf + 1] - first
+            pattern = (1 << u) - 1
+            for q in range(leaf_path_start[leaf], leaf_path_start[leaf + 1]):
+                if goes_right[path_node[q]] != path_right[q]:
+                    pattern &= ~(1 << path_slot[q])
+            at = leaf_table_start[leaf] + pattern * u
+            for k in range(u):
+                out[start + r, leaf_player[first + k]] += leaf_table[at + k]
 
 
 # --------------------------------------------------------------------------- the explainer
