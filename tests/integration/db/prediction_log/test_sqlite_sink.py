@@ -101,6 +101,54 @@ async def test_close_lets_go_of_the_file_and_a_later_write_opens_it_again(
     assert len(_stored(log_file)) == 5
 
 
+async def test_rows_with_and_without_a_challenger_or_features_keep_every_value_and_customer(
+    log_file: Path,
+) -> None:
+    names = ['q "quoted", {braced}', "b\\slash", "é-東京"]
+    with sqlite3.connect(log_file) as connection:
+        for name in names:
+            connection.execute(
+                "INSERT INTO customers (external_id, features, schema_sha256, created_at, "
+                "updated_at) VALUES (?, '{}', 'x', '2026-12-07 00:00:00', '2026-12-07 00:00:00')",
+                (name,),
+            )
+        keys = dict(connection.execute("SELECT external_id, id FROM customers").fetchall())
+    recorded = [
+        (names[0], "v9", 0.25, False, False, 0.5, 1.79e9),
+        (names[1], "v9", 0.5, True, True, 1.5, 1.79e9, "vC", 0.75),
+        (names[2], "v9", 0.75, True, False, 2.5, 1.79e9, None, None, b"\x01\x02"),
+        ("unknown", "v9", 1.0, True, False, 3.5, 1.79e9),
+        (None, "v9", 0.0, False, False, 4.5, 1.79e9),
+    ]
+    rows = identify([(*row, *(None,) * (10 - len(row))) for row in recorded])
+    sink = SqliteThreadSink(log_file)
+    try:
+        assert await sink.write(rows) == len(rows)
+    finally:
+        await sink.close()
+
+    with sqlite3.connect(log_file) as connection:
+        stored = connection.execute(
+            "SELECT id, customer_id, external_customer_id, probability, will_churn, cached, "
+            "latency_ms, challenger_version, challenger_probability, features FROM predictions"
+        ).fetchall()
+    assert sorted(stored, key=lambda row: row[6]) == [
+        (
+            row.id,
+            keys.get(row.external_customer_id or ""),
+            row.external_customer_id,
+            row.probability,
+            int(row.will_churn),
+            int(row.cached),
+            row.latency_ms,
+            row.challenger_version,
+            row.challenger_probability,
+            row.features,
+        )
+        for row in rows
+    ]
+
+
 def test_a_smaller_variable_limit_gives_smaller_statements() -> None:
     # An older SQLite may bind at most 999 values: 83 rows of 12 columns.
     rows: list[tuple[object, ...]] = [(n,) * 12 for n in range(200)]
