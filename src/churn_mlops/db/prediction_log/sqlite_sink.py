@@ -16,8 +16,8 @@ padded with copies of its last row (`ON CONFLICT (id) DO NOTHING` skips them), o
 the thread keeps, so each statement is prepared once: 500 rows in 21 to 31 ms beside a busy
 thread, 3.3 ms idle (docs/performance.md, "The embedded SQLite log under overload"). The
 batch's customers are looked up once, under the write lock, rather than by a subquery per row,
-and a row with no challenger and no features binds 9 values, not 12: 1.3 and 0.9 us a row less
-(docs/performance.md, "The SQLite log's customers looked up once").
+and a row with no challenger and no features binds 9 values, not 12: 3.8 to 4.2 us of CPU a row
+against 6.5 to 7.0 (docs/performance.md, "The SQLite log's customers looked up once").
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _COLUMNS = (
 )
 _PLAIN_WIDTH = 9
 """A row with no challenger and no features binds the first 9 columns; the last 3 are NULL
-literals in its statement (about 0.9 us a row less)."""
+literals in its statement."""
 # Rows per statement, largest first: a batch's tail is padded up to the smallest that holds it.
 _CHUNK_ROWS = (512, 64, 8)
 _LOOKUP = (
