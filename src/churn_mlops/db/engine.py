@@ -79,6 +79,11 @@ def is_sqlite(url: str) -> bool:
     return _parse(async_database_url(url)).get_backend_name() == "sqlite"
 
 
+def plain_postgres_url(engine: AsyncEngine) -> str:
+    """The engine's database as a `postgresql://` URL, with its password, for asyncpg itself."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (None for an in-memory database)."""
     parsed = _parse(async_database_url(url))
@@ -175,9 +180,8 @@ class Database:
         self.reads: ReadPool | None = None
         """PostgreSQL: the customer reads' own asyncpg pool (opened on the first read)."""
         if engine.dialect.name == "postgresql":
-            plain = engine.url.set(drivername="postgresql")
             self.reads = ReadPool(
-                plain.render_as_string(hide_password=False),
+                plain_postgres_url(engine),
                 max_size=read_pool_size,
                 statement_timeout_ms=statement_timeout_ms,
                 connect_seconds=READ_CONNECT_SECONDS,

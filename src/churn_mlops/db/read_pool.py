@@ -7,14 +7,17 @@ read's client side: a read here takes an idle connection off a list, or opens on
 `max_size`), or waits in line for one given back. Each connection keeps its statements
 prepared. A connection the database dropped fails its read, which runs once more on another;
 an outage answers 503.
+
+The prediction log's COPY runs on a pool of its own of one connection (`run`, with the
+driver's errors as they are: the log counts them as an outage and spills).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -22,6 +25,11 @@ UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55000")
 """PostgreSQL's refusals that mean "not now" rather than a bug: connection exceptions (08),
 insufficient resources (53: too many connections), operator intervention (57: shutting down,
 starting up, a cancelled statement) and a database not accepting connections (55000)."""
+
+
+T = TypeVar("T")
+Work = Callable[[asyncpg.Connection, float], Awaitable[T]]
+"""What runs on a taken connection, given the seconds left of its budget."""
 
 
 class ReadsUnavailable(Exception):
@@ -50,10 +58,17 @@ def connection_lost(error: BaseException) -> bool:
 
 
 class ReadPool:
-    """Connections for single-statement reads, opened on demand (none before the first read)."""
+    """Connections for single-statement reads (`fetch`), or for the work `run` is given, opened
+    on demand (none before the first use)."""
 
     def __init__(
-        self, url: str, *, max_size: int, statement_timeout_ms: int, connect_seconds: float
+        self,
+        url: str,
+        *,
+        max_size: int,
+        statement_timeout_ms: int,
+        connect_seconds: float,
+        application_name: str = "churn-mlops-reads",
     ) -> None:
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError("the read pool takes a plain postgresql:// URL")
@@ -61,6 +76,7 @@ class ReadPool:
         self.max_size = max_size
         self.statement_timeout_ms = statement_timeout_ms
         self.connect_seconds = connect_seconds
+        self.application_name = application_name
         self._idle: list[asyncpg.Connection] = []
         self._open_count = 0
         """Connections open or opening, idle or not."""
@@ -68,24 +84,34 @@ class ReadPool:
         """Reads in line for a connection; None wakes one to open a connection itself."""
         self._closed = False
 
-    async def fetch(self, sql: str, *arguments: Any, budget: float) -> Sequence[Any]:
+    def fetch(self, sql: str, *arguments: Any, budget: float) -> Awaitable[Sequence[Any]]:
         """The rows of one statement, within `budget` seconds (waiting for a connection
-        included); ReadsUnavailable if the database does not answer or refuses.
+        included); ReadsUnavailable if the database does not answer or refuses. (`run`'s own
+        coroutine, awaited by the caller: no frame of ours in between on the read path.)"""
+        return self.run(_fetching(sql, arguments), budget=budget, unavailable=ReadsUnavailable)
+
+    async def run(
+        self, work: Work[T], *, budget: float, unavailable: type[Exception] | None = None
+    ) -> T:
+        """`work` on a taken connection within `budget` seconds (waiting for a connection
+        included); the driver's errors as they are, or, given `unavailable`, those that mean
+        "not now" turned into it.
 
         A pooled connection the database dropped while it sat idle (a restart, an operator's
-        pg_terminate_backend, a proxy's reset) fails its read before any row: the read, which
-        changes nothing, runs once more on another connection within the same budget."""
+        pg_terminate_backend, a proxy's reset) fails `work` before it has done anything: `work`
+        runs once more on another connection within the same budget. A read changes nothing;
+        the log's COPY skips what a first attempt stored."""
         deadline = asyncio.get_running_loop().time() + budget
         try:
             try:
-                return await self._fetch_once(sql, arguments, deadline)
+                return await self._run_once(work, deadline)
             except Exception as error:
                 if not connection_lost(error):
                     raise
-                return await self._fetch_once(sql, arguments, deadline)
+                return await self._run_once(work, deadline)
         except Exception as error:
-            if _unavailable(error):
-                raise ReadsUnavailable(str(error) or type(error).__name__) from error
+            if unavailable is not None and _unavailable(error):
+                raise unavailable(str(error) or type(error).__name__) from error
             raise
 
     def in_use(self) -> int:
@@ -111,16 +137,14 @@ class ReadPool:
             for connection in idle:
                 connection.terminate()
 
-    async def _fetch_once(
-        self, sql: str, arguments: tuple[Any, ...], deadline: float
-    ) -> Sequence[Any]:
+    async def _run_once(self, work: Work[T], deadline: float) -> T:
         connection = await self._take(deadline)
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             self._give_back(connection)
             raise TimeoutError("no time left for the read")
         try:
-            rows: Sequence[Any] = await connection.fetch(sql, *arguments, timeout=remaining)
+            result = await work(connection, remaining)
         except BaseException as error:
             if isinstance(error, asyncpg.PostgresError) and not connection_lost(error):
                 self._give_back(connection)  # the statement failed; the connection is fine
@@ -130,7 +154,7 @@ class ReadPool:
                 self._discard(connection)
             raise
         self._give_back(connection)
-        return rows
+        return result
 
     async def _take(self, deadline: float) -> asyncpg.Connection:
         """An idle connection, a new one if fewer than `max_size` are open, or the next one
@@ -174,7 +198,7 @@ class ReadPool:
                 timeout=seconds,
                 server_settings={
                     "statement_timeout": str(self.statement_timeout_ms),
-                    "application_name": "churn-mlops-reads",
+                    "application_name": self.application_name,
                 },
             )
         except BaseException:
@@ -203,6 +227,16 @@ class ReadPool:
         while self._waiters:
             if _hand(self._waiters.popleft(), None):
                 return
+
+
+def _fetching(sql: str, arguments: tuple[Any, ...]) -> Work[Sequence[Any]]:
+    """The work of `fetch`: the driver's own coroutine, no frame of ours around it."""
+
+    def fetch(connection: asyncpg.Connection, remaining: float) -> Awaitable[Sequence[Any]]:
+        rows: Awaitable[Sequence[Any]] = connection.fetch(sql, *arguments, timeout=remaining)
+        return rows
+
+    return fetch
 
 
 def _hand(waiter: asyncio.Future[Any], value: Any) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 
 RecordedRow = tuple[
     str | None, str, float, bool, bool, float, float, str | None, float | None, bytes | None
@@ -34,6 +35,13 @@ class LoggedPrediction(NamedTuple):
     challenger_probability: float | None = None
     features: bytes | None = None
     """The scored row as `features.encode_row` stores it; None when features are not logged."""
+
+
+def named_customers(rows: Sequence[LoggedPrediction]) -> str | None:
+    """The distinct customer ids the rows name, as one JSON array (what the sinks' lookups
+    take as a single parameter); None when no row names one."""
+    named = list({row.external_customer_id for row in rows} - {None})
+    return orjson.dumps(named).decode() if named else None
 
 
 # The variant nibble of a UUID (binary 10xx) from any hex digit.

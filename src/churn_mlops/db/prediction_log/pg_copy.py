@@ -13,19 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
-import orjson
 from asyncpg.exceptions import ForeignKeyViolationError, UniqueViolationError
 
-from churn_mlops.db.prediction_log.ids import LoggedPrediction
-from churn_mlops.db.read_pool import connection_lost
+from churn_mlops.db.prediction_log.ids import LoggedPrediction, named_customers
+from churn_mlops.db.read_pool import ReadPool
 
 # Rows per COPY: about 2 ms of encoding in the event loop before it can serve a request again.
 COPY_CHUNK_ROWS = 1500
 CONNECT_SECONDS = 5.0
-"""The longest a write waits for its connection to open (the writer's budget cuts it sooner)."""
+"""The longest a write waits for its connection to open."""
+WRITE_BUDGET_SECONDS = 60.0
+"""A write's own bound; the writer's (`CHURN_PREDICTION_LOG_WRITE_TIMEOUT_SECONDS`, 5 s) cuts
+it sooner."""
 APPLICATION_NAME = "churn-mlops-log"
 _STAGING_TABLE = "churn_predictions_staging"
 _STAGING_TYPES = (
@@ -33,10 +36,6 @@ _STAGING_TYPES = (
     *("varchar", "float8", "bytea"),
 )
 _COLUMNS = ("customer_id", *LoggedPrediction._fields)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class PostgresCopySink:
@@ -49,22 +48,18 @@ class PostgresCopySink:
     NOTHING` (`_StagedCopy`). Per row of 500-row batches on the local PostgreSQL, server CPU:
     6.5 us direct against 13.5 us staged (docs/performance.md, "Prediction log").
 
-    The connection is opened at the first write. A write takes it for its duration: a write
-    that fails other than by PostgreSQL refusing its rows, or that is cancelled (the writer's
-    budget ran out), terminates it, and the next write opens another. A connection the
-    database dropped while idle fails its write before any row is stored; the write runs once
-    more on a new connection.
+    The connection is a `ReadPool` of one, opened at the first write: a write cut short (the
+    writer's budget ran out) or broken other than by PostgreSQL refusing its rows terminates
+    it, and one that finds it dropped while idle runs once more on a new one.
     """
 
     def __init__(self, url: str, *, statement_timeout_ms: int = 5000) -> None:
-        if not url.startswith(("postgresql://", "postgres://")):
-            raise ValueError("the prediction log's COPY takes a plain postgresql:// URL")
         self.url = url
         self.statement_timeout_ms = statement_timeout_ms
-        self._idle: asyncpg.Connection | None = None
+        self._pool = self._new_pool()
         self._lookup = (
-            'SELECT "external_id", "id" FROM "customers" '
-            'WHERE "external_id" IN (SELECT json_array_elements_text($1::json))'
+            "SELECT external_id, id FROM customers "
+            "WHERE external_id IN (SELECT json_array_elements_text($1::json))"
         )
         self._staged = _StagedCopy()
 
@@ -72,35 +67,25 @@ class PostgresCopySink:
         """Insert `rows` atomically, skipping ids already stored; the number inserted."""
         if not rows:
             return 0
-        try:
-            return await self._write_once(rows)
-        except Exception as error:
-            if not connection_lost(error):
-                raise
-            return await self._write_once(rows)
+        return await self._pool.run(partial(self._copy, rows), budget=WRITE_BUDGET_SECONDS)
 
     async def close(self) -> None:
-        """Close the idle connection; a later write opens another."""
-        idle, self._idle = self._idle, None
-        if idle is not None:
-            await idle.close()
+        """Close the connection; a later write opens another."""
+        pool, self._pool = self._pool, self._new_pool()
+        await pool.close()
 
-    async def _write_once(self, rows: Sequence[LoggedPrediction]) -> int:
-        connection = await self._take()
-        try:
-            inserted = await self._copy(connection, rows)
-        except BaseException as error:
-            if isinstance(error, asyncpg.PostgresError) and not connection_lost(error):
-                self._give_back(connection)  # the database refused the rows, the link is fine
-            else:
-                # Cut short mid-statement (cancelled, a broken link, an encoding error): the
-                # connection's state is unknown, and reusing it could wait on a silent server.
-                connection.terminate()
-            raise
-        self._give_back(connection)
-        return inserted
+    def _new_pool(self) -> ReadPool:
+        return ReadPool(
+            self.url,
+            max_size=1,
+            statement_timeout_ms=self.statement_timeout_ms,
+            connect_seconds=CONNECT_SECONDS,
+            application_name=APPLICATION_NAME,
+        )
 
-    async def _copy(self, connection: asyncpg.Connection, rows: Sequence[LoggedPrediction]) -> int:
+    async def _copy(
+        self, rows: Sequence[LoggedPrediction], connection: asyncpg.Connection, _left: float
+    ) -> int:
         try:
             records = _with_customers(rows, await self._customers(connection, rows))
             if len(records) <= COPY_CHUNK_ROWS:
@@ -115,29 +100,10 @@ class PostgresCopySink:
     async def _customers(
         self, connection: asyncpg.Connection, rows: Sequence[LoggedPrediction]
     ) -> dict[str, int]:
-        named = list({row.external_customer_id for row in rows} - {None})
-        if not named:
+        named = named_customers(rows)
+        if named is None:
             return {}
-        return dict(await connection.fetch(self._lookup, orjson.dumps(named).decode()))
-
-    async def _take(self) -> asyncpg.Connection:
-        idle, self._idle = self._idle, None
-        if idle is not None and not idle.is_closed():
-            return idle
-        return await asyncpg.connect(
-            self.url,
-            timeout=CONNECT_SECONDS,
-            server_settings={
-                "statement_timeout": str(self.statement_timeout_ms),
-                "application_name": APPLICATION_NAME,
-            },
-        )
-
-    def _give_back(self, connection: asyncpg.Connection) -> None:
-        if self._idle is None:
-            self._idle = connection
-        else:  # another write opened one meanwhile (this one had been abandoned): keep one
-            connection.terminate()
+        return dict(await connection.fetch(self._lookup, named))
 
 
 class _StagedCopy:
@@ -146,7 +112,7 @@ class _StagedCopy:
     def __init__(self) -> None:
         fields = LoggedPrediction._fields
         columns = ", ".join(
-            f"{_quote(name)} {kind}" for name, kind in zip(fields, _STAGING_TYPES, strict=True)
+            f"{name} {kind}" for name, kind in zip(fields, _STAGING_TYPES, strict=True)
         )
         # ON COMMIT DELETE ROWS: each batch starts empty; the table lives as long as the
         # connection. IF NOT EXISTS in every batch keeps it right behind a transaction pooler.
@@ -154,14 +120,13 @@ class _StagedCopy:
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING_TABLE} ({columns}) "
             "ON COMMIT DELETE ROWS"
         )
-        values = [f"s.{_quote(name)}" for name in fields]
-        values[fields.index("created_at")] = f"to_timestamp(s.{_quote('created_at')})"
-        target = ", ".join(_quote(name) for name in _COLUMNS)
+        values = [f"s.{name}" for name in fields]
+        values[fields.index("created_at")] = "to_timestamp(s.created_at)"
         self._insert = (
-            f'INSERT INTO "predictions" ({target}) '  # noqa: S608 - our own column names
-            f'SELECT c."id", {", ".join(values)} FROM {_STAGING_TABLE} AS s '
-            'LEFT JOIN "customers" AS c ON c."external_id" = s."external_customer_id" '
-            'ON CONFLICT ("id") DO NOTHING'
+            f"INSERT INTO predictions ({', '.join(_COLUMNS)}) "  # noqa: S608 - our own names
+            f"SELECT c.id, {', '.join(values)} FROM {_STAGING_TABLE} AS s "
+            "LEFT JOIN customers AS c ON c.external_id = s.external_customer_id "
+            "ON CONFLICT (id) DO NOTHING"
         )
 
     async def write(self, connection: asyncpg.Connection, rows: Sequence[LoggedPrediction]) -> int:

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from churn_mlops.db.engine import sqlite_path
+from churn_mlops.db.engine import plain_postgres_url, sqlite_path
 from churn_mlops.db.prediction_log.ids import LoggedPrediction
 from churn_mlops.db.prediction_log.pg_copy import PostgresCopySink
 from churn_mlops.db.prediction_log.sqlite_sink import SqliteThreadSink
@@ -42,10 +42,7 @@ class SqlPredictionSink:
         self.engine = engine
         self._statement = _insert_statement(engine.dialect.name, predictions, customers)
         self._copy = (
-            PostgresCopySink(
-                engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
-                statement_timeout_ms=statement_timeout_ms,
-            )
+            PostgresCopySink(plain_postgres_url(engine), statement_timeout_ms=statement_timeout_ms)
             if engine.dialect.name == "postgresql"
             else None
         )

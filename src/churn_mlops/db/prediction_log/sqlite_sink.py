@@ -30,9 +30,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-import orjson
-
-from churn_mlops.db.prediction_log.ids import LoggedPrediction
+from churn_mlops.db.prediction_log.ids import LoggedPrediction, named_customers
 
 # How long a write waits for another connection's lock (the service's own engine, a replay).
 _BUSY_TIMEOUT_MS = 5000
@@ -103,10 +101,10 @@ def _chunks(parameters: list[tuple[object, ...]], sizes: Sequence[int]) -> list[
 
 def _customers(connection: sqlite3.Connection, rows: Sequence[LoggedPrediction]) -> dict[str, int]:
     """The keys of the batch's known customers, in one statement."""
-    named = list({row.external_customer_id for row in rows} - {None})
-    if not named:
+    named = named_customers(rows)
+    if named is None:
         return {}
-    return dict(connection.execute(_LOOKUP, (orjson.dumps(named).decode(),)).fetchall())
+    return dict(connection.execute(_LOOKUP, (named,)).fetchall())
 
 
 class SqliteThreadSink:
